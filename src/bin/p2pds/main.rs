@@ -1,0 +1,543 @@
+//! `p2pds`: the headless P2PDS engine, for terminals and home servers.
+
+mod policy_cmd;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use p2pds::identity::{Resolver, DEFAULT_PLC_URL};
+use p2pds::store::{self, Store};
+use p2pds::sync::{SyncProgress, Syncer};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "p2pds",
+    version,
+    about = "Keep verified copies of your friends' AT Protocol accounts"
+)]
+struct Cli {
+    /// Where the store and blobs live (default: the per-user data directory).
+    #[arg(long, global = true, env = "P2PDS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// PLC directory used to resolve did:plc identities.
+    #[arg(long, global = true, env = "P2PDS_PLC_URL", default_value = DEFAULT_PLC_URL)]
+    plc_url: String,
+    /// An XRPC service answering com.atproto.identity.resolveHandle (tried first).
+    #[arg(long, global = true, env = "P2PDS_RESOLVER_URL")]
+    resolver_url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Choose whose accounts to back up.
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
+    /// Bring every backed-up account up to date.
+    Sync {
+        /// One pass, then exit (otherwise keep syncing until interrupted).
+        #[arg(long)]
+        once: bool,
+        /// Seconds between passes when running continuously.
+        #[arg(long, default_value_t = 60)]
+        interval: u64,
+    },
+    /// Show what is backed up.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the records held for an account.
+    Records {
+        did: String,
+        #[arg(long)]
+        collection: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the latest verified copy of an account as a CAR file (and its blobs).
+    Export {
+        did: String,
+        #[arg(long)]
+        car: PathBuf,
+        #[arg(long)]
+        blobs: Option<PathBuf>,
+    },
+    /// Check and evaluate replication policies.
+    Policy {
+        #[command(subcommand)]
+        command: policy_cmd::PolicyCommand,
+    },
+    /// Measure the engine.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BackupCommand {
+    /// Start backing up an account (a handle like alice.bsky.social, or a DID).
+    Add { account: String },
+    /// Stop backing up an account and delete its copy.
+    Remove { did: String },
+    /// List the accounts backed up.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Full verified ingest of a generated N-record repo, then one incremental record.
+    Ingest {
+        #[arg(long, default_value_t = 100_000)]
+        records: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// (internal) the measured half of `bench ingest`, in its own process.
+    #[command(hide = true)]
+    IngestRun { dir: PathBuf, key: String },
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("P2PDS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn data_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = &cli.data_dir {
+        return Ok(dir.clone());
+    }
+    directories::ProjectDirs::from("org", "p2pds", "p2pds")
+        .map(|d| d.data_dir().to_path_buf())
+        .context("no per-user data directory on this system: pass --data-dir")
+}
+
+struct Ctx {
+    data_dir: PathBuf,
+    store: Store,
+    syncer: Syncer,
+}
+
+fn open(cli: &Cli) -> anyhow::Result<Ctx> {
+    let data_dir = data_dir(cli)?;
+    let store = Store::open(&data_dir.join("p2pds.sqlite"))
+        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    let http = reqwest::Client::builder()
+        .user_agent(concat!("p2pds/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(15))
+        .read_timeout(Duration::from_secs(120))
+        .build()?;
+    let resolver = Arc::new(Resolver::new(
+        http.clone(),
+        &cli.plc_url,
+        cli.resolver_url.as_deref(),
+    ));
+    let syncer = Syncer::new(store.clone(), http, resolver, &data_dir);
+    Ok(Ctx {
+        data_dir,
+        store,
+        syncer,
+    })
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    match &cli.command {
+        Command::Policy { .. } => {
+            let Command::Policy { command } = cli.command else {
+                return Ok(2);
+            };
+            return policy_cmd::run(command);
+        }
+        Command::Bench { command } => return bench(command),
+        _ => {}
+    }
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(run_async(cli))
+}
+
+async fn run_async(cli: Cli) -> anyhow::Result<i32> {
+    let ctx = open(&cli)?;
+    match &cli.command {
+        Command::Backup { command } => backup(&ctx, command).await,
+        Command::Sync { once, interval } => sync(&ctx, *once, *interval).await,
+        Command::Status { json } => status(&ctx, *json).await,
+        Command::Records {
+            did,
+            collection,
+            json,
+        } => records(&ctx, did, collection.clone(), *json).await,
+        Command::Export { did, car, blobs } => export(&ctx, did, car, blobs.as_deref()).await,
+        Command::Policy { .. } | Command::Bench { .. } => Ok(2),
+    }
+}
+
+async fn backup(ctx: &Ctx, command: &BackupCommand) -> anyhow::Result<i32> {
+    match command {
+        BackupCommand::Add { account } => {
+            let doc = ctx
+                .syncer
+                .resolver
+                .resolve_account(account)
+                .await
+                .with_context(|| format!("looking up {account}"))?;
+            let (did, handle, pds) = (doc.did.clone(), doc.handle.clone(), doc.pds.clone());
+            let added = ctx
+                .store
+                .write(move |c| store::add_repo(c, &did, handle.as_deref(), pds.as_deref()))
+                .await??;
+            let name = doc.handle.as_deref().unwrap_or(&doc.did);
+            if added {
+                println!(
+                    "Now backing up {name} ({}). Run `p2pds sync` to copy it.",
+                    doc.did
+                );
+            } else {
+                println!("{name} ({}) was already backed up.", doc.did);
+            }
+            Ok(0)
+        }
+        BackupCommand::Remove { did } => {
+            let d = did.clone();
+            if ctx
+                .store
+                .write(move |c| store::remove_repo(c, &d))
+                .await??
+            {
+                println!("Stopped backing up {did} and deleted its copy.");
+                Ok(0)
+            } else {
+                eprintln!("{did} is not backed up.");
+                Ok(1)
+            }
+        }
+        BackupCommand::List { json } => {
+            let repos = ctx.store.read(store::list_repos).await?;
+            if *json {
+                let list: Vec<_> = repos
+                    .iter()
+                    .map(|r| serde_json::json!({"did": r.did, "handle": r.handle, "pds": r.pds}))
+                    .collect();
+                println!("{}", serde_json::json!({ "repos": list }));
+            } else if repos.is_empty() {
+                println!("No accounts backed up yet. Add one with `p2pds backup add HANDLE`.");
+            } else {
+                for r in repos {
+                    println!("{}\t{}", r.did, r.handle.as_deref().unwrap_or("-"));
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn progress_bar(did: &str) -> Option<ProgressBar> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {prefix} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.set_prefix(did.to_string());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    Some(bar)
+}
+
+async fn sync_all(ctx: &Ctx) -> anyhow::Result<bool> {
+    let repos = ctx.store.read(store::list_repos).await?;
+    let mut all_ok = true;
+    for repo in repos {
+        let bar = progress_bar(repo.handle.as_deref().unwrap_or(&repo.did));
+        let show = |p: SyncProgress| {
+            if let Some(bar) = &bar {
+                bar.set_message(match p {
+                    SyncProgress::Checking => "checking…".to_string(),
+                    SyncProgress::Downloading { bytes, total } => match total {
+                        Some(t) => format!(
+                            "downloading {:.1} / {:.1} MB",
+                            bytes as f64 / 1e6,
+                            t as f64 / 1e6
+                        ),
+                        None => format!("downloading {:.1} MB", bytes as f64 / 1e6),
+                    },
+                    SyncProgress::Ingesting(p2pds::sync::ingest::IngestProgress::Blocks {
+                        blocks,
+                        bytes,
+                    }) => {
+                        format!("verifying: {blocks} blocks, {:.1} MB", bytes as f64 / 1e6)
+                    }
+                    SyncProgress::Ingesting(p2pds::sync::ingest::IngestProgress::Verifying) => {
+                        "checking the signature and record tree…".to_string()
+                    }
+                    SyncProgress::Blobs { done, total } => {
+                        format!("images and files {done}/{total}")
+                    }
+                });
+            }
+        };
+        let result = ctx.syncer.sync_repo(&repo.did, &show).await;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        let name = repo.handle.as_deref().unwrap_or(&repo.did);
+        match result {
+            Ok(report) => {
+                let what = match (&report.ingest, report.up_to_date) {
+                    (_, true) => "up to date".to_string(),
+                    (Some(i), _) => format!(
+                        "rev {}: {} new, {} changed, {} deleted, {} records held",
+                        i.rev, i.creates, i.updates, i.deletes, i.records
+                    ),
+                    (None, _) => {
+                        format!("account is {}; your copy is kept", report.upstream_status)
+                    }
+                };
+                let blobs = if report.blobs.fetched + report.blobs.bad + report.blobs.failed > 0 {
+                    format!(
+                        "; blobs: {} fetched, {} bad, {} failed",
+                        report.blobs.fetched, report.blobs.bad, report.blobs.failed
+                    )
+                } else {
+                    String::new()
+                };
+                eprintln!("{name}: {what}{blobs}");
+            }
+            Err(e) => {
+                all_ok = false;
+                eprintln!("{name}: sync failed: {e}");
+            }
+        }
+    }
+    Ok(all_ok)
+}
+
+async fn sync(ctx: &Ctx, once: bool, interval: u64) -> anyhow::Result<i32> {
+    if once {
+        return Ok(if sync_all(ctx).await? { 0 } else { 1 });
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(interval.max(5)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => { sync_all(ctx).await?; }
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("stopping");
+                return Ok(0);
+            }
+        }
+    }
+}
+
+async fn status(ctx: &Ctx, json: bool) -> anyhow::Result<i32> {
+    let rows = ctx
+        .store
+        .read(|c| {
+            let repos = store::list_repos(c)?;
+            let mut out = Vec::new();
+            for r in repos {
+                let blobs = store::blob_counts(c, r.id)?;
+                out.push((r, blobs));
+            }
+            Ok(out)
+        })
+        .await?;
+    if json {
+        let repos: Vec<_> = rows
+            .iter()
+            .map(|(r, (blobs, blob_bytes, _, _))| {
+                serde_json::json!({
+                    "did": r.did, "handle": r.handle, "rev": r.rev, "commit": r.head,
+                    "records": r.records, "blocks": r.blocks, "bytes": r.bytes,
+                    "blobs": blobs, "blobBytes": blob_bytes, "lastSyncAt": r.last_sync_at,
+                    "state": r.state, "error": r.error, "upstreamStatus": r.upstream_status,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "repos": repos }))?
+        );
+    } else if rows.is_empty() {
+        println!("No accounts backed up yet. Add one with `p2pds backup add HANDLE`.");
+    } else {
+        for (r, (blobs, blob_bytes, missing, bad)) in rows {
+            let name = r.handle.as_deref().unwrap_or(&r.did);
+            let when = r.last_sync_at.as_deref().unwrap_or("never");
+            println!(
+                "{name}: {} records, {:.1} MB, {blobs} blobs ({:.1} MB, {missing} to fetch, {bad} bad); {}; last synced {when}{}",
+                r.records,
+                r.bytes as f64 / 1e6,
+                blob_bytes as f64 / 1e6,
+                r.state,
+                r.error.map(|e| format!("\n  problem: {e}")).unwrap_or_default()
+            );
+        }
+    }
+    Ok(0)
+}
+
+async fn records(
+    ctx: &Ctx,
+    did: &str,
+    collection: Option<String>,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let d = did.to_string();
+    let rows = ctx
+        .store
+        .read(move |c| {
+            let repo = store::get_repo(c, &d)?;
+            match repo {
+                Some(r) => Ok(Some(store::list_records(c, r.id, collection.as_deref())?)),
+                None => Ok(None),
+            }
+        })
+        .await?;
+    let Some(rows) = rows else {
+        bail!("{did} is not backed up");
+    };
+    if json {
+        let list: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "uri": format!("at://{did}/{}/{}", r.collection, r.rkey),
+                    "collection": r.collection, "rkey": r.rkey, "cid": r.cid, "value": r.value,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "did": did, "records": list }));
+    } else {
+        for r in rows {
+            println!("{}/{}\t{}", r.collection, r.rkey, r.value);
+        }
+    }
+    Ok(0)
+}
+
+async fn export(ctx: &Ctx, did: &str, car: &Path, blobs: Option<&Path>) -> anyhow::Result<i32> {
+    let (d, car_path, blob_out) = (
+        did.to_string(),
+        car.to_path_buf(),
+        blobs.map(Path::to_path_buf),
+    );
+    let blob_dir = ctx.syncer.blob_dir();
+    let report = ctx
+        .store
+        .read(move |c| {
+            // Written beside the target, then renamed: never a half-written export.
+            let tmp = car_path.with_extension("car.part");
+            let file = std::fs::File::create(&tmp)?;
+            let mut report = p2pds::export::write_car(c, &d, std::io::BufWriter::new(file))
+                .map_err(|e| store::StoreError::Io(std::io::Error::other(e.to_string())))?;
+            std::fs::rename(&tmp, &car_path)?;
+            if let Some(dir) = blob_out {
+                p2pds::export::copy_blobs(c, &d, &blob_dir, &dir, &mut report)
+                    .map_err(|e| store::StoreError::Io(std::io::Error::other(e.to_string())))?;
+            }
+            Ok(report)
+        })
+        .await?;
+    eprintln!(
+        "Exported {did} at rev {}: {} records, {} blocks, {:.1} MB{}",
+        report.rev,
+        report.records,
+        report.blocks,
+        report.bytes as f64 / 1e6,
+        if blobs.is_some() {
+            format!(
+                "; {} blobs ({} not held)",
+                report.blobs, report.blobs_missing
+            )
+        } else {
+            String::new()
+        }
+    );
+    let _ = &ctx.data_dir;
+    Ok(0)
+}
+
+fn bench(command: &BenchCommand) -> anyhow::Result<i32> {
+    match command {
+        BenchCommand::Ingest { records, json } => {
+            let dir = tempfile_dir()?;
+            eprintln!("generating a signed repo of {records} records…");
+            let (key, car_bytes) = p2pds::bench::write_inputs(*records, &dir)?;
+            eprintln!(
+                "CAR: {:.1} MB; ingesting in a fresh process…",
+                car_bytes as f64 / 1e6
+            );
+            let out = std::process::Command::new(std::env::current_exe()?)
+                .args(["bench", "ingest-run"])
+                .arg(&dir)
+                .arg(key.public_key().to_multikey())
+                .output()?;
+            let _ = std::fs::remove_dir_all(&dir);
+            if !out.status.success() {
+                bail!(
+                    "the measured run failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let figures: p2pds::bench::IngestFigures = serde_json::from_slice(&out.stdout)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&figures)?);
+            } else {
+                println!(
+                    "full verified ingest: {} records, {} blocks, {:.1} MB in {:.2} s = {:.0} records/s, {:.1} MB/s\n\
+                     incremental sync of one new record: {:.1} ms ({} created)\n\
+                     peak RSS of the ingesting process: {:.0} MB",
+                    figures.records,
+                    figures.blocks,
+                    figures.car_bytes as f64 / 1e6,
+                    figures.full_seconds,
+                    figures.records_per_second,
+                    figures.megabytes_per_second,
+                    figures.incremental_ms,
+                    figures.incremental_creates,
+                    figures.peak_rss_mb
+                );
+            }
+            Ok(0)
+        }
+        BenchCommand::IngestRun { dir, key } => {
+            let key = p2pds::crypto::PublicKey::from_multikey(key)?;
+            let figures = p2pds::bench::run_ingest(dir, &key)?;
+            println!("{}", serde_json::to_string(&figures)?);
+            Ok(0)
+        }
+    }
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("p2pds-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

@@ -1,0 +1,15 @@
+//! P2PDS engine: keeps verified copies of AT Protocol accounts.
+//!
+//! The engine never depends on tauri: the desktop shell (`src-tauri/`) and the
+//! headless CLI (`src/bin/p2pds/`) are both thin adapters over this library.
+
+pub mod bench;
+pub mod crypto;
+pub mod export;
+pub mod identity;
+pub mod policy;
+pub mod repo;
+pub mod store;
+pub mod sync;
+#[doc(hidden)]
+pub mod testdata;

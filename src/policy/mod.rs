@@ -1,0 +1,1 @@
+//! Replication policy: parse, validate, obligations, compliance. Pure: no IO.

@@ -1,0 +1,197 @@
+//! Blobs (images, video): listed with `listBlobs`, fetched with `getBlob`,
+//! hashed against their CID, stored content-addressed as files named by CID.
+//!
+//! Resumable: the `blobs` table remembers which are stored, so a pass picks up
+//! where the last stopped. A blob whose bytes do not match is recorded as bad
+//! and skipped; it never stops the account's sync. Files are written to a
+//! temporary name, synced, then renamed, so a crash leaves no half blob.
+
+use std::path::PathBuf;
+
+use cid::Cid;
+use futures_util::StreamExt;
+use rusqlite::params;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::{SyncError, SyncProgress, Syncer};
+use crate::store::now_text;
+
+/// The largest blob fetched.
+pub const MAX_BLOB_BYTES: u64 = 200 * 1024 * 1024;
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct BlobReport {
+    pub listed: u64,
+    pub fetched: u64,
+    pub bad: u64,
+    pub failed: u64,
+}
+
+#[derive(Deserialize)]
+struct ListBlobs {
+    cursor: Option<String>,
+    cids: Vec<String>,
+}
+
+/// Where a blob lives on disk.
+pub fn blob_path(dir: &std::path::Path, cid: &str) -> PathBuf {
+    dir.join(cid)
+}
+
+pub async fn sync_blobs(
+    syncer: &Syncer,
+    did: &str,
+    pds: &str,
+    progress: &(dyn Fn(SyncProgress) + Send + Sync),
+) -> Result<BlobReport, SyncError> {
+    let mut report = BlobReport::default();
+    let mut listed = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut query = vec![("did", did), ("limit", "1000")];
+        if let Some(c) = cursor.as_deref() {
+            query.push(("cursor", c));
+        }
+        let page: ListBlobs = syncer
+            .get_json(pds, "com.atproto.sync.listBlobs", &query)
+            .await?;
+        let done = page.cids.is_empty() || page.cursor.is_none();
+        listed.extend(page.cids);
+        if done {
+            break;
+        }
+        cursor = page.cursor;
+    }
+    report.listed = listed.len() as u64;
+    let d = did.to_string();
+    let missing: Vec<String> = syncer
+        .store
+        .write(move |conn| -> Result<Vec<String>, rusqlite::Error> {
+            let tx = conn.transaction()?;
+            let repo_id: i64 = tx.query_row("SELECT id FROM repos WHERE did = ?1", [&d], |r| r.get(0))?;
+            {
+                let mut ins = tx.prepare(
+                    "INSERT INTO blobs (repo_id, cid, state, updated_at) VALUES (?1, ?2, 'missing', ?3)
+                     ON CONFLICT (repo_id, cid) DO NOTHING",
+                )?;
+                for cid in &listed {
+                    ins.execute(params![repo_id, cid, now_text()])?;
+                }
+            }
+            let mut q = tx.prepare("SELECT cid FROM blobs WHERE repo_id = ?1 AND state = 'missing' ORDER BY cid")?;
+            let missing = q
+                .query_map([repo_id], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            drop(q);
+            tx.commit()?;
+            Ok(missing)
+        })
+        .await?
+        .map_err(crate::store::StoreError::from)?;
+
+    let dir = syncer.blob_dir();
+    tokio::fs::create_dir_all(&dir).await?;
+    let total = missing.len() as u64;
+    for (i, cid) in missing.into_iter().enumerate() {
+        progress(SyncProgress::Blobs {
+            done: i as u64,
+            total,
+        });
+        let outcome = fetch_blob(syncer, pds, did, &cid, &dir).await;
+        let (state, size, error) = match &outcome {
+            Ok(size) => {
+                report.fetched += 1;
+                ("stored", Some(*size as i64), None)
+            }
+            Err(BlobError::Bad(msg)) => {
+                report.bad += 1;
+                tracing::warn!(%did, %cid, "bad blob: {msg}");
+                ("bad", None, Some(msg.clone()))
+            }
+            Err(BlobError::Sync(e)) => {
+                report.failed += 1;
+                ("missing", None, Some(e.to_string()))
+            }
+        };
+        let (d, c, s, e) = (did.to_string(), cid.clone(), state.to_string(), error);
+        syncer
+            .store
+            .write(move |conn| {
+                conn.execute(
+                    "UPDATE blobs SET state = ?3, size = ?4, error = ?5, updated_at = ?6
+                     WHERE repo_id = (SELECT id FROM repos WHERE did = ?1) AND cid = ?2",
+                    params![d, c, s, size, e, now_text()],
+                )
+            })
+            .await?
+            .map_err(crate::store::StoreError::from)?;
+    }
+    progress(SyncProgress::Blobs { done: total, total });
+    Ok(report)
+}
+
+enum BlobError {
+    /// The server's bytes are wrong: recorded, not retried soon.
+    Bad(String),
+    Sync(SyncError),
+}
+
+async fn fetch_blob(
+    syncer: &Syncer,
+    pds: &str,
+    did: &str,
+    cid_text: &str,
+    dir: &std::path::Path,
+) -> Result<u64, BlobError> {
+    let cid: Cid = cid_text
+        .parse()
+        .map_err(|e| BlobError::Bad(format!("invalid CID: {e}")))?;
+    if cid.hash().code() != crate::repo::SHA2_256 {
+        return Err(BlobError::Bad("blob CID does not use SHA-256".into()));
+    }
+    let final_path = blob_path(dir, cid_text);
+    if let Ok(meta) = tokio::fs::metadata(&final_path).await {
+        // Already held (blobs are content-addressed; another account may share it).
+        return Ok(meta.len());
+    }
+    let url = format!("{pds}/xrpc/com.atproto.sync.getBlob");
+    let resp = syncer
+        .get_stream(&url, &[("did", did), ("cid", cid_text)])
+        .await
+        .map_err(BlobError::Sync)?;
+    let tmp = dir.join(format!("{cid_text}.part"));
+    let io = |e: std::io::Error| BlobError::Sync(SyncError::Io(e));
+    let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            BlobError::Sync(SyncError::Network {
+                url: url.clone(),
+                reason: e.to_string(),
+            })
+        })?;
+        size += chunk.len() as u64;
+        if size > MAX_BLOB_BYTES {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(BlobError::Bad(format!(
+                "larger than {MAX_BLOB_BYTES} bytes"
+            )));
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(io)?;
+    }
+    if hasher.finalize()[..] != *cid.hash().digest() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(BlobError::Bad(
+            "the bytes served do not match the blob's CID".into(),
+        ));
+    }
+    file.sync_all().await.map_err(io)?;
+    drop(file);
+    tokio::fs::rename(&tmp, &final_path).await.map_err(io)?;
+    Ok(size)
+}

@@ -1,0 +1,287 @@
+//! Ingest: one CAR into the store, in one transaction.
+//!
+//! Blocks are hashed as they stream in and written to `blocks`; then the commit
+//! is checked (DID, version, rev order, signature) and the new record tree is
+//! diffed against the stored one, which validates every new node and proves
+//! every record is present. Only then do `records` and the repo's head change,
+//! and the transaction commits. Any failure rolls everything back: the previous
+//! good copy is untouched.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+
+use cid::Cid;
+use rusqlite::{Connection, OptionalExtension, Transaction};
+
+use crate::crypto::{PublicKey, SignatureError};
+use crate::repo::car::{CarError, CarReader};
+use crate::repo::commit::{Commit, CommitError};
+use crate::repo::mst::{self, BlockSource, Change, MstError};
+use crate::repo::{digest_key, tid};
+
+/// How far in the future a commit's rev may claim to be.
+const MAX_REV_SKEW_MICROS: u64 = 10 * 60 * 1_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Car(#[from] CarError),
+    #[error("the CAR has no root: it does not name a commit")]
+    NoRoot,
+    #[error("the commit block {0} named by the CAR is not in it")]
+    MissingCommit(String),
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    #[error("the commit is for {found}, not {expected}")]
+    WrongDid { expected: String, found: String },
+    #[error("the commit's signature is invalid: {0}")]
+    Signature(#[from] SignatureError),
+    #[error("the server sent revision {found}, which is not newer than the copy already held ({held}); keeping the held copy")]
+    StaleRev { found: String, held: String },
+    #[error("the commit's revision {0} claims a time in the future")]
+    FutureRev(String),
+    #[error("the record tree is invalid: {0}")]
+    Mst(#[from] MstError),
+    #[error("record {key} ({cid}) is missing: the repository is incomplete")]
+    MissingRecord { key: String, cid: String },
+    #[error("the account is not in the store")]
+    UnknownRepo,
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+impl IngestError {
+    /// A `since` CAR that lacks blocks may be fixed by fetching the whole repo.
+    pub fn is_incomplete(&self) -> bool {
+        matches!(
+            self,
+            Self::Mst(MstError::MissingBlock(_)) | Self::MissingRecord { .. }
+        )
+    }
+}
+
+/// What one ingest did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IngestOutcome {
+    pub commit: String,
+    pub rev: String,
+    pub creates: u64,
+    pub updates: u64,
+    pub deletes: u64,
+    pub blocks_added: u64,
+    pub bytes_added: u64,
+    pub records: i64,
+    pub nodes_validated: u64,
+}
+
+/// Progress reported while ingesting.
+#[derive(Clone, Copy, Debug)]
+pub enum IngestProgress {
+    Blocks { blocks: u64, bytes: u64 },
+    Verifying,
+}
+
+/// MST node blocks of this CAR, in memory; everything else from the store.
+struct Source<'a> {
+    nodes: &'a HashMap<[u8; 32], Vec<u8>>,
+    tx: &'a Transaction<'a>,
+    repo_id: i64,
+}
+
+impl BlockSource for Source<'_> {
+    fn get_block(&mut self, cid: &Cid) -> Result<Option<Vec<u8>>, MstError> {
+        if let Some(bytes) = self.nodes.get(&digest_key(cid)) {
+            return Ok(Some(bytes.clone()));
+        }
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT data FROM blocks WHERE repo_id = ?1 AND cid = ?2")
+            .map_err(|e| MstError::Source(e.to_string()))?;
+        stmt.query_row(rusqlite::params![self.repo_id, cid.to_bytes()], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(|e| MstError::Source(e.to_string()))
+    }
+}
+
+/// Does this DAG-CBOR block start like an MST node (`{"e": …, "l": …}`)?
+fn looks_like_node(bytes: &[u8]) -> bool {
+    bytes.starts_with(&[0xa2, 0x61, b'e'])
+}
+
+/// Ingests the CAR in `reader` for `did`, signed by `key`.
+pub fn ingest_car(
+    conn: &mut Connection,
+    did: &str,
+    key: &PublicKey,
+    reader: impl Read,
+    progress: &mut dyn FnMut(IngestProgress),
+) -> Result<IngestOutcome, IngestError> {
+    let tx = conn.transaction()?;
+    let (repo_id, held_rev, held_data): (i64, Option<String>, Option<Vec<u8>>) = tx
+        .query_row(
+            "SELECT id, rev, data FROM repos WHERE did = ?1",
+            [did],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?
+        .ok_or(IngestError::UnknownRepo)?;
+    let held_data = held_data.and_then(|b| Cid::try_from(b.as_slice()).ok());
+
+    let mut car = CarReader::new(reader)?;
+    let root = *car.roots().first().ok_or(IngestError::NoRoot)?;
+    let mut nodes: HashMap<[u8; 32], Vec<u8>> = HashMap::new();
+    let mut present: HashSet<[u8; 32]> = HashSet::new();
+    let mut commit_bytes: Option<Vec<u8>> = None;
+    let mut outcome = IngestOutcome::default();
+    let (mut seen_blocks, mut seen_bytes) = (0u64, 0u64);
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO blocks (repo_id, cid, data) VALUES (?1, ?2, ?3)
+             ON CONFLICT (repo_id, cid) DO NOTHING",
+        )?;
+        while let Some((cid, data)) = car.next_block()? {
+            let digest = digest_key(&cid);
+            if cid == root {
+                commit_bytes = Some(data.to_vec());
+            } else if looks_like_node(data) {
+                nodes.insert(digest, data.to_vec());
+            }
+            present.insert(digest);
+            if insert.execute(rusqlite::params![repo_id, cid.to_bytes(), data])? == 1 {
+                outcome.blocks_added += 1;
+                outcome.bytes_added += data.len() as u64;
+            }
+            seen_blocks += 1;
+            seen_bytes += data.len() as u64;
+            if seen_blocks % 20_000 == 0 {
+                progress(IngestProgress::Blocks {
+                    blocks: seen_blocks,
+                    bytes: seen_bytes,
+                });
+            }
+        }
+    }
+    progress(IngestProgress::Verifying);
+
+    let commit_bytes = commit_bytes.ok_or_else(|| IngestError::MissingCommit(root.to_string()))?;
+    let commit = Commit::decode(&commit_bytes)?;
+    if commit.did != did {
+        return Err(IngestError::WrongDid {
+            expected: did.to_string(),
+            found: commit.did,
+        });
+    }
+    if let Some(held) = &held_rev {
+        if commit.rev.as_str() <= held.as_str() {
+            return Err(IngestError::StaleRev {
+                found: commit.rev,
+                held: held.clone(),
+            });
+        }
+    }
+    let now = chrono::Utc::now().timestamp_micros().max(0) as u64;
+    if tid::timestamp_micros(&commit.rev).unwrap_or(0) > now + MAX_REV_SKEW_MICROS {
+        return Err(IngestError::FutureRev(commit.rev));
+    }
+    commit.verify_signature(key)?;
+
+    let (mut creates, mut updates, mut deletes) = (0u64, 0u64, 0u64);
+    let stats = {
+        let mut source = Source {
+            nodes: &nodes,
+            tx: &tx,
+            repo_id,
+        };
+        let mut upsert = tx.prepare_cached(
+            "INSERT INTO records (repo_id, collection, rkey, cid) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (repo_id, collection, rkey) DO UPDATE SET cid = excluded.cid",
+        )?;
+        let mut delete = tx.prepare_cached(
+            "DELETE FROM records WHERE repo_id = ?1 AND collection = ?2 AND rkey = ?3",
+        )?;
+        let mut exists =
+            tx.prepare_cached("SELECT 1 FROM blocks WHERE repo_id = ?1 AND cid = ?2")?;
+        let mut apply = |change: Change| -> Result<(), IngestError> {
+            let (key, cid) = match &change {
+                Change::Create { key, cid } | Change::Update { key, cid, .. } => (key, Some(cid)),
+                Change::Delete { key, .. } => (key, None),
+            };
+            let text = String::from_utf8_lossy(key);
+            let (collection, rkey) = text.split_once('/').unwrap_or((&text, ""));
+            match cid {
+                Some(cid) => {
+                    let held = present.contains(&digest_key(cid))
+                        || exists.exists(rusqlite::params![repo_id, cid.to_bytes()])?;
+                    if !held {
+                        return Err(IngestError::MissingRecord {
+                            key: text.into_owned(),
+                            cid: cid.to_string(),
+                        });
+                    }
+                    upsert.execute(rusqlite::params![repo_id, collection, rkey, cid.to_bytes()])?;
+                    if matches!(change, Change::Create { .. }) {
+                        creates += 1;
+                    } else {
+                        updates += 1;
+                    }
+                }
+                None => {
+                    delete.execute(rusqlite::params![repo_id, collection, rkey])?;
+                    deletes += 1;
+                }
+            }
+            Ok(())
+        };
+        mst::diff(&mut source, held_data, commit.data, &mut apply)?
+    };
+
+    let records: i64 = tx.query_row(
+        "SELECT count(*) FROM records WHERE repo_id = ?1",
+        [repo_id],
+        |r| r.get(0),
+    )?;
+    let now_text = crate::store::now_text();
+    tx.execute(
+        "UPDATE repos SET head = ?2, rev = ?3, data = ?4, records = ?5,
+            blocks = blocks + ?6, bytes = bytes + ?7,
+            state = 'synced', error = NULL, last_sync_at = ?8, last_attempt_at = ?8
+         WHERE id = ?1",
+        rusqlite::params![
+            repo_id,
+            root.to_bytes(),
+            commit.rev,
+            commit.data.to_bytes(),
+            records,
+            outcome.blocks_added as i64,
+            outcome.bytes_added as i64,
+            now_text
+        ],
+    )?;
+    tx.execute(
+        "INSERT INTO commits (repo_id, rev, cid, data, synced_at, creates, updates, deletes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        rusqlite::params![
+            repo_id,
+            commit.rev,
+            root.to_bytes(),
+            commit.data.to_bytes(),
+            now_text,
+            creates as i64,
+            updates as i64,
+            deletes as i64
+        ],
+    )?;
+    tx.commit()?;
+    Ok(IngestOutcome {
+        commit: root.to_string(),
+        rev: commit.rev,
+        creates,
+        updates,
+        deletes,
+        records,
+        nodes_validated: stats.new_nodes_read,
+        ..outcome
+    })
+}

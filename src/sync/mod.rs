@@ -1,0 +1,379 @@
+//! Replication of one account from its PDS: full and incremental sync, blobs,
+//! upstream account status.
+//!
+//! Order of a pass: resolve the DID → `getRepoStatus` (a deactivated, taken
+//! down or deleted account is recorded, and the local copy kept) → the cheap
+//! `getLatestCommit` poll → if it moved, `getRepo` (with `since` when a copy is
+//! held) streamed to a temporary file → [`ingest::ingest_car`] on the store's
+//! writer thread → blobs. A bad signature triggers one fresh DID resolution (the
+//! key may have rotated) before it counts as bad; an incomplete `since` answer
+//! falls back to a full download.
+
+pub mod blobs;
+pub mod ingest;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+
+use crate::identity::{DidDoc, IdentityError, Resolver};
+use crate::store::{self, Store, StoreError};
+use ingest::{IngestError, IngestOutcome, IngestProgress};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("{did} has no PDS in its identity document")]
+    NoPds { did: String },
+    #[error("{did} has no signing key in its identity document")]
+    NoKey { did: String },
+    #[error("could not reach {url}: {reason}")]
+    Network { url: String, reason: String },
+    #[error("{url} answered {status}: {body}")]
+    Http {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("the copy was refused and the previous copy kept: {0}")]
+    Ingest(#[from] IngestError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("could not write a temporary file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0} is not backed up: add it first")]
+    NotBackedUp(String),
+}
+
+impl SyncError {
+    /// Worth trying again later (as opposed to bad data that will stay bad).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Network { .. } | Self::Io(_) => true,
+            Self::Http { status, .. } => *status >= 500 || *status == 429,
+            Self::Identity(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
+/// Progress of one account's sync, for terminals and the desktop app.
+#[derive(Clone, Debug)]
+pub enum SyncProgress {
+    Checking,
+    Downloading { bytes: u64, total: Option<u64> },
+    Ingesting(IngestProgress),
+    Blobs { done: u64, total: u64 },
+}
+
+/// What a sync pass did for one account.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct SyncReport {
+    pub did: String,
+    pub upstream_status: String,
+    pub up_to_date: bool,
+    pub full: bool,
+    pub ingest: Option<IngestOutcome>,
+    pub blobs: blobs::BlobReport,
+}
+
+#[derive(Deserialize)]
+struct LatestCommit {
+    cid: String,
+    rev: String,
+}
+
+#[derive(Deserialize)]
+struct RepoStatus {
+    active: bool,
+    status: Option<String>,
+}
+
+/// Shared machinery to sync accounts into one store.
+#[derive(Clone, Debug)]
+pub struct Syncer {
+    pub store: Store,
+    pub http: reqwest::Client,
+    pub resolver: Arc<Resolver>,
+    pub data_dir: PathBuf,
+}
+
+impl Syncer {
+    pub fn new(
+        store: Store,
+        http: reqwest::Client,
+        resolver: Arc<Resolver>,
+        data_dir: &Path,
+    ) -> Self {
+        Self {
+            store,
+            http,
+            resolver,
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    pub fn blob_dir(&self) -> PathBuf {
+        self.data_dir.join("blobs")
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.data_dir.join("tmp")
+    }
+
+    /// Syncs one account; on failure the account's state records the error and
+    /// the previous good copy stays as it was.
+    pub async fn sync_repo(
+        &self,
+        did: &str,
+        progress: &(dyn Fn(SyncProgress) + Send + Sync),
+    ) -> Result<SyncReport, SyncError> {
+        let result = self.sync_repo_inner(did, progress).await;
+        if let Err(e) = &result {
+            let (did, msg) = (did.to_string(), e.to_string());
+            self.store
+                .write(move |c| store::set_repo_state(c, &did, "error", Some(&msg)))
+                .await??;
+        }
+        result
+    }
+
+    async fn sync_repo_inner(
+        &self,
+        did: &str,
+        progress: &(dyn Fn(SyncProgress) + Send + Sync),
+    ) -> Result<SyncReport, SyncError> {
+        progress(SyncProgress::Checking);
+        let owned = did.to_string();
+        let row = self
+            .store
+            .read(move |c| store::get_repo(c, &owned))
+            .await?
+            .ok_or_else(|| SyncError::NotBackedUp(did.to_string()))?;
+        let doc = self.resolver.resolve_did(did, false).await?;
+        let pds = doc
+            .pds
+            .clone()
+            .ok_or_else(|| SyncError::NoPds { did: did.into() })?;
+        {
+            let (d, h, p) = (did.to_string(), doc.handle.clone(), pds.clone());
+            self.store
+                .write(move |c| store::add_repo(c, &d, h.as_deref(), Some(&p)))
+                .await??;
+        }
+        let mut report = SyncReport {
+            did: did.to_string(),
+            ..Default::default()
+        };
+
+        let status = self.repo_status(&pds, did).await?;
+        report.upstream_status = status.clone();
+        {
+            let (d, s) = (did.to_string(), status.clone());
+            self.store
+                .write(move |c| store::set_upstream_status(c, &d, &s))
+                .await??;
+        }
+        if status != "active" {
+            // Never delete: the copy held is what lets the account come back.
+            let d = did.to_string();
+            self.store
+                .write(move |c| store::mark_synced(c, &d))
+                .await??;
+            return Ok(report);
+        }
+
+        let latest: LatestCommit = self
+            .get_json(&pds, "com.atproto.sync.getLatestCommit", &[("did", did)])
+            .await?;
+        if row.head.as_deref() == Some(latest.cid.as_str()) {
+            report.up_to_date = true;
+        } else {
+            let since = row.rev.clone().filter(|_| row.head.is_some());
+            let outcome = match self
+                .fetch_and_ingest(&doc, &pds, since.as_deref(), progress)
+                .await
+            {
+                Err(SyncError::Ingest(e)) if since.is_some() && e.is_incomplete() => {
+                    tracing::warn!(%did, error = %e, "incremental answer incomplete; fetching the whole repo");
+                    self.fetch_and_ingest(&doc, &pds, None, progress).await?
+                }
+                other => other?,
+            };
+            report.full = since.is_none();
+            tracing::info!(%did, rev = %outcome.rev, latest = %latest.rev, "synced");
+            report.ingest = Some(outcome);
+        }
+        report.blobs = blobs::sync_blobs(self, did, &pds, progress).await?;
+        let d = did.to_string();
+        self.store
+            .write(move |c| store::mark_synced(c, &d))
+            .await??;
+        Ok(report)
+    }
+
+    async fn fetch_and_ingest(
+        &self,
+        doc: &DidDoc,
+        pds: &str,
+        since: Option<&str>,
+        progress: &(dyn Fn(SyncProgress) + Send + Sync),
+    ) -> Result<IngestOutcome, SyncError> {
+        let file = self.download_repo(pds, &doc.did, since, progress).await?;
+        let key = doc.signing_key.clone().ok_or_else(|| SyncError::NoKey {
+            did: doc.did.clone(),
+        })?;
+        let result = self
+            .ingest_file(&doc.did, &file, key.clone(), progress)
+            .await;
+        let result = match result {
+            Err(SyncError::Ingest(IngestError::Signature(_))) => {
+                // The key may have been rotated since the document was cached.
+                let fresh = self.resolver.resolve_did(&doc.did, true).await?;
+                match fresh.signing_key {
+                    Some(new_key) if new_key != key => {
+                        self.ingest_file(&doc.did, &file, new_key, progress).await
+                    }
+                    _ => result,
+                }
+            }
+            other => other,
+        };
+        let _ = tokio::fs::remove_file(&file).await;
+        result
+    }
+
+    async fn ingest_file(
+        &self,
+        did: &str,
+        file: &Path,
+        key: crate::crypto::PublicKey,
+        progress: &(dyn Fn(SyncProgress) + Send + Sync),
+    ) -> Result<IngestOutcome, SyncError> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (did, file) = (did.to_string(), file.to_path_buf());
+        let job = self.store.write(move |conn| {
+            let reader = std::io::BufReader::with_capacity(256 * 1024, std::fs::File::open(&file)?);
+            let mut report = |p| {
+                let _ = tx.send(p);
+            };
+            ingest::ingest_car(conn, &did, &key, reader, &mut report).map_err(SyncError::from)
+        });
+        tokio::pin!(job);
+        loop {
+            tokio::select! {
+                result = &mut job => return result?,
+                Some(p) = rx.recv() => progress(SyncProgress::Ingesting(p)),
+            }
+        }
+    }
+
+    /// Streams `getRepo` to a temporary file (never the whole CAR in memory).
+    async fn download_repo(
+        &self,
+        pds: &str,
+        did: &str,
+        since: Option<&str>,
+        progress: &(dyn Fn(SyncProgress) + Send + Sync),
+    ) -> Result<PathBuf, SyncError> {
+        let url = format!("{pds}/xrpc/com.atproto.sync.getRepo");
+        let mut query = vec![("did", did)];
+        if let Some(since) = since {
+            query.push(("since", since));
+        }
+        let resp = self.send(self.http.get(&url).query(&query), &url).await?;
+        let total = resp.content_length();
+        tokio::fs::create_dir_all(self.tmp_dir()).await?;
+        let path = self
+            .tmp_dir()
+            .join(format!("{}.car.part", did.replace(':', "_")));
+        let mut out = tokio::io::BufWriter::new(tokio::fs::File::create(&path).await?);
+        let mut stream = resp.bytes_stream();
+        let mut bytes = 0u64;
+        let mut last_report = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| SyncError::Network {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
+            out.write_all(&chunk).await?;
+            bytes += chunk.len() as u64;
+            if bytes - last_report >= 1 << 20 {
+                last_report = bytes;
+                progress(SyncProgress::Downloading { bytes, total });
+            }
+        }
+        out.flush().await?;
+        progress(SyncProgress::Downloading { bytes, total });
+        Ok(path)
+    }
+
+    async fn repo_status(&self, pds: &str, did: &str) -> Result<String, SyncError> {
+        match self
+            .get_json::<RepoStatus>(pds, "com.atproto.sync.getRepoStatus", &[("did", did)])
+            .await
+        {
+            Ok(s) if s.active => Ok("active".into()),
+            Ok(s) => Ok(s.status.unwrap_or_else(|| "inactive".into())),
+            Err(SyncError::Http {
+                status: 400 | 404,
+                body,
+                ..
+            }) if body.contains("RepoNotFound") => Ok("deleted".into()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<reqwest::Response, SyncError> {
+        let resp = req.send().await.map_err(|e| SyncError::Network {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            let body: String = resp
+                .text()
+                .await
+                .unwrap_or_default()
+                .chars()
+                .take(500)
+                .collect();
+            return Err(SyncError::Http {
+                url: url.to_string(),
+                status,
+                body,
+            });
+        }
+        Ok(resp)
+    }
+
+    pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        pds: &str,
+        method: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T, SyncError> {
+        let url = format!("{pds}/xrpc/{method}");
+        let resp = self.send(self.http.get(&url).query(query), &url).await?;
+        resp.json().await.map_err(|e| SyncError::Network {
+            url,
+            reason: e.to_string(),
+        })
+    }
+
+    pub(crate) async fn get_stream(
+        &self,
+        url: &str,
+        query: &[(&str, &str)],
+    ) -> Result<reqwest::Response, SyncError> {
+        self.send(self.http.get(url).query(query), url).await
+    }
+}

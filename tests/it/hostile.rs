@@ -1,0 +1,405 @@
+//! Hostile input: a fake PDS (and PLC) that first serves a good repo, then bad
+//! bytes a real PDS would never produce. Each bad answer must be refused with a
+//! clear error while the previous good copy stays exactly as it was.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use cid::Cid;
+use p2pds::crypto::SigningKey;
+use p2pds::identity::Resolver;
+use p2pds::repo::build::{BuiltRepo, RepoBuilder};
+use p2pds::repo::car::CarWriter;
+use p2pds::repo::{cid_for, cid_for_cbor, commit, mst, tid, RAW};
+use p2pds::store::{self, Store};
+use p2pds::sync::{SyncError, Syncer};
+use serde_json::{json, Value};
+
+#[derive(Default)]
+struct FakeState {
+    doc: Value,
+    car: Vec<u8>,
+    latest: (String, String),
+    blobs: HashMap<String, Vec<u8>>,
+}
+
+type Shared = Arc<Mutex<FakeState>>;
+
+struct Fake {
+    url: String,
+    state: Shared,
+    did: String,
+}
+
+async fn did_doc(State(s): State<Shared>, Path(_did): Path<String>) -> Json<Value> {
+    Json(s.lock().unwrap().doc.clone())
+}
+
+async fn repo_status(Query(q): Query<HashMap<String, String>>) -> Json<Value> {
+    Json(json!({ "did": q.get("did"), "active": true }))
+}
+
+async fn latest(State(s): State<Shared>) -> Json<Value> {
+    let s = s.lock().unwrap();
+    Json(json!({ "cid": s.latest.0, "rev": s.latest.1 }))
+}
+
+async fn get_repo(State(s): State<Shared>) -> impl IntoResponse {
+    let car = s.lock().unwrap().car.clone();
+    ([(header::CONTENT_TYPE, "application/vnd.ipld.car")], car)
+}
+
+async fn list_blobs(State(s): State<Shared>) -> Json<Value> {
+    let mut cids: Vec<String> = s.lock().unwrap().blobs.keys().cloned().collect();
+    cids.sort();
+    Json(json!({ "cids": cids }))
+}
+
+async fn get_blob(
+    State(s): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> impl IntoResponse {
+    let cid = q.get("cid").cloned().unwrap_or_default();
+    s.lock()
+        .unwrap()
+        .blobs
+        .get(&cid)
+        .cloned()
+        .unwrap_or_default()
+}
+
+impl Fake {
+    async fn start(did: &str, key: &SigningKey) -> Fake {
+        let state: Shared = Arc::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = Router::new()
+            .route("/{did}", get(did_doc))
+            .route("/xrpc/com.atproto.sync.getRepoStatus", get(repo_status))
+            .route("/xrpc/com.atproto.sync.getLatestCommit", get(latest))
+            .route("/xrpc/com.atproto.sync.getRepo", get(get_repo))
+            .route("/xrpc/com.atproto.sync.listBlobs", get(list_blobs))
+            .route("/xrpc/com.atproto.sync.getBlob", get(get_blob))
+            .with_state(state.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let fake = Fake {
+            url,
+            state,
+            did: did.to_string(),
+        };
+        fake.set_key(key);
+        fake
+    }
+
+    fn set_key(&self, key: &SigningKey) {
+        self.state.lock().unwrap().doc = json!({
+            "id": self.did,
+            "alsoKnownAs": ["at://fake.test"],
+            "verificationMethod": [{
+                "id": format!("{}#atproto", self.did), "type": "Multikey",
+                "controller": self.did, "publicKeyMultibase": key.public_key().to_multikey()
+            }],
+            "service": [{
+                "id": "#atproto_pds", "type": "AtprotoPersonalDataServer",
+                "serviceEndpoint": self.url
+            }]
+        });
+    }
+
+    fn serve_car(&self, car: Vec<u8>, root: Cid, rev: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.car = car;
+        s.latest = (root.to_string(), rev.to_string());
+    }
+
+    fn serve(&self, built: &BuiltRepo) {
+        self.serve_car(built.car_bytes(), built.commit_cid, &built.rev);
+    }
+}
+
+struct Node {
+    _dir: tempfile::TempDir,
+    syncer: Syncer,
+}
+
+fn node(plc: &str) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("p2pds.sqlite")).unwrap();
+    let http = reqwest::Client::new();
+    let resolver = Arc::new(Resolver::new(http.clone(), plc, None));
+    let syncer = Syncer::new(store, http, resolver, dir.path());
+    Node { _dir: dir, syncer }
+}
+
+fn fresh_did() -> String {
+    let n: u64 = rand::random();
+    format!("did:plc:{:024x}", u128::from(n) << 32)[..32].to_string()
+}
+
+fn posts(builder: &mut RepoBuilder, from: u64, n: u64) {
+    for i in from..from + n {
+        builder.put_json(
+            "app.bsky.feed.post",
+            &tid::format(1_700_000_000_000_000 + i, 0),
+            &json!({"$type": "app.bsky.feed.post", "text": format!("post {i}"), "createdAt": "2024-01-01T00:00:00Z"}),
+        );
+    }
+}
+
+async fn snapshot(syncer: &Syncer, did: &str) -> (store::RepoRow, Vec<store::RecordRow>) {
+    let d = did.to_string();
+    syncer
+        .store
+        .read(move |c| {
+            let repo = store::get_repo(c, &d)?.unwrap();
+            let records = store::list_records(c, repo.id, None)?;
+            Ok((repo, records))
+        })
+        .await
+        .unwrap()
+}
+
+/// A node that holds a good first version, and the builder to make the next.
+async fn with_good_copy() -> (Fake, Node, RepoBuilder, BuiltRepo) {
+    let did = fresh_did();
+    let key = SigningKey::generate_k256();
+    let fake = Fake::start(&did, &key).await;
+    let node = node(&fake.url);
+    let mut builder = RepoBuilder::new(&did, key);
+    posts(&mut builder, 0, 50);
+    let v1 = builder.build(&tid::now(0));
+    fake.serve(&v1);
+    node.syncer
+        .store
+        .write({
+            let did = did.clone();
+            move |c| store::add_repo(c, &did, None, None)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    node.syncer.sync_repo(&did, &|_| {}).await.unwrap();
+    let (repo, records) = snapshot(&node.syncer, &did).await;
+    assert_eq!(repo.head, Some(v1.commit_cid.to_string()));
+    assert_eq!(records.len(), 50);
+    (fake, node, builder, v1)
+}
+
+/// Serves `car` as the next version and checks it is refused, copy intact.
+async fn assert_refused(
+    fake: &Fake,
+    node: &Node,
+    car: Vec<u8>,
+    root: Cid,
+    rev: &str,
+    expect: &str,
+) {
+    let before = snapshot(&node.syncer, &fake.did).await;
+    fake.serve_car(car, root, rev);
+    let err = node.syncer.sync_repo(&fake.did, &|_| {}).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains(expect), "expected '{expect}' in: {msg}");
+    assert!(matches!(err, SyncError::Ingest(_)), "{err:?}");
+    let after = snapshot(&node.syncer, &fake.did).await;
+    assert_eq!(after.0.head, before.0.head, "head moved");
+    assert_eq!(after.0.rev, before.0.rev);
+    assert_eq!(after.1, before.1, "records changed");
+    assert_eq!(after.0.state, "error");
+    assert!(after.0.error.unwrap().contains(expect));
+}
+
+fn car_of(root: Cid, blocks: &[(Cid, Vec<u8>)]) -> Vec<u8> {
+    let mut w = CarWriter::new(Vec::new(), vec![root]).unwrap();
+    for (cid, bytes) in blocks {
+        w.write_block(cid, bytes).unwrap();
+    }
+    w.finish().unwrap()
+}
+
+#[tokio::test]
+async fn block_not_matching_its_cid_is_refused() {
+    let (fake, node, mut builder, _) = with_good_copy().await;
+    posts(&mut builder, 50, 5);
+    let v2 = builder.build(&tid::now(0));
+    let mut car = v2.car_bytes();
+    let last = car.len() - 1; // inside the last record block
+    car[last] ^= 0x01;
+    assert_refused(
+        &fake,
+        &node,
+        car,
+        v2.commit_cid,
+        &v2.rev,
+        "do not match their CID",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn commit_signed_by_another_key_is_refused() {
+    let (fake, node, builder, _) = with_good_copy().await;
+    let mut forged = RepoBuilder::new(&builder.did, SigningKey::generate_k256());
+    forged.records = builder.records.clone();
+    posts(&mut forged, 50, 1);
+    let v2 = forged.build(&tid::now(0));
+    assert_refused(
+        &fake,
+        &node,
+        v2.car_bytes(),
+        v2.commit_cid,
+        &v2.rev,
+        "signature",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn high_s_signature_is_refused() {
+    let (fake, node, mut builder, _) = with_good_copy().await;
+    posts(&mut builder, 50, 1);
+    let v2 = builder.build(&tid::now(0));
+    let parsed = commit::Commit::decode(&v2.commit_bytes).unwrap();
+    let sig = k256::ecdsa::Signature::from_slice(&parsed.sig).unwrap();
+    let (r, s) = sig.split_scalars();
+    let high = k256::ecdsa::Signature::from_scalars(r, -*s).unwrap();
+    let (root, bytes) = commit::with_signature(&v2.commit_bytes, &high.to_bytes()).unwrap();
+    let mut blocks = vec![(root, bytes)];
+    blocks.extend(v2.blocks.iter().cloned());
+    assert_refused(&fake, &node, car_of(root, &blocks), root, &v2.rev, "high S").await;
+}
+
+/// Keys of a given height, for hand-made trees.
+fn keys_of_height(height: u32, n: usize) -> Vec<String> {
+    (0..)
+        .map(|i| format!("app.bsky.feed.post/k{i:05}"))
+        .filter(|k| mst::key_height(k.as_bytes()) == height)
+        .take(n)
+        .collect()
+}
+
+/// A signed commit over a hand-made single node (for malformed trees).
+fn malformed(builder: &RepoBuilder, keys: &[String]) -> (Vec<u8>, Cid, String) {
+    let record =
+        serde_ipld_dagcbor::to_vec(&json!({"$type": "app.bsky.feed.post", "text": "x"})).unwrap();
+    let rcid = cid_for_cbor(&record);
+    let node = mst::Node {
+        left: None,
+        entries: keys
+            .iter()
+            .map(|k| mst::Entry {
+                key: k.as_bytes().to_vec(),
+                value: rcid,
+                right: None,
+            })
+            .collect(),
+    };
+    let (ncid, nbytes) = mst::encode_node(&node);
+    let rev = tid::now(0);
+    let (root, cbytes) = commit::sign(&builder.did, ncid, &rev, &builder.key);
+    (
+        car_of(root, &[(root, cbytes), (ncid, nbytes), (rcid, record)]),
+        root,
+        rev,
+    )
+}
+
+#[tokio::test]
+async fn mst_keys_out_of_order_are_refused() {
+    let (fake, node, builder, _) = with_good_copy().await;
+    let mut keys = keys_of_height(0, 2);
+    keys.reverse();
+    let (car, root, rev) = malformed(&builder, &keys);
+    assert_refused(&fake, &node, car, root, &rev, "out of order").await;
+}
+
+#[tokio::test]
+async fn mst_key_at_the_wrong_height_is_refused() {
+    let (fake, node, builder, _) = with_good_copy().await;
+    let mut keys = keys_of_height(0, 1);
+    keys.extend(keys_of_height(1, 1));
+    keys.sort();
+    let (car, root, rev) = malformed(&builder, &keys);
+    assert_refused(&fake, &node, car, root, &rev, "height").await;
+}
+
+#[tokio::test]
+async fn truncated_car_is_refused() {
+    let (fake, node, mut builder, _) = with_good_copy().await;
+    posts(&mut builder, 50, 5);
+    let v2 = builder.build(&tid::now(0));
+    let car = v2.car_bytes();
+    let cut = car[..car.len() / 2].to_vec();
+    assert_refused(&fake, &node, cut, v2.commit_cid, &v2.rev, "cut short").await;
+}
+
+#[tokio::test]
+async fn older_rev_than_the_held_copy_is_refused() {
+    let (fake, node, builder, v1) = with_good_copy().await;
+    let mut older = builder.clone();
+    older.delete("app.bsky.feed.post", &tid::format(1_700_000_000_000_000, 0));
+    let old_rev = tid::format(tid::timestamp_micros(&v1.rev).unwrap() - 1_000_000, 0);
+    let v0 = older.build(&old_rev);
+    assert_refused(
+        &fake,
+        &node,
+        v0.car_bytes(),
+        v0.commit_cid,
+        &v0.rev,
+        "not newer",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn rotated_key_is_re_resolved_before_a_signature_counts_as_bad() {
+    let (fake, node, builder, _) = with_good_copy().await;
+    // The account rotates its key; the node's cached document still has the old one.
+    let new_key = SigningKey::generate_p256();
+    fake.set_key(&new_key);
+    let mut rotated = RepoBuilder::new(&builder.did, new_key);
+    rotated.records = builder.records.clone();
+    posts(&mut rotated, 50, 3);
+    let v2 = rotated.build(&tid::now(0));
+    fake.serve(&v2);
+    let report = node.syncer.sync_repo(&fake.did, &|_| {}).await.unwrap();
+    let ingest = report.ingest.unwrap();
+    assert_eq!(ingest.creates, 3);
+    assert_eq!(ingest.commit, v2.commit_cid.to_string());
+}
+
+#[tokio::test]
+async fn a_bad_blob_is_recorded_and_skipped_not_fatal() {
+    let (fake, node, mut builder, _) = with_good_copy().await;
+    let good = b"a real image".to_vec();
+    let good_cid = cid_for(RAW, &good).to_string();
+    let claimed = cid_for(RAW, b"what the blob should have been").to_string();
+    {
+        let mut s = fake.state.lock().unwrap();
+        s.blobs.insert(good_cid.clone(), good);
+        s.blobs
+            .insert(claimed.clone(), b"something else entirely".to_vec());
+    }
+    posts(&mut builder, 50, 1);
+    fake.serve(&builder.build(&tid::now(0)));
+    let report = node.syncer.sync_repo(&fake.did, &|_| {}).await.unwrap();
+    assert_eq!((report.blobs.fetched, report.blobs.bad), (1, 1));
+    let (repo, _) = snapshot(&node.syncer, &fake.did).await;
+    assert_eq!(repo.state, "synced");
+    let counts = node
+        .syncer
+        .store
+        .read(move |c| store::blob_counts(c, repo.id))
+        .await
+        .unwrap();
+    assert_eq!((counts.0, counts.3), (1, 1));
+    let held = std::fs::read(node.syncer.blob_dir().join(&good_cid)).unwrap();
+    assert_eq!(held, b"a real image");
+    assert!(!node.syncer.blob_dir().join(&claimed).exists());
+}

@@ -1,0 +1,1 @@
+//! Test bed: the reference PDS and a PLC directory on loopback.
