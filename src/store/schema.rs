@@ -8,7 +8,7 @@ use super::StoreError;
 
 /// Each entry moves the schema one version up; never edit a released one.
 const MIGRATIONS: &[&str] = &[
-    // 1: repos, their blocks, current records, commit history, blobs, DID docs.
+    // 1: repos, their blocks, current records, commit history, blobs.
     "CREATE TABLE repos (
         id INTEGER PRIMARY KEY,
         did TEXT NOT NULL UNIQUE,
@@ -60,12 +60,7 @@ const MIGRATIONS: &[&str] = &[
         error TEXT,
         updated_at TEXT NOT NULL,
         PRIMARY KEY (repo_id, cid)
-    ) WITHOUT ROWID;
-    CREATE TABLE did_docs (
-        did TEXT PRIMARY KEY,
-        doc TEXT NOT NULL,
-        fetched_at TEXT NOT NULL
-    );",
+    ) WITHOUT ROWID;",
 ];
 
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

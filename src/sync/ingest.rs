@@ -118,6 +118,7 @@ pub fn ingest_car(
     reader: impl Read,
     progress: &mut dyn FnMut(IngestProgress),
 ) -> Result<IngestOutcome, IngestError> {
+    let started = std::time::Instant::now();
     let tx = conn.transaction()?;
     let (repo_id, held_rev, held_data): (i64, Option<String>, Option<Vec<u8>>) = tx
         .query_row(
@@ -164,6 +165,7 @@ pub fn ingest_car(
         }
     }
     progress(IngestProgress::Verifying);
+    let streamed = started.elapsed();
 
     let commit_bytes = commit_bytes.ok_or_else(|| IngestError::MissingCommit(root.to_string()))?;
     let commit = Commit::decode(&commit_bytes)?;
@@ -237,6 +239,7 @@ pub fn ingest_car(
         mst::diff(&mut source, held_data, commit.data, &mut apply)?
     };
 
+    let walked = started.elapsed();
     let records: i64 = tx.query_row(
         "SELECT count(*) FROM records WHERE repo_id = ?1",
         [repo_id],
@@ -274,6 +277,13 @@ pub fn ingest_car(
         ],
     )?;
     tx.commit()?;
+    tracing::debug!(
+        did,
+        ?streamed,
+        ?walked,
+        committed = ?started.elapsed(),
+        "ingest phases (cumulative)"
+    );
     Ok(IngestOutcome {
         commit: root.to_string(),
         rev: commit.rev,

@@ -207,6 +207,7 @@ impl Syncer {
             report.full = since.is_none();
             tracing::info!(%did, rev = %outcome.rev, latest = %latest.rev, "synced");
             report.ingest = Some(outcome);
+            self.store.checkpoint().await?;
         }
         report.blobs = blobs::sync_blobs(self, did, &pds, progress).await?;
         let d = did.to_string();

@@ -1,3 +1,13 @@
 //! One integration-test binary; each area is a submodule.
 
+// A panic is how a test reports failure: the shared helpers in these modules
+// (not only `#[test]` functions, which clippy.toml covers) may unwrap.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cli;
+mod crash;
+mod hostile;
+mod lexicons;
 mod pds;
+mod policy;
+mod replication;

@@ -498,6 +498,7 @@ fn bench(command: &BenchCommand) -> anyhow::Result<i32> {
                 .args(["bench", "ingest-run"])
                 .arg(&dir)
                 .arg(key.public_key().to_multikey())
+                .stderr(std::process::Stdio::inherit())
                 .output()?;
             let _ = std::fs::remove_dir_all(&dir);
             if !out.status.success() {
@@ -512,6 +513,7 @@ fn bench(command: &BenchCommand) -> anyhow::Result<i32> {
             } else {
                 println!(
                     "full verified ingest: {} records, {} blocks, {:.1} MB in {:.2} s = {:.0} records/s, {:.1} MB/s\n\
+                     then the log checkpoint into the main file: {:.2} s\n\
                      incremental sync of one new record: {:.1} ms ({} created)\n\
                      peak RSS of the ingesting process: {:.0} MB",
                     figures.records,
@@ -520,6 +522,7 @@ fn bench(command: &BenchCommand) -> anyhow::Result<i32> {
                     figures.full_seconds,
                     figures.records_per_second,
                     figures.megabytes_per_second,
+                    figures.checkpoint_seconds,
                     figures.incremental_ms,
                     figures.incremental_creates,
                     figures.peak_rss_mb
