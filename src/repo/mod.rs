@@ -8,6 +8,7 @@ pub mod build;
 pub mod car;
 pub mod commit;
 pub mod mst;
+pub mod proof;
 pub mod record;
 pub mod tid;
 

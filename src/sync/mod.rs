@@ -47,6 +47,11 @@ pub enum SyncError {
     Io(#[from] std::io::Error),
     #[error("{0} is not backed up: add it first")]
     NotBackedUp(String),
+    #[error("the record proof from {did}'s server was refused: {source}")]
+    Proof {
+        did: String,
+        source: crate::repo::proof::ProofError,
+    },
 }
 
 impl SyncError {
@@ -311,6 +316,62 @@ impl Syncer {
         out.flush().await?;
         progress(SyncProgress::Downloading { bytes, total });
         Ok(path)
+    }
+
+    /// Reads one record from its account's own PDS with `sync.getRecord` and
+    /// verifies the proof against the account's key: the way to read records
+    /// whose authority matters (policies, acks). A bad signature re-resolves
+    /// the DID once, in case the key was rotated.
+    pub async fn verified_record(
+        &self,
+        did: &str,
+        collection: &str,
+        rkey: &str,
+    ) -> Result<crate::repo::proof::VerifiedRecord, SyncError> {
+        let mut doc = self.resolver.resolve_did(did, false).await?;
+        for attempt in 0..2 {
+            let pds = doc
+                .pds
+                .clone()
+                .ok_or_else(|| SyncError::NoPds { did: did.into() })?;
+            let key = doc
+                .signing_key
+                .clone()
+                .ok_or_else(|| SyncError::NoKey { did: did.into() })?;
+            let url = format!("{pds}/xrpc/com.atproto.sync.getRecord");
+            let resp = self
+                .send(
+                    self.http.get(&url).query(&[
+                        ("did", did),
+                        ("collection", collection),
+                        ("rkey", rkey),
+                    ]),
+                    &url,
+                )
+                .await?;
+            let car = resp.bytes().await.map_err(|e| SyncError::Network {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
+            match crate::repo::proof::verify_record(&car, did, &key, collection, rkey) {
+                Ok(record) => return Ok(record),
+                Err(crate::repo::proof::ProofError::Signature(_)) if attempt == 0 => {
+                    doc = self.resolver.resolve_did(did, true).await?;
+                }
+                Err(source) => {
+                    return Err(SyncError::Proof {
+                        did: did.to_string(),
+                        source,
+                    })
+                }
+            }
+        }
+        Err(SyncError::Proof {
+            did: did.to_string(),
+            source: crate::repo::proof::ProofError::Signature(
+                crate::crypto::SignatureError::Mismatch,
+            ),
+        })
     }
 
     async fn repo_status(&self, pds: &str, did: &str) -> Result<String, SyncError> {

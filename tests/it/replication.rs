@@ -275,3 +275,28 @@ async fn a_deactivated_account_keeps_its_copy_and_shows_why() {
     let after = p2pds_json(bed, data, &["records", &acct.did, "--json"]).await;
     assert_eq!(after, before);
 }
+
+#[tokio::test]
+async fn records_read_with_proofs_from_the_reference_pds() {
+    let bed = pds::shared().await;
+    let acct = bed.create_account("proof").await.unwrap();
+    populate(&acct, 4).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = p2pds::store::Store::open(&dir.path().join("p2pds.sqlite")).unwrap();
+    let http = reqwest::Client::new();
+    let resolver =
+        std::sync::Arc::new(p2pds::identity::Resolver::new(http.clone(), &bed.plc, None));
+    let syncer = p2pds::sync::Syncer::new(store, http, resolver, dir.path());
+    let found = syncer
+        .verified_record(&acct.did, "org.example.notes", "note2")
+        .await
+        .unwrap();
+    assert_eq!(found.value.unwrap()["body"], "note 2");
+    let (commit, rev) = acct.latest_commit().await.unwrap();
+    assert_eq!((found.commit.to_string(), found.rev), (commit, rev));
+    let absent = syncer
+        .verified_record(&acct.did, "org.example.notes", "nope")
+        .await
+        .unwrap();
+    assert_eq!(absent.cid, None);
+}

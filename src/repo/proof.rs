@@ -1,0 +1,243 @@
+//! Record proofs: the answer to `com.atproto.sync.getRecord` is a CAR with the
+//! signed commit, the tree nodes on the path to one key, and the record (or no
+//! record: then the path proves it is absent). Verifying it turns a record read
+//! from the network into a record the account's key vouches for.
+
+use std::collections::HashMap;
+
+use cid::Cid;
+
+use super::car::{CarError, CarReader};
+use super::commit::{Commit, CommitError};
+use super::mst::{self, MstError};
+use crate::crypto::{PublicKey, SignatureError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProofError {
+    #[error(transparent)]
+    Car(#[from] CarError),
+    #[error("the proof names no commit")]
+    NoRoot,
+    #[error("the proof lacks block {0}")]
+    MissingBlock(String),
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    #[error("the proof's commit is for {found}, not {expected}")]
+    WrongDid { expected: String, found: String },
+    #[error("the proof's signature is invalid: {0}")]
+    Signature(#[from] SignatureError),
+    #[error("the proof's tree is invalid: {0}")]
+    Mst(#[from] MstError),
+    #[error("the record is not valid DAG-CBOR: {0}")]
+    Record(String),
+}
+
+/// A record (or its absence) proven by the account's signed commit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VerifiedRecord {
+    pub did: String,
+    pub collection: String,
+    pub rkey: String,
+    pub commit: Cid,
+    pub rev: String,
+    /// `None`: the signed tree proves there is no such record.
+    pub cid: Option<Cid>,
+    pub value: Option<serde_json::Value>,
+}
+
+/// Verifies a `getRecord` CAR for `collection/rkey` of `did`, signed by `key`.
+pub fn verify_record(
+    car: &[u8],
+    did: &str,
+    key: &PublicKey,
+    collection: &str,
+    rkey: &str,
+) -> Result<VerifiedRecord, ProofError> {
+    let mut reader = CarReader::new(car)?;
+    let root = *reader.roots().first().ok_or(ProofError::NoRoot)?;
+    let mut blocks: HashMap<Cid, Vec<u8>> = HashMap::new();
+    while let Some((cid, data)) = reader.next_block()? {
+        blocks.insert(cid, data.to_vec());
+    }
+    let get = |cid: &Cid| {
+        blocks
+            .get(cid)
+            .ok_or_else(|| ProofError::MissingBlock(cid.to_string()))
+    };
+    let commit = Commit::decode(get(&root)?)?;
+    if commit.did != did {
+        return Err(ProofError::WrongDid {
+            expected: did.to_string(),
+            found: commit.did,
+        });
+    }
+    commit.verify_signature(key)?;
+    let key_bytes = format!("{collection}/{rkey}").into_bytes();
+    let cid = find_key(&blocks, commit.data, &key_bytes)?;
+    let value = match &cid {
+        Some(c) => {
+            Some(super::record::to_json(get(c)?).map_err(|e| ProofError::Record(e.to_string()))?)
+        }
+        None => None,
+    };
+    Ok(VerifiedRecord {
+        did: did.to_string(),
+        collection: collection.to_string(),
+        rkey: rkey.to_string(),
+        commit: root,
+        rev: commit.rev,
+        cid,
+        value,
+    })
+}
+
+/// Follows the path to `key` from `root`, checking each node on the way.
+fn find_key(
+    blocks: &HashMap<Cid, Vec<u8>>,
+    root: Cid,
+    key: &[u8],
+) -> Result<Option<Cid>, ProofError> {
+    let height = mst::key_height(key);
+    let mut cid = root;
+    let mut layer: Option<u32> = None;
+    for _ in 0..=mst::MAX_LAYER + 1 {
+        let bytes = blocks
+            .get(&cid)
+            .ok_or_else(|| ProofError::MissingBlock(cid.to_string()))?;
+        let node = mst::decode_node(&cid, bytes)?;
+        let this = match (layer, node.entries.first()) {
+            (Some(l), _) => l,
+            (None, Some(first)) => mst::key_height(&first.key),
+            (None, None) => return Ok(None), // the empty tree
+        };
+        let mut prev: Option<&[u8]> = None;
+        for e in &node.entries {
+            let h = mst::key_height(&e.key);
+            if h != this {
+                return Err(MstError::WrongHeight {
+                    key: String::from_utf8_lossy(&e.key).into_owned(),
+                    height: h,
+                    layer: this,
+                }
+                .into());
+            }
+            if prev.is_some_and(|p| p >= e.key.as_slice()) {
+                return Err(MstError::KeyOrder {
+                    key: String::from_utf8_lossy(&e.key).into_owned(),
+                    prev: String::from_utf8_lossy(prev.unwrap_or_default()).into_owned(),
+                }
+                .into());
+            }
+            prev = Some(&e.key);
+        }
+        if height == this {
+            return Ok(node.entries.iter().find(|e| e.key == key).map(|e| e.value));
+        }
+        if height > this {
+            // A key of that height would sit at or above this layer: it is not here.
+            return Ok(None);
+        }
+        // Descend into the gap where the key would be.
+        let idx = node.entries.partition_point(|e| e.key.as_slice() < key);
+        let next = if idx == 0 {
+            node.left
+        } else {
+            node.entries[idx - 1].right
+        };
+        match next {
+            Some(n) if this > 0 => {
+                cid = n;
+                layer = Some(this - 1);
+            }
+            _ => return Ok(None),
+        }
+    }
+    Err(MstError::TooDeep.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::SigningKey;
+    use crate::repo::build::RepoBuilder;
+    use crate::repo::car::CarWriter;
+    use crate::repo::tid;
+
+    /// The proof CAR a PDS would send: commit + path nodes + record.
+    fn proof_car(built: &crate::repo::build::BuiltRepo, key: &str) -> Vec<u8> {
+        let blocks: HashMap<Cid, Vec<u8>> = built.blocks.iter().cloned().collect();
+        let mut path = vec![];
+        let mut cid = built.data;
+        loop {
+            let node = mst::decode_node(&cid, &blocks[&cid]).unwrap();
+            path.push(cid);
+            if let Some(e) = node.entries.iter().find(|e| e.key == key.as_bytes()) {
+                path.push(e.value);
+                break;
+            }
+            let idx = node
+                .entries
+                .partition_point(|e| e.key.as_slice() < key.as_bytes());
+            let next = if idx == 0 {
+                node.left
+            } else {
+                node.entries[idx - 1].right
+            };
+            match next {
+                Some(n) => cid = n,
+                None => break,
+            }
+        }
+        let mut w = CarWriter::new(Vec::new(), vec![built.commit_cid]).unwrap();
+        w.write_block(&built.commit_cid, &built.commit_bytes)
+            .unwrap();
+        for c in path {
+            w.write_block(&c, &blocks[&c]).unwrap();
+        }
+        w.finish().unwrap()
+    }
+
+    fn repo() -> (RepoBuilder, crate::repo::build::BuiltRepo) {
+        let mut b = RepoBuilder::new("did:plc:proof", SigningKey::generate_k256());
+        for i in 0..300 {
+            b.put_json(
+                "app.bsky.feed.post",
+                &format!("p{i:04}"),
+                &serde_json::json!({"text": i}),
+            );
+        }
+        let built = b.build(&tid::now(0));
+        (b, built)
+    }
+
+    #[test]
+    fn proves_presence_and_absence() {
+        let (b, built) = repo();
+        let key = b.key.public_key();
+        let car = proof_car(&built, "app.bsky.feed.post/p0123");
+        let found =
+            verify_record(&car, "did:plc:proof", &key, "app.bsky.feed.post", "p0123").unwrap();
+        assert_eq!(found.value.unwrap()["text"], 123);
+        let car = proof_car(&built, "app.bsky.feed.post/zzzz");
+        let absent =
+            verify_record(&car, "did:plc:proof", &key, "app.bsky.feed.post", "zzzz").unwrap();
+        assert_eq!(absent.cid, None);
+    }
+
+    #[test]
+    fn refuses_other_signers_and_incomplete_paths() {
+        let (_, built) = repo();
+        let car = proof_car(&built, "app.bsky.feed.post/p0007");
+        let other = SigningKey::generate_k256().public_key();
+        assert!(matches!(
+            verify_record(&car, "did:plc:proof", &other, "app.bsky.feed.post", "p0007"),
+            Err(ProofError::Signature(_))
+        ));
+        // A proof for one key does not carry the path to a distant one.
+        let (b, built) = repo();
+        let car = proof_car(&built, "app.bsky.feed.post/p0007");
+        let key = b.key.public_key();
+        let r = verify_record(&car, "did:plc:proof", &key, "app.bsky.feed.post", "p0290");
+        assert!(matches!(r, Err(ProofError::MissingBlock(_))), "{r:?}");
+    }
+}
