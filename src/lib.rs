@@ -6,9 +6,12 @@
 pub mod bench;
 pub mod crypto;
 pub mod export;
+pub mod group;
 pub mod identity;
 pub mod policy;
 pub mod repo;
+pub mod serve;
+pub mod session;
 pub mod store;
 pub mod sync;
 #[doc(hidden)]

@@ -9,7 +9,7 @@ use cid::Cid;
 
 use super::car::{CarError, CarReader};
 use super::commit::{Commit, CommitError};
-use super::mst::{self, MstError};
+use super::mst::{self, BlockSource, MstError};
 use crate::crypto::{PublicKey, SignatureError};
 
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +73,13 @@ pub fn verify_record(
     }
     commit.verify_signature(key)?;
     let key_bytes = format!("{collection}/{rkey}").into_bytes();
-    let cid = find_key(&blocks, commit.data, &key_bytes)?;
+    let mut src = blocks.clone();
+    let cid = find_key(&mut src, commit.data, &key_bytes)
+        .map_err(|e| match e {
+            MstError::MissingBlock(c) => ProofError::MissingBlock(c),
+            other => ProofError::Mst(other),
+        })?
+        .value;
     let value = match &cid {
         Some(c) => {
             Some(super::record::to_json(get(c)?).map_err(|e| ProofError::Record(e.to_string()))?)
@@ -91,24 +97,33 @@ pub fn verify_record(
     })
 }
 
+/// The way to one key: the tree nodes visited from the root, and the key's
+/// value (`None` when the path proves there is no such key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyPath {
+    pub nodes: Vec<Cid>,
+    pub value: Option<Cid>,
+}
+
 /// Follows the path to `key` from `root`, checking each node on the way.
-fn find_key(
-    blocks: &HashMap<Cid, Vec<u8>>,
-    root: Cid,
-    key: &[u8],
-) -> Result<Option<Cid>, ProofError> {
+pub fn find_key(src: &mut impl BlockSource, root: Cid, key: &[u8]) -> Result<KeyPath, MstError> {
     let height = mst::key_height(key);
+    let mut path = KeyPath {
+        nodes: Vec::new(),
+        value: None,
+    };
     let mut cid = root;
     let mut layer: Option<u32> = None;
     for _ in 0..=mst::MAX_LAYER + 1 {
-        let bytes = blocks
-            .get(&cid)
-            .ok_or_else(|| ProofError::MissingBlock(cid.to_string()))?;
-        let node = mst::decode_node(&cid, bytes)?;
+        let bytes = src
+            .get_block(&cid)?
+            .ok_or_else(|| MstError::MissingBlock(cid.to_string()))?;
+        path.nodes.push(cid);
+        let node = mst::decode_node(&cid, &bytes)?;
         let this = match (layer, node.entries.first()) {
             (Some(l), _) => l,
             (None, Some(first)) => mst::key_height(&first.key),
-            (None, None) => return Ok(None), // the empty tree
+            (None, None) => return Ok(path), // the empty tree
         };
         let mut prev: Option<&[u8]> = None;
         for e in &node.entries {
@@ -118,24 +133,23 @@ fn find_key(
                     key: String::from_utf8_lossy(&e.key).into_owned(),
                     height: h,
                     layer: this,
-                }
-                .into());
+                });
             }
-            if prev.is_some_and(|p| p >= e.key.as_slice()) {
+            if let Some(p) = prev.filter(|p| *p >= e.key.as_slice()) {
                 return Err(MstError::KeyOrder {
                     key: String::from_utf8_lossy(&e.key).into_owned(),
-                    prev: String::from_utf8_lossy(prev.unwrap_or_default()).into_owned(),
-                }
-                .into());
+                    prev: String::from_utf8_lossy(p).into_owned(),
+                });
             }
             prev = Some(&e.key);
         }
         if height == this {
-            return Ok(node.entries.iter().find(|e| e.key == key).map(|e| e.value));
+            path.value = node.entries.iter().find(|e| e.key == key).map(|e| e.value);
+            return Ok(path);
         }
         if height > this {
             // A key of that height would sit at or above this layer: it is not here.
-            return Ok(None);
+            return Ok(path);
         }
         // Descend into the gap where the key would be.
         let idx = node.entries.partition_point(|e| e.key.as_slice() < key);
@@ -149,10 +163,10 @@ fn find_key(
                 cid = n;
                 layer = Some(this - 1);
             }
-            _ => return Ok(None),
+            _ => return Ok(path),
         }
     }
-    Err(MstError::TooDeep.into())
+    Err(MstError::TooDeep)
 }
 
 #[cfg(test)]
@@ -165,34 +179,13 @@ mod tests {
 
     /// The proof CAR a PDS would send: commit + path nodes + record.
     fn proof_car(built: &crate::repo::build::BuiltRepo, key: &str) -> Vec<u8> {
-        let blocks: HashMap<Cid, Vec<u8>> = built.blocks.iter().cloned().collect();
-        let mut path = vec![];
-        let mut cid = built.data;
-        loop {
-            let node = mst::decode_node(&cid, &blocks[&cid]).unwrap();
-            path.push(cid);
-            if let Some(e) = node.entries.iter().find(|e| e.key == key.as_bytes()) {
-                path.push(e.value);
-                break;
-            }
-            let idx = node
-                .entries
-                .partition_point(|e| e.key.as_slice() < key.as_bytes());
-            let next = if idx == 0 {
-                node.left
-            } else {
-                node.entries[idx - 1].right
-            };
-            match next {
-                Some(n) => cid = n,
-                None => break,
-            }
-        }
+        let mut blocks: HashMap<Cid, Vec<u8>> = built.blocks.iter().cloned().collect();
+        let path = find_key(&mut blocks, built.data, key.as_bytes()).unwrap();
         let mut w = CarWriter::new(Vec::new(), vec![built.commit_cid]).unwrap();
         w.write_block(&built.commit_cid, &built.commit_bytes)
             .unwrap();
-        for c in path {
-            w.write_block(&c, &blocks[&c]).unwrap();
+        for c in path.nodes.iter().chain(path.value.iter()) {
+            w.write_block(c, &blocks[c]).unwrap();
         }
         w.finish().unwrap()
     }

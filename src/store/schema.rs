@@ -61,6 +61,76 @@ const MIGRATIONS: &[&str] = &[
         updated_at TEXT NOT NULL,
         PRIMARY KEY (repo_id, cid)
     ) WITHOUT ROWID;",
+    // 2: the signed-in account and circles (see `session` and `group`). No secret is stored
+    // here: the app password and tokens live in the OS keyring.
+    "CREATE TABLE account (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        did TEXT NOT NULL,
+        handle TEXT,
+        pds TEXT NOT NULL,
+        signed_in_at TEXT NOT NULL
+    );
+    CREATE TABLE contacts (
+        did TEXT PRIMARY KEY,
+        handle TEXT,
+        source TEXT NOT NULL,
+        added_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE policy_versions (
+        uri TEXT NOT NULL,
+        cid TEXT NOT NULL,
+        author TEXT NOT NULL,
+        record TEXT NOT NULL,
+        first_seen_at TEXT NOT NULL,
+        PRIMARY KEY (uri, cid)
+    ) WITHOUT ROWID;
+    CREATE TABLE policies (
+        uri TEXT PRIMARY KEY,
+        author TEXT NOT NULL,
+        latest_cid TEXT,
+        checked_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE acks (
+        uri TEXT PRIMARY KEY,
+        member TEXT NOT NULL,
+        policy_uri TEXT NOT NULL,
+        cid TEXT NOT NULL,
+        record TEXT NOT NULL,
+        verified_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX acks_by_policy ON acks (policy_uri, member);
+    CREATE TABLE answers (
+        policy_uri TEXT NOT NULL,
+        policy_cid TEXT NOT NULL,
+        answer TEXT NOT NULL,
+        ack_uri TEXT,
+        at TEXT NOT NULL,
+        PRIMARY KEY (policy_uri, policy_cid)
+    ) WITHOUT ROWID;
+    CREATE TABLE circle_subjects (
+        policy_uri TEXT NOT NULL,
+        did TEXT NOT NULL,
+        added_repo INTEGER NOT NULL,
+        active INTEGER NOT NULL DEFAULT 1,
+        PRIMARY KEY (policy_uri, did)
+    ) WITHOUT ROWID;
+    CREATE TABLE publications (
+        collection TEXT NOT NULL,
+        rkey TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        at TEXT NOT NULL,
+        PRIMARY KEY (collection, rkey)
+    ) WITHOUT ROWID;
+    CREATE TABLE size_estimates (
+        did TEXT PRIMARY KEY,
+        bytes INTEGER NOT NULL,
+        complete INTEGER NOT NULL,
+        at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE group_meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

@@ -4,6 +4,7 @@
 // (not only `#[test]` functions, which clippy.toml covers) may unwrap.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod circles;
 mod cli;
 mod crash;
 mod hostile;
@@ -11,3 +12,4 @@ mod lexicons;
 mod pds;
 mod policy;
 mod replication;
+mod serve;

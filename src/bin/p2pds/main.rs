@@ -1,5 +1,6 @@
 //! `p2pds`: the headless P2PDS engine, for terminals and home servers.
 
+mod circle_cmd;
 mod policy_cmd;
 
 use std::path::{Path, PathBuf};
@@ -69,6 +70,34 @@ enum Command {
         car: PathBuf,
         #[arg(long)]
         blobs: Option<PathBuf>,
+    },
+    /// Serve replicated accounts to peers and their owners (RASL and sync reads).
+    Serve {
+        /// Address to listen on, e.g. 127.0.0.1:2585 or 0.0.0.0:2585.
+        #[arg(long, default_value = "127.0.0.1:2585")]
+        listen: String,
+    },
+    /// Sign in to your account (handle + app password); secrets go to the system keyring.
+    Login {
+        handle: String,
+        /// Read the password from this environment variable (otherwise: a prompt, or stdin).
+        #[arg(long)]
+        password_env: Option<String>,
+    },
+    /// Sign out and remove the secrets from the keyring.
+    Logout,
+    /// Circles: friends who back each other up under one policy.
+    Circle {
+        #[command(subcommand)]
+        command: circle_cmd::CircleCommand,
+    },
+    /// Circles that ask you to join (or to accept a changed version).
+    Invitations {
+        #[arg(long)]
+        json: bool,
+        /// Also look in this account's repo (a handle or DID); repeatable.
+        #[arg(long)]
+        from: Vec<String>,
     },
     /// Check and evaluate replication policies.
     Policy {
@@ -192,6 +221,16 @@ async fn run_async(cli: Cli) -> anyhow::Result<i32> {
             json,
         } => records(&ctx, did, collection.clone(), *json).await,
         Command::Export { did, car, blobs } => export(&ctx, did, car, blobs.as_deref()).await,
+        Command::Serve { listen } => serve(&ctx, listen).await,
+        Command::Login {
+            handle,
+            password_env,
+        } => circle_cmd::login(&ctx.syncer, handle, password_env.as_deref()).await,
+        Command::Logout => circle_cmd::logout(&ctx.syncer).await,
+        Command::Circle { command } => circle_cmd::run(&ctx.syncer, command).await,
+        Command::Invitations { json, from } => {
+            circle_cmd::invitations(&ctx.syncer, *json, from).await
+        }
         Command::Policy { .. } | Command::Bench { .. } => Ok(2),
     }
 }
@@ -271,6 +310,7 @@ fn progress_bar(did: &str) -> Option<ProgressBar> {
 }
 
 async fn sync_all(ctx: &Ctx) -> anyhow::Result<bool> {
+    let circles = circle_cmd::before_sync(&ctx.syncer).await;
     let repos = ctx.store.read(store::list_repos).await?;
     let mut all_ok = true;
     for repo in repos {
@@ -335,6 +375,7 @@ async fn sync_all(ctx: &Ctx) -> anyhow::Result<bool> {
             }
         }
     }
+    circle_cmd::after_sync(&ctx.syncer, circles).await;
     Ok(all_ok)
 }
 
@@ -481,6 +522,27 @@ async fn export(ctx: &Ctx, did: &str, car: &Path, blobs: Option<&Path>) -> anyho
         }
     );
     let _ = &ctx.data_dir;
+    Ok(0)
+}
+
+async fn serve(ctx: &Ctx, listen: &str) -> anyhow::Result<i32> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("could not listen on {listen}: is another program using it?"))?;
+    eprintln!(
+        "Serving replicated accounts on http://{} (read-only; Ctrl-C stops)",
+        listener.local_addr()?
+    );
+    p2pds::serve::serve(
+        listener,
+        ctx.store.clone(),
+        ctx.syncer.blob_dir(),
+        p2pds::serve::ServeConfig::default(),
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        },
+    )
+    .await?;
     Ok(0)
 }
 

@@ -1,0 +1,482 @@
+//! `p2pds login`, `logout`, `invitations` and `circle …`: the terminal edge of
+//! `p2pds::session` and `p2pds::group`. Reads the password (environment variable, terminal
+//! prompt or stdin), asks about copies on a terminal, prints; every rule lives in the library.
+//!
+//! `p2pds sync` calls [`before_sync`] and [`after_sync`]: circles are refreshed (new versions,
+//! acks, duties) before the accounts are copied, and this node's status and heartbeat records
+//! are published after, rate-limited (`P2PDS_PUBLISH_INTERVAL`, default 20m: at most three
+//! writes an hour per record).
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use p2pds::group::plan::{CircleEdit, CircleState, PublishRate};
+use p2pds::group::{CircleView, Circles, Copies, CopiesOutcome, Invitation, RefreshReport};
+use p2pds::policy::lifecycle::AckState;
+use p2pds::policy::Duration;
+use p2pds::session::Session;
+use p2pds::sync::Syncer;
+
+#[derive(Debug, Subcommand)]
+pub enum CircleCommand {
+    /// Create a circle: publish its policy in your repo and accept it yourself.
+    Create {
+        /// The circle's name, shown to its members.
+        #[arg(long)]
+        name: String,
+        /// The other members (handles or DIDs); repeat or list several.
+        #[arg(long = "member", required = true, num_args = 1..)]
+        members: Vec<String>,
+        /// Copies of each account other members must hold (default 2, fewer in a small circle).
+        #[arg(long)]
+        min_copies: Option<u32>,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List your circles with their state and each member's answer.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept a circle's current version; duties start when every member has accepted.
+    Accept {
+        uri: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decline a circle's current version (you will not be asked again for it).
+    Decline {
+        uri: String,
+        /// Why, for the others to read.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Leave a circle: withdraw your acks; your duties end.
+    Leave {
+        uri: String,
+        #[command(flatten)]
+        copies: CopiesArgs,
+    },
+    /// Revoke a circle you wrote: everyone's duties end.
+    Revoke {
+        uri: String,
+        #[command(flatten)]
+        copies: CopiesArgs,
+    },
+    /// Change a circle you wrote; the members must accept the new version (the old one stays
+    /// in force meanwhile).
+    Edit {
+        uri: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        min_copies: Option<u32>,
+        /// A new description ("" removes it).
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What to do with the copies the circle made you keep.
+#[derive(Debug, clap::Args)]
+pub struct CopiesArgs {
+    /// Keep the copies (they stay backed up; `p2pds backup remove` deletes them later).
+    #[arg(long, conflicts_with = "delete_copies")]
+    keep_copies: bool,
+    /// Delete the copies this circle added (not those you back up yourself or for another
+    /// circle).
+    #[arg(long)]
+    delete_copies: bool,
+}
+
+fn circles(syncer: &Syncer) -> Circles {
+    let mut c = Circles::new(syncer.clone());
+    if let Ok(text) = std::env::var("P2PDS_PUBLISH_INTERVAL") {
+        match Duration::parse(&text) {
+            Ok(d) => c.rate = PublishRate::every(d),
+            Err(e) => eprintln!("warning: P2PDS_PUBLISH_INTERVAL: {e}; using 20m"),
+        }
+    }
+    c
+}
+
+async fn session(syncer: &Syncer) -> anyhow::Result<std::sync::Arc<Session>> {
+    Ok(Session::resume(syncer.http.clone(), &syncer.store).await?)
+}
+
+fn read_password(var: Option<&str>) -> anyhow::Result<String> {
+    if let Some(var) = var {
+        let pw = std::env::var(var)
+            .with_context(|| format!("the environment variable {var} is not set"))?;
+        if pw.is_empty() {
+            bail!("the environment variable {var} is empty");
+        }
+        return Ok(pw);
+    }
+    if std::io::stdin().is_terminal() {
+        eprint!("App password (Settings → Privacy and security → App passwords): ");
+        std::io::stderr().flush()?;
+        let pw = read_hidden_line()?;
+        if pw.is_empty() {
+            bail!("no password given");
+        }
+        return Ok(pw);
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let pw = line.trim_end_matches(['\n', '\r']).to_string();
+    if pw.is_empty() {
+        bail!("no password: give it on stdin, or name an environment variable with --password-env VAR");
+    }
+    Ok(pw)
+}
+
+/// A line from the terminal without echo (`stty -echo` around the read).
+fn read_hidden_line() -> anyhow::Result<String> {
+    let stty = |arg: &str| {
+        std::process::Command::new("stty")
+            .arg(arg)
+            .stdin(std::process::Stdio::inherit())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    let hidden = stty("-echo");
+    let mut line = String::new();
+    let read = std::io::stdin().lock().read_line(&mut line);
+    if hidden {
+        stty("echo");
+        eprintln!();
+    }
+    read?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
+pub async fn login(syncer: &Syncer, who: &str, password_env: Option<&str>) -> anyhow::Result<i32> {
+    let password = read_password(password_env)?;
+    let s = Session::login(
+        syncer.http.clone(),
+        &syncer.resolver,
+        &syncer.store,
+        who,
+        &password,
+    )
+    .await?;
+    println!(
+        "Signed in as {} ({}). The password and session are kept in the system keyring.",
+        s.account.handle.as_deref().unwrap_or(who),
+        s.account.did
+    );
+    Ok(0)
+}
+
+pub async fn logout(syncer: &Syncer) -> anyhow::Result<i32> {
+    match Session::logout(syncer.http.clone(), &syncer.store).await? {
+        Some(a) => println!(
+            "Signed out {} and removed its secrets from the keyring. Your copies are kept.",
+            a.handle.as_deref().unwrap_or(&a.did)
+        ),
+        None => println!("Not signed in."),
+    }
+    Ok(0)
+}
+
+fn warn_report(report: &RefreshReport) {
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    for (uri, did) in &report.started {
+        eprintln!("circle {uri}: now backing up {did}");
+    }
+    for (uri, dids) in &report.ended {
+        eprintln!(
+            "circle {uri}: no longer asks you to hold {}; the copies are kept (`p2pds backup remove DID` deletes one)",
+            dids.join(", ")
+        );
+    }
+}
+
+pub async fn invitations(syncer: &Syncer, json: bool, from: &[String]) -> anyhow::Result<i32> {
+    let c = circles(syncer);
+    for who in from {
+        c.add_contact(who)
+            .await
+            .with_context(|| format!("looking up {who}"))?;
+    }
+    let report = c.refresh(true).await?;
+    warn_report(&report);
+    let list = c.invitations().await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "invitations": list }))?
+        );
+    } else if list.is_empty() {
+        println!("No invitations. (Looked in the repos of your contacts, the accounts you back up and follow, and your circles' members; add someone with --from HANDLE.)");
+    } else {
+        for inv in &list {
+            print_invitation(inv);
+        }
+    }
+    Ok(0)
+}
+
+fn print_invitation(inv: &Invitation) {
+    println!("{}", inv.text);
+    println!("  p2pds circle accept {}", inv.uri);
+    println!("  p2pds circle decline {}", inv.uri);
+}
+
+fn ack_word(a: AckState) -> &'static str {
+    match a {
+        AckState::Accepted => "accepted",
+        AckState::Declined => "declined",
+        AckState::Stale => "accepted an older version",
+        AckState::Missing => "has not answered",
+    }
+}
+
+fn state_word(c: &CircleView) -> String {
+    match c.state {
+        CircleState::Active => "active".to_string(),
+        CircleState::Pending if c.in_force.is_some() => {
+            "changed: waiting for answers (the previous version stays in force)".to_string()
+        }
+        CircleState::Pending => "waiting for answers".to_string(),
+        CircleState::Scheduled => "accepted, starts later".to_string(),
+        CircleState::Rejected => "declined by a member".to_string(),
+        CircleState::Expired => "expired".to_string(),
+        CircleState::Revoked => "revoked by its author".to_string(),
+        CircleState::Deleted => "deleted by its author".to_string(),
+        CircleState::Left => "you left".to_string(),
+    }
+}
+
+fn print_circle(c: &CircleView) {
+    let author = c.author_handle.as_deref().unwrap_or(&c.author);
+    println!("\u{201c}{}\u{201d} by {author}: {}", c.name, state_word(c));
+    println!("  {}", c.uri);
+    for m in &c.members {
+        println!(
+            "  - {}: {}",
+            m.handle.as_deref().unwrap_or(&m.did),
+            ack_word(m.ack)
+        );
+    }
+    if !c.holding.is_empty() {
+        println!("  you back up: {}", c.holding.join(", "));
+    }
+}
+
+pub async fn run(syncer: &Syncer, command: &CircleCommand) -> anyhow::Result<i32> {
+    let c = circles(syncer);
+    match command {
+        CircleCommand::Create {
+            name,
+            members,
+            min_copies,
+            description,
+            json,
+        } => {
+            let s = session(syncer).await?;
+            let view = c
+                .create(&s, name, description.clone(), members, *min_copies)
+                .await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                println!(
+                    "Created the circle \u{201c}{}\u{201d}: {}\nThe members see it with `p2pds invitations` and answer with `p2pds circle accept {}`.",
+                    view.name, view.uri, view.uri
+                );
+            }
+            Ok(0)
+        }
+        CircleCommand::List { json } => {
+            let report = c.refresh(false).await?;
+            warn_report(&report);
+            let list = c.list().await?;
+            if *json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({ "circles": list }))?
+                );
+            } else if list.is_empty() {
+                println!("You are in no circle yet. See `p2pds invitations`, or create one with `p2pds circle create`.");
+            } else {
+                for v in &list {
+                    print_circle(v);
+                }
+            }
+            Ok(0)
+        }
+        CircleCommand::Accept { uri, json } => {
+            let s = session(syncer).await?;
+            let view = c.accept(&s, uri).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                let waiting: Vec<&str> = view
+                    .members
+                    .iter()
+                    .filter(|m| m.ack != AckState::Accepted)
+                    .map(|m| m.handle.as_deref().unwrap_or(&m.did))
+                    .collect();
+                if waiting.is_empty() {
+                    println!(
+                        "You accepted \u{201c}{}\u{201d}; the circle is active. Backing up: {}. `p2pds sync` copies them.",
+                        view.name,
+                        view.holding.join(", ")
+                    );
+                } else {
+                    println!(
+                        "You accepted \u{201c}{}\u{201d}. Still waiting for: {}. Backups start when everyone has accepted.",
+                        view.name,
+                        waiting.join(", ")
+                    );
+                }
+            }
+            Ok(0)
+        }
+        CircleCommand::Decline { uri, reason } => {
+            let s = session(syncer).await?;
+            let name = c.decline(&s, uri, reason.clone()).await?;
+            println!("You declined \u{201c}{name}\u{201d}; you will not be asked again for this version.");
+            Ok(0)
+        }
+        CircleCommand::Leave { uri, copies } => {
+            let choice = copies_choice(copies)?;
+            let s = session(syncer).await?;
+            let outcome = c.leave(&s, uri, choice).await?;
+            println!("You left the circle {uri}; your acks are withdrawn.");
+            print_copies(&outcome);
+            Ok(0)
+        }
+        CircleCommand::Revoke { uri, copies } => {
+            let choice = copies_choice(copies)?;
+            let s = session(syncer).await?;
+            let outcome = c.revoke(&s, uri, choice).await?;
+            println!("You revoked the circle {uri}; every member's duties end.");
+            print_copies(&outcome);
+            Ok(0)
+        }
+        CircleCommand::Edit {
+            uri,
+            name,
+            min_copies,
+            description,
+            json,
+        } => {
+            let s = session(syncer).await?;
+            let edit = CircleEdit {
+                name: name.clone(),
+                min_copies: *min_copies,
+                description: description.clone(),
+            };
+            let view = c.edit(&s, uri, &edit).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                println!(
+                    "Published a new version of \u{201c}{}\u{201d}; it needs every member's acceptance (the previous version stays in force meanwhile).",
+                    view.name
+                );
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn copies_choice(args: &CopiesArgs) -> anyhow::Result<Copies> {
+    if args.keep_copies {
+        return Ok(Copies::Keep);
+    }
+    if args.delete_copies {
+        return Ok(Copies::Delete);
+    }
+    if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+        eprint!(
+            "Keep the copies of the accounts you backed up for this circle? [K]eep / [d]elete: "
+        );
+        std::io::stderr().flush()?;
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        return Ok(match line.trim().to_ascii_lowercase().as_str() {
+            "d" | "delete" => Copies::Delete,
+            _ => Copies::Keep,
+        });
+    }
+    eprintln!("Keeping the copies (no --keep-copies or --delete-copies, and no terminal to ask).");
+    Ok(Copies::Keep)
+}
+
+fn print_copies(outcome: &CopiesOutcome) {
+    let deleted: Vec<&str> = outcome
+        .iter()
+        .filter(|(_, d)| *d)
+        .map(|(did, _)| did.as_str())
+        .collect();
+    let kept: Vec<&str> = outcome
+        .iter()
+        .filter(|(_, d)| !*d)
+        .map(|(did, _)| did.as_str())
+        .collect();
+    if !deleted.is_empty() {
+        println!("Deleted the copies of {}.", deleted.join(", "));
+    }
+    if !kept.is_empty() {
+        println!(
+            "Kept the copies of {} (`p2pds backup remove DID` deletes one).",
+            kept.join(", ")
+        );
+    }
+}
+
+/// Before a sync pass: refresh the circles of a signed-in node (looking for new invitations
+/// at most hourly). `None` when not signed in.
+pub async fn before_sync(syncer: &Syncer) -> Option<Circles> {
+    let c = circles(syncer);
+    c.me().await.ok()?;
+    let discover = match syncer
+        .store
+        .read(|conn| p2pds::group::db::meta(conn, "discovered_at"))
+        .await
+    {
+        Ok(Some(at)) => chrono::DateTime::parse_from_rfc3339(&at)
+            .map(|t| chrono::Utc::now().signed_duration_since(t) > chrono::Duration::hours(1))
+            .unwrap_or(true),
+        _ => true,
+    };
+    match c.refresh(discover).await {
+        Ok(report) => warn_report(&report),
+        Err(e) => eprintln!("circles: {e}"),
+    }
+    Some(c)
+}
+
+/// After a sync pass: publish status and heartbeat records (rate-limited).
+pub async fn after_sync(syncer: &Syncer, circles: Option<Circles>) {
+    let Some(c) = circles else {
+        return;
+    };
+    let result = async {
+        let s = session(syncer).await?;
+        Ok::<_, anyhow::Error>(c.publish(&s).await?)
+    }
+    .await;
+    match result {
+        Ok(r) if !r.statuses.is_empty() || r.heartbeat => eprintln!(
+            "circles: published {} status record{}{}",
+            r.statuses.len(),
+            if r.statuses.len() == 1 { "" } else { "s" },
+            if r.heartbeat { " and a heartbeat" } else { "" }
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("circles: could not publish this node's status: {e:#}"),
+    }
+}
