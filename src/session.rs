@@ -362,10 +362,7 @@ impl Session {
                 .bearer_auth(&secrets.refresh_jwt)
                 .send()
                 .await
-                .map_err(|e| SessionError::Network {
-                    url: url.clone(),
-                    reason: e.to_string(),
-                })?;
+                .map_err(network(&url))?;
             answer::<SessionAnswer>(resp, &url).await
         }
         .await;
@@ -396,10 +393,7 @@ impl Session {
             .json(body)
             .send()
             .await
-            .map_err(|e| SessionError::Network {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(network(&url))?;
         answer::<Value>(resp, &url).await
     }
 
@@ -475,11 +469,16 @@ async fn create_session(
         .json(&json!({"identifier": identifier, "password": password}))
         .send()
         .await
-        .map_err(|e| SessionError::Network {
-            url: url.clone(),
-            reason: e.to_string(),
-        })?;
+        .map_err(network(&url))?;
     answer(resp, &url).await
+}
+
+/// Maps a transport failure talking to `url` into a [`SessionError`].
+fn network(url: &str) -> impl Fn(reqwest::Error) -> SessionError + '_ {
+    move |e| SessionError::Network {
+        url: url.to_string(),
+        reason: e.to_string(),
+    }
 }
 
 /// A JSON answer, or the XRPC error (`{error, message}`) it carries.
@@ -488,10 +487,7 @@ async fn answer<T: serde::de::DeserializeOwned>(
     url: &str,
 ) -> Result<T, SessionError> {
     let status = resp.status().as_u16();
-    let text = resp.text().await.map_err(|e| SessionError::Network {
-        url: url.to_string(),
-        reason: e.to_string(),
-    })?;
+    let text = resp.text().await.map_err(network(url))?;
     if !(200..300).contains(&status) {
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         let field = |k: &str| {
