@@ -32,9 +32,10 @@ impl From<rusqlite::Error> for ExportError {
     }
 }
 
-struct StoreSource<'a> {
-    conn: &'a Connection,
-    repo_id: i64,
+/// The blocks of one held repo, as an MST block source.
+pub struct StoreSource<'a> {
+    pub conn: &'a Connection,
+    pub repo_id: i64,
 }
 
 impl BlockSource for StoreSource<'_> {

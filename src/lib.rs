@@ -16,3 +16,4 @@ pub mod store;
 pub mod sync;
 #[doc(hidden)]
 pub mod testdata;
+pub mod verify;

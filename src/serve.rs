@@ -32,7 +32,7 @@ use rusqlite::{Connection, OptionalExtension};
 use serde::Deserialize;
 
 use crate::repo::car::CarWriter;
-use crate::repo::mst::{BlockSource, MstError};
+use crate::repo::mst::BlockSource;
 use crate::repo::{proof, DAG_CBOR, RAW, SHA2_256};
 use crate::store::{Store, StoreError};
 
@@ -161,11 +161,14 @@ async fn guard(State(ctx): State<Ctx>, req: Request<Body>, next: Next) -> Respon
         .unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let allowed = ctx.limiter.lock().map(|mut l| l.allow(ip)).unwrap_or(false);
     let resp = if !allowed {
-        error(
+        let mut resp = error(
             StatusCode::TOO_MANY_REQUESTS,
             "RateLimitExceeded",
             "too many requests: slow down",
-        )
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        resp
     } else if req.method() != Method::GET && req.method() != Method::HEAD {
         error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -375,18 +378,6 @@ struct RecordQuery {
     rkey: String,
 }
 
-struct StoreSource<'a> {
-    conn: &'a Connection,
-    repo_id: i64,
-}
-
-impl BlockSource for StoreSource<'_> {
-    fn get_block(&mut self, cid: &Cid) -> Result<Option<Vec<u8>>, MstError> {
-        crate::export::get_block(self.conn, self.repo_id, cid)
-            .map_err(|e| MstError::Source(e.to_string()))
-    }
-}
-
 async fn get_record(State(ctx): State<Ctx>, Query(q): Query<RecordQuery>) -> Response {
     let key = format!("{}/{}", q.collection, q.rkey);
     if !crate::repo::mst::valid_key(key.as_bytes()) {
@@ -404,7 +395,7 @@ async fn get_record(State(ctx): State<Ctx>, Query(q): Query<RecordQuery>) -> Res
                 let Some((repo_id, head, _)) = served_repo(c, &did)? else {
                     return Ok(None);
                 };
-                let mut src = StoreSource { conn: c, repo_id };
+                let mut src = crate::export::StoreSource { conn: c, repo_id };
                 let mut build = || -> Result<Vec<u8>, String> {
                     let commit_bytes = src
                         .get_block(&head)

@@ -402,6 +402,11 @@ pub fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<(), StoreEr
     Ok(())
 }
 
+pub fn delete_meta(conn: &Connection, key: &str) -> Result<(), StoreError> {
+    conn.execute("DELETE FROM group_meta WHERE key = ?1", [key])?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

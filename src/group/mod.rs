@@ -53,6 +53,11 @@ const FOLLOW: &str = "app.bsky.graph.follow";
 const MAX_LISTED: usize = 5000;
 /// A repo larger than this is not measured to the end for an invitation's estimate.
 const SIZE_CAP: u64 = 256 << 20;
+/// Where the advertised endpoint is kept (`group_meta`).
+const ENDPOINT_KEY: &str = "endpoint";
+/// Verification rounds per copy a status record carries (enough for the failure streaks of
+/// any policy with the default `maxConsecutiveFailures`, and a little history).
+const PUBLISHED_ROUNDS: usize = 8;
 /// The node software, as its heartbeat says.
 pub const SOFTWARE: &str = concat!("p2pds/", env!("CARGO_PKG_VERSION"));
 
@@ -84,6 +89,8 @@ pub enum GroupError {
     NothingToEdit,
     #[error("{member} is you: list the other members only")]
     SelfAsMember { member: String },
+    #[error("{0}")]
+    BadEndpoint(String),
     #[error("could not read the records of {did}: {reason}")]
     Read { did: String, reason: String },
 }
@@ -320,7 +327,7 @@ impl Circles {
 
     /// `com.atproto.repo.listRecords` on `did`'s own PDS: (uri, cid, value) of up to
     /// [`MAX_LISTED`] records. Unverified: only good for finding record keys.
-    async fn list_records(
+    pub(crate) async fn list_records(
         &self,
         did: &str,
         collection: &str,
@@ -1009,6 +1016,7 @@ impl Circles {
         description: Option<String>,
         members: &[String],
         min_copies: Option<u32>,
+        rules: plan::RuleOverrides,
     ) -> Result<CircleView, GroupError> {
         let me = session.account.clone();
         let mut dids = Vec::new();
@@ -1030,6 +1038,7 @@ impl Circles {
             author: me.did.clone(),
             members: dids,
             min_copies,
+            rules,
             now: now(),
         });
         let value = to_value(&record)?;
@@ -1270,6 +1279,86 @@ impl Circles {
         Ok((doc.did, doc.handle))
     }
 
+    /// The versions in force of the circles this node is in (and has not left).
+    pub async fn in_force(&self) -> Result<Vec<Policy>, GroupError> {
+        let circles = self.assessed().await?;
+        Ok(circles
+            .iter()
+            .filter(|a| !a.left)
+            .filter_map(|a| a.in_force_policy().cloned())
+            .collect())
+    }
+
+    /// What a compliance report of one circle starts from: the version in force (else the
+    /// latest) and the verified acks. `None` for a circle this node does not know.
+    pub async fn report_basis(
+        &self,
+        uri: &str,
+    ) -> Result<Option<(Policy, Vec<AckObservation>)>, GroupError> {
+        let circles = self.assessed().await?;
+        let Some(a) = circles.iter().find(|a| a.uri == uri) else {
+            return Ok(None);
+        };
+        let Some(policy) = a.in_force_policy().or_else(|| a.latest_policy()).cloned() else {
+            return Ok(None);
+        };
+        let u = uri.to_string();
+        let acks = self.syncer.store.read(move |c| db::acks(c, &u)).await?;
+        Ok(Some((policy, acks)))
+    }
+
+    /// The circles this node has answered or written (URIs), for reports.
+    pub async fn known_circles(&self) -> Result<Vec<String>, GroupError> {
+        Ok(self.list().await?.into_iter().map(|c| c.uri).collect())
+    }
+
+    /// One record of `did`'s repo, read with a proof against its signed commit and decoded.
+    /// `Ok(None)`: the signed tree proves it absent (or it does not decode as `T`).
+    pub async fn verified<T: serde::de::DeserializeOwned>(
+        &self,
+        did: &str,
+        collection: &str,
+        rkey: &str,
+    ) -> Result<Option<(String, T)>, GroupError> {
+        let r = self.syncer.verified_record(did, collection, rkey).await?;
+        let (Some(cid), Some(value)) = (r.cid, r.value) else {
+            return Ok(None);
+        };
+        Ok(serde_json::from_value(value)
+            .ok()
+            .map(|v| (cid.to_string(), v)))
+    }
+
+    /// The HTTP endpoint this node advertises in its `org.p2pds.peer` record, if any.
+    pub async fn endpoint(&self) -> Result<Option<String>, GroupError> {
+        Ok(self
+            .syncer
+            .store
+            .read(|c| db::meta(c, ENDPOINT_KEY))
+            .await?)
+    }
+
+    /// Sets (or with `None` clears) the endpoint to advertise; the next heartbeat carries it.
+    pub async fn set_endpoint(&self, endpoint: Option<&str>) -> Result<(), GroupError> {
+        if let Some(e) = endpoint {
+            plan::check_endpoint(e).map_err(GroupError::BadEndpoint)?;
+        }
+        let e = endpoint.map(str::to_string);
+        self.syncer
+            .store
+            .write(move |c| {
+                match &e {
+                    Some(e) => db::set_meta(c, ENDPOINT_KEY, e)?,
+                    None => db::delete_meta(c, ENDPOINT_KEY)?,
+                }
+                // A change the user made goes out with the next heartbeat, not after the
+                // rate limit's interval.
+                db::forget_write(c, nsid::PEER, "self")
+            })
+            .await??;
+        Ok(())
+    }
+
     // ---- status and heartbeat ----------------------------------------------------------------
 
     /// Writes this node's status record for every circle in force (what it holds for it) and
@@ -1307,9 +1396,19 @@ impl Circles {
                 uri: a.uri.clone(),
                 cid: policy.reference.cid.clone(),
             };
+            let u = a.uri.clone();
+            let verifications: Vec<_> = self
+                .syncer
+                .store
+                .read(move |c| crate::verify::db::recent_for_policy(c, &u, PUBLISHED_ROUNDS))
+                .await?
+                .iter()
+                .map(crate::verify::db::to_record)
+                .collect();
             let digest = digest(&json!({
                 "policy": pinned,
                 "holdings": holdings.iter().map(|h| json!([h.did, h.rev, h.data, h.bytes])).collect::<Vec<_>>(),
+                "verifications": verifications.iter().map(|v| json!([v.target, v.subject, v.layer, v.outcome, v.at])).collect::<Vec<_>>(),
             }));
             let r = rkey.clone();
             let last = self
@@ -1325,7 +1424,7 @@ impl Circles {
                 lex_type: nsid::POLICY_STATUS.into(),
                 policy: pinned,
                 holdings,
-                verifications: Vec::new(),
+                verifications,
                 updated_at: now.to_string(),
             };
             session
@@ -1339,7 +1438,8 @@ impl Circles {
             report.statuses.push(a.uri.clone());
         }
         if in_any {
-            let digest = digest(&json!({"software": SOFTWARE}));
+            let endpoint = self.endpoint().await?;
+            let digest = digest(&json!({"software": SOFTWARE, "endpoint": endpoint}));
             let last = self
                 .syncer
                 .store
@@ -1349,7 +1449,7 @@ impl Circles {
                 let peer = PeerRecord {
                     lex_type: nsid::PEER.into(),
                     software: SOFTWARE.into(),
-                    endpoint: None,
+                    endpoint,
                     capacity_bytes: None,
                     heartbeat_at: now.to_string(),
                 };
@@ -1396,6 +1496,7 @@ mod tests {
             author: "did:plc:alice".into(),
             members: vec!["did:plc:bob".into(), "did:plc:carol".into()],
             min_copies: Some(min_copies),
+            rules: Default::default(),
             now: Timestamp::parse("2026-03-01T00:00:00Z").unwrap(),
         });
         record.description = Some(format!("v{cid_tag}"));

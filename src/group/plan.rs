@@ -31,7 +31,24 @@ pub struct NewCircle {
     /// Copies each account needs on other members' nodes; default: 2, or fewer when the circle
     /// is smaller.
     pub min_copies: Option<u32>,
+    /// Rules other than the defaults, as the author gave them.
+    pub rules: RuleOverrides,
     pub now: Timestamp,
+}
+
+/// Rules a circle's author may set at creation instead of the defaults (durations as text,
+/// checked with the rest of the policy).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleOverrides {
+    /// How often each copy is verified (`rules.verification.interval`).
+    pub check_every: Option<String>,
+    /// Verification layers (`rules.verification.layers`).
+    pub layers: Option<Vec<i64>>,
+    /// How long a member may be silent before it counts as failed
+    /// (`rules.compliance.offlineGracePeriod`; heartbeats come at least this often).
+    pub offline_grace: Option<String>,
+    /// How long a new or returning copy has to catch up (`rules.compliance.recoveryGracePeriod`).
+    pub recovery_grace: Option<String>,
 }
 
 /// Default rules, chosen for friends' laptops that sleep at night: checks every hour,
@@ -66,6 +83,33 @@ pub fn default_rules(min_copies: u32) -> RulesRecord {
     }
 }
 
+fn with_overrides(mut rules: RulesRecord, o: &RuleOverrides) -> RulesRecord {
+    if let Some(i) = &o.check_every {
+        rules.verification.interval = i.clone();
+    }
+    if let Some(l) = &o.layers {
+        rules.verification.layers = l.clone();
+    }
+    if let Some(r) = &o.recovery_grace {
+        rules.compliance.recovery_grace_period = r.clone();
+    }
+    if let Some(g) = &o.offline_grace {
+        rules.compliance.offline_grace_period = g.clone();
+        // Heartbeats must come within the grace period.
+        let beat = rules
+            .compliance
+            .heartbeat_interval
+            .as_deref()
+            .map(Duration::parse);
+        if let (Ok(grace), Some(Ok(beat))) = (Duration::parse(g), beat) {
+            if grace < beat {
+                rules.compliance.heartbeat_interval = Some(g.clone());
+            }
+        }
+    }
+    rules
+}
+
 /// The `org.p2pds.policy` record for a new circle: the author first, then the others in the
 /// order given (duplicates and the author named twice dropped).
 pub fn new_policy_record(c: &NewCircle) -> PolicyRecord {
@@ -87,7 +131,7 @@ pub fn new_policy_record(c: &NewCircle) -> PolicyRecord {
             .into_iter()
             .map(|did| MemberRecord { did, node: None })
             .collect(),
-        rules: default_rules(min_copies),
+        rules: with_overrides(default_rules(min_copies), &c.rules),
         effective_at: now.clone(),
         expires_at: None,
         status: None,
@@ -426,6 +470,25 @@ pub fn names(policy: &Policy, did: &str) -> bool {
     policy.members.iter().any(|m| m.did == did || m.node == did)
 }
 
+/// An endpoint a node may advertise: an absolute `http(s)` URL with a host and nothing after
+/// the path (peers append `/.well-known/rasl/…` and `/xrpc/…`).
+pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let url = url::Url::parse(endpoint).map_err(|e| {
+        format!("{endpoint:?} is not a URL ({e}): give the address peers can reach, e.g. https://backup.example.net")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!(
+            "{endpoint:?} is not an http(s) address: give e.g. https://backup.example.net"
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(format!(
+            "{endpoint:?} has a query, fragment or user name: give only scheme, host, port and path"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,6 +521,7 @@ mod tests {
             author: "did:plc:alice".into(),
             members: members.iter().map(|s| s.to_string()).collect(),
             min_copies,
+            rules: Default::default(),
             now: t("2026-03-01T00:00:00Z"),
         });
         assert_eq!(record.members.len(), n);
@@ -476,6 +540,7 @@ mod tests {
             author: "did:plc:alice".into(),
             members: vec!["did:plc:bob".into()],
             min_copies: Some(3),
+            rules: Default::default(),
             now: t("2026-03-01T00:00:00Z"),
         });
         let err = check_value(&serde_json::to_value(&record).unwrap()).unwrap_err();
@@ -490,6 +555,7 @@ mod tests {
             author: "did:plc:alice".into(),
             members: vec!["did:plc:bob".into(), "did:plc:carol".into()],
             min_copies: None,
+            rules: Default::default(),
             now: t("2026-03-01T00:00:00Z"),
         });
         let edited = apply_edit(
@@ -700,5 +766,17 @@ mod tests {
         #[case] want: Option<&str>,
     ) {
         assert_eq!(rkey_in(uri, did, "org.p2pds.policy.ack").as_deref(), want);
+    }
+
+    #[rstest]
+    #[case("https://backup.example.net", true)]
+    #[case("http://127.0.0.1:8080", true)]
+    #[case("http://127.0.0.1:8080/p2pds", true)]
+    #[case("ftp://example.net", false)]
+    #[case("example.net", false)]
+    #[case("https://example.net/?x=1", false)]
+    #[case("https://me@example.net", false)]
+    fn endpoints(#[case] e: &str, #[case] ok: bool) {
+        assert_eq!(check_endpoint(e).is_ok(), ok, "{e}");
     }
 }

@@ -131,6 +131,66 @@ const MIGRATIONS: &[&str] = &[
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
     ) WITHOUT ROWID;",
+    // 3: peer verification (see `verify`): every result of every layer, the record
+    // challenges this node issued and answered, the self-checks of its own copies, and the
+    // holdings other nodes published (what they must still hold within the retention window).
+    "CREATE TABLE verifications (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        verifier TEXT NOT NULL,
+        target TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        layer INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        latency_ms INTEGER,
+        reason TEXT,
+        via TEXT NOT NULL,
+        policy_uri TEXT
+    );
+    CREATE INDEX verifications_by_copy ON verifications (target, subject, at);
+    CREATE INDEX verifications_by_time ON verifications (at);
+    CREATE TABLE challenges_issued (
+        uri TEXT PRIMARY KEY,
+        cid TEXT NOT NULL,
+        target TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        policy_uri TEXT,
+        layer INTEGER NOT NULL,
+        expected TEXT NOT NULL,
+        issued_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        resolved_at TEXT,
+        outcome TEXT,
+        reason TEXT
+    ) WITHOUT ROWID;
+    CREATE TABLE challenges_answered (
+        uri TEXT PRIMARY KEY,
+        verifier TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        response_uri TEXT,
+        at TEXT NOT NULL,
+        error TEXT
+    ) WITHOUT ROWID;
+    CREATE TABLE self_checks (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        did TEXT NOT NULL,
+        blocks_checked INTEGER NOT NULL,
+        bad_blocks INTEGER NOT NULL,
+        missing_blocks INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        repaired INTEGER NOT NULL DEFAULT 0,
+        detail TEXT
+    );
+    CREATE INDEX self_checks_by_did ON self_checks (did, at);
+    CREATE TABLE holding_claims (
+        node TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        rev TEXT NOT NULL,
+        data TEXT NOT NULL,
+        first_seen_at TEXT NOT NULL,
+        PRIMARY KEY (node, subject, rev)
+    ) WITHOUT ROWID;",
 ];
 
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

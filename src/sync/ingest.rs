@@ -118,13 +118,46 @@ pub fn ingest_car(
     reader: impl Read,
     progress: &mut dyn FnMut(IngestProgress),
 ) -> Result<IngestOutcome, IngestError> {
+    ingest(conn, did, key, reader, progress, false)
+}
+
+/// Ingests a whole repo (a `getRepo` answer without `since`) over the copy held,
+/// to repair it: the commit may be the one already held (same rev and CID; an
+/// older one is still refused), the whole tree is validated and every record
+/// proven present as for a first sync, the missing blocks are added, `records`
+/// is rebuilt from the tree and the repo's block counters recounted, all in one
+/// transaction. A commit already in `commits` is not inserted again.
+pub fn reingest_full_car(
+    conn: &mut Connection,
+    did: &str,
+    key: &PublicKey,
+    reader: impl Read,
+    progress: &mut dyn FnMut(IngestProgress),
+) -> Result<IngestOutcome, IngestError> {
+    ingest(conn, did, key, reader, progress, true)
+}
+
+fn ingest(
+    conn: &mut Connection,
+    did: &str,
+    key: &PublicKey,
+    reader: impl Read,
+    progress: &mut dyn FnMut(IngestProgress),
+    full: bool,
+) -> Result<IngestOutcome, IngestError> {
     let started = std::time::Instant::now();
     let tx = conn.transaction()?;
-    let (repo_id, held_rev, held_data): (i64, Option<String>, Option<Vec<u8>>) = tx
+    #[allow(clippy::type_complexity)]
+    let (repo_id, held_head, held_rev, held_data): (
+        i64,
+        Option<Vec<u8>>,
+        Option<String>,
+        Option<Vec<u8>>,
+    ) = tx
         .query_row(
-            "SELECT id, rev, data FROM repos WHERE did = ?1",
+            "SELECT id, head, rev, data FROM repos WHERE did = ?1",
             [did],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()?
         .ok_or(IngestError::UnknownRepo)?;
@@ -176,7 +209,11 @@ pub fn ingest_car(
         });
     }
     if let Some(held) = &held_rev {
-        if commit.rev.as_str() <= held.as_str() {
+        // A repair may re-ingest exactly the commit held.
+        let same_commit = full
+            && commit.rev.as_str() == held.as_str()
+            && held_head.as_deref() == Some(root.to_bytes().as_slice());
+        if commit.rev.as_str() <= held.as_str() && !same_commit {
             return Err(IngestError::StaleRev {
                 found: commit.rev,
                 held: held.clone(),
@@ -190,6 +227,17 @@ pub fn ingest_car(
     commit.verify_signature(key)?;
 
     let (mut creates, mut updates, mut deletes) = (0u64, 0u64, 0u64);
+    if full {
+        // The held tree may be damaged: `records` is rebuilt from the new tree alone,
+        // with changes counted against the rows held (keys seen go to a temp table).
+        tx.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS reingest_seen (
+               collection TEXT NOT NULL, rkey TEXT NOT NULL, PRIMARY KEY (collection, rkey)
+             ) WITHOUT ROWID;
+             DELETE FROM temp.reingest_seen;",
+        )?;
+    }
+    let old_tree = if full { None } else { held_data };
     let stats = {
         let mut source = Source {
             nodes: &nodes,
@@ -205,6 +253,15 @@ pub fn ingest_car(
         )?;
         let mut exists =
             tx.prepare_cached("SELECT 1 FROM blocks WHERE repo_id = ?1 AND cid = ?2")?;
+        let mut held_cid = tx.prepare_cached(
+            "SELECT cid FROM records WHERE repo_id = ?1 AND collection = ?2 AND rkey = ?3",
+        )?;
+        let mut seen = match full {
+            true => Some(tx.prepare_cached(
+                "INSERT OR IGNORE INTO temp.reingest_seen (collection, rkey) VALUES (?1, ?2)",
+            )?),
+            false => None,
+        };
         let mut apply = |change: Change| -> Result<(), IngestError> {
             let (key, cid) = match &change {
                 Change::Create { key, cid } | Change::Update { key, cid, .. } => (key, Some(cid)),
@@ -222,8 +279,21 @@ pub fn ingest_car(
                             cid: cid.to_string(),
                         });
                     }
+                    let mut created = matches!(change, Change::Create { .. });
+                    if let Some(seen) = seen.as_mut() {
+                        // Against the empty tree every key comes as a create.
+                        seen.execute(rusqlite::params![collection, rkey])?;
+                        let held: Option<Vec<u8>> = held_cid
+                            .query_row(rusqlite::params![repo_id, collection, rkey], |r| r.get(0))
+                            .optional()?;
+                        match held {
+                            Some(held) if held == cid.to_bytes() => return Ok(()),
+                            Some(_) => created = false,
+                            None => {}
+                        }
+                    }
                     upsert.execute(rusqlite::params![repo_id, collection, rkey, cid.to_bytes()])?;
-                    if matches!(change, Change::Create { .. }) {
+                    if created {
                         creates += 1;
                     } else {
                         updates += 1;
@@ -236,8 +306,17 @@ pub fn ingest_car(
             }
             Ok(())
         };
-        mst::diff(&mut source, held_data, commit.data, &mut apply)?
+        mst::diff(&mut source, old_tree, commit.data, &mut apply)?
     };
+    if full {
+        deletes += tx.execute(
+            "DELETE FROM records WHERE repo_id = ?1 AND NOT EXISTS (
+               SELECT 1 FROM temp.reingest_seen s
+               WHERE s.collection = records.collection AND s.rkey = records.rkey)",
+            [repo_id],
+        )? as u64;
+        tx.execute("DELETE FROM temp.reingest_seen", [])?;
+    }
 
     let walked = started.elapsed();
     let records: i64 = tx.query_row(
@@ -246,6 +325,20 @@ pub fn ingest_car(
         |r| r.get(0),
     )?;
     let now_text = crate::store::now_text();
+    if full {
+        // Rows may have been lost or removed since they were counted: count them again.
+        tx.execute(
+            "UPDATE repos SET
+               blocks = (SELECT count(*) FROM blocks WHERE repo_id = ?1) - ?2,
+               bytes = (SELECT coalesce(sum(length(data)), 0) FROM blocks WHERE repo_id = ?1) - ?3
+             WHERE id = ?1",
+            rusqlite::params![
+                repo_id,
+                outcome.blocks_added as i64,
+                outcome.bytes_added as i64
+            ],
+        )?;
+    }
     tx.execute(
         "UPDATE repos SET head = ?2, rev = ?3, data = ?4, records = ?5,
             blocks = blocks + ?6, bytes = bytes + ?7,
@@ -264,7 +357,8 @@ pub fn ingest_car(
     )?;
     tx.execute(
         "INSERT INTO commits (repo_id, rev, cid, data, synced_at, creates, updates, deletes)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (repo_id, rev) DO NOTHING",
         rusqlite::params![
             repo_id,
             commit.rev,

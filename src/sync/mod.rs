@@ -11,6 +11,7 @@
 
 pub mod blobs;
 pub mod ingest;
+pub mod selfcheck;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,6 +48,17 @@ pub enum SyncError {
     Io(#[from] std::io::Error),
     #[error("{0} is not backed up: add it first")]
     NotBackedUp(String),
+    #[error("{0} has no verified copy yet: nothing to check")]
+    NotHeld(String),
+    #[error("{did} is {status} on its PDS: its repo cannot be fetched")]
+    Upstream { did: String, status: String },
+    #[error("the local copy of {did} is damaged ({bad} corrupt blocks removed, {missing} blocks missing) and could not be repaired from its PDS: {source}; the rest of the copy is kept and the repair will be retried")]
+    Damaged {
+        did: String,
+        bad: u64,
+        missing: u64,
+        source: Box<SyncError>,
+    },
     #[error("the record proof from {did}'s server was refused: {source}")]
     Proof {
         did: String,
@@ -58,7 +70,7 @@ impl SyncError {
     /// Worth trying again later (as opposed to bad data that will stay bad).
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Network { .. } | Self::Io(_) => true,
+            Self::Network { .. } | Self::Io(_) | Self::Damaged { .. } => true,
             Self::Http { status, .. } => *status >= 500 || *status == 429,
             Self::Identity(e) => e.is_retryable(),
             _ => false,
@@ -200,12 +212,13 @@ impl Syncer {
         } else {
             let since = row.rev.clone().filter(|_| row.head.is_some());
             let outcome = match self
-                .fetch_and_ingest(&doc, &pds, since.as_deref(), progress)
+                .fetch_and_ingest(&doc, &pds, since.as_deref(), false, progress)
                 .await
             {
                 Err(SyncError::Ingest(e)) if since.is_some() && e.is_incomplete() => {
                     tracing::warn!(%did, error = %e, "incremental answer incomplete; fetching the whole repo");
-                    self.fetch_and_ingest(&doc, &pds, None, progress).await?
+                    self.fetch_and_ingest(&doc, &pds, None, false, progress)
+                        .await?
                 }
                 other => other?,
             };
@@ -222,11 +235,59 @@ impl Syncer {
         Ok(report)
     }
 
+    /// Fetches the whole repo again (`getRepo` without `since`) and re-ingests it
+    /// with full verification, even when the PDS's head is the one held: blocks
+    /// lost from the local copy come back, `records` is rebuilt from the verified
+    /// tree (see [`ingest::reingest_full_car`]). Blobs are left to [`Self::sync_repo`].
+    /// When the account is not active upstream nothing is fetched: the report's
+    /// `ingest` is `None` and `upstream_status` says why.
+    pub async fn resync_full(
+        &self,
+        did: &str,
+        progress: &(dyn Fn(SyncProgress) + Send + Sync),
+    ) -> Result<SyncReport, SyncError> {
+        progress(SyncProgress::Checking);
+        let owned = did.to_string();
+        self.store
+            .read(move |c| store::get_repo(c, &owned))
+            .await?
+            .ok_or_else(|| SyncError::NotBackedUp(did.to_string()))?;
+        let doc = self.resolver.resolve_did(did, false).await?;
+        let pds = doc
+            .pds
+            .clone()
+            .ok_or_else(|| SyncError::NoPds { did: did.into() })?;
+        let status = self.repo_status(&pds, did).await?;
+        {
+            let (d, s) = (did.to_string(), status.clone());
+            self.store
+                .write(move |c| store::set_upstream_status(c, &d, &s))
+                .await??;
+        }
+        let mut report = SyncReport {
+            did: did.to_string(),
+            upstream_status: status.clone(),
+            full: true,
+            ..Default::default()
+        };
+        if status != "active" {
+            return Ok(report);
+        }
+        let outcome = self
+            .fetch_and_ingest(&doc, &pds, None, true, progress)
+            .await?;
+        tracing::info!(%did, rev = %outcome.rev, restored = outcome.blocks_added, "re-ingested the whole repo");
+        report.ingest = Some(outcome);
+        self.store.checkpoint().await?;
+        Ok(report)
+    }
+
     async fn fetch_and_ingest(
         &self,
         doc: &DidDoc,
         pds: &str,
         since: Option<&str>,
+        full: bool,
         progress: &(dyn Fn(SyncProgress) + Send + Sync),
     ) -> Result<IngestOutcome, SyncError> {
         let file = self.download_repo(pds, &doc.did, since, progress).await?;
@@ -234,7 +295,7 @@ impl Syncer {
             did: doc.did.clone(),
         })?;
         let result = self
-            .ingest_file(&doc.did, &file, key.clone(), progress)
+            .ingest_file(&doc.did, &file, key.clone(), full, progress)
             .await;
         let result = match result {
             Err(SyncError::Ingest(IngestError::Signature(_))) => {
@@ -242,7 +303,8 @@ impl Syncer {
                 let fresh = self.resolver.resolve_did(&doc.did, true).await?;
                 match fresh.signing_key {
                     Some(new_key) if new_key != key => {
-                        self.ingest_file(&doc.did, &file, new_key, progress).await
+                        self.ingest_file(&doc.did, &file, new_key, full, progress)
+                            .await
                     }
                     _ => result,
                 }
@@ -258,6 +320,7 @@ impl Syncer {
         did: &str,
         file: &Path,
         key: crate::crypto::PublicKey,
+        full: bool,
         progress: &(dyn Fn(SyncProgress) + Send + Sync),
     ) -> Result<IngestOutcome, SyncError> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -267,7 +330,12 @@ impl Syncer {
             let mut report = |p| {
                 let _ = tx.send(p);
             };
-            ingest::ingest_car(conn, &did, &key, reader, &mut report).map_err(SyncError::from)
+            let result = if full {
+                ingest::reingest_full_car(conn, &did, &key, reader, &mut report)
+            } else {
+                ingest::ingest_car(conn, &did, &key, reader, &mut report)
+            };
+            result.map_err(SyncError::from)
         });
         tokio::pin!(job);
         loop {

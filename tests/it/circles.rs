@@ -17,7 +17,12 @@ const STATUS: &str = "org.p2pds.policy.status";
 const PEER: &str = "org.p2pds.peer";
 
 /// Runs `p2pds` against the test bed with extra environment variables.
-async fn p2pds_env(bed: &TestBed, data: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) async fn p2pds_env(
+    bed: &TestBed,
+    data: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Output {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_p2pds"));
     cmd.arg("--data-dir")
         .arg(data)
@@ -30,13 +35,13 @@ async fn p2pds_env(bed: &TestBed, data: &Path, args: &[&str], env: &[(&str, &str
     cmd.output().await.expect("running p2pds")
 }
 
-async fn run(bed: &TestBed, data: &Path, args: &[&str]) -> Output {
+pub(crate) async fn run(bed: &TestBed, data: &Path, args: &[&str]) -> Output {
     let out = p2pds_env(bed, data, args, &[]).await;
     assert_ok(&out, args);
     out
 }
 
-async fn run_json(bed: &TestBed, data: &Path, args: &[&str]) -> Value {
+pub(crate) async fn run_json(bed: &TestBed, data: &Path, args: &[&str]) -> Value {
     let out = run(bed, data, args).await;
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -46,7 +51,7 @@ async fn run_json(bed: &TestBed, data: &Path, args: &[&str]) -> Value {
     })
 }
 
-async fn login(bed: &TestBed, data: &Path, acct: &Account) {
+pub(crate) async fn login(bed: &TestBed, data: &Path, acct: &Account) {
     let out = p2pds_env(
         bed,
         data,
@@ -64,11 +69,11 @@ async fn login(bed: &TestBed, data: &Path, acct: &Account) {
     assert!(text.contains(&acct.did), "{text}");
 }
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-async fn post(acct: &Account, n: usize) {
+pub(crate) async fn post(acct: &Account, n: usize) {
     for i in 0..n {
         acct.create_record(
             "app.bsky.feed.post",
@@ -80,7 +85,7 @@ async fn post(acct: &Account, n: usize) {
 }
 
 /// The circle `uri` in `circle list --json`.
-async fn circle(bed: &TestBed, data: &Path, uri: &str) -> Value {
+pub(crate) async fn circle(bed: &TestBed, data: &Path, uri: &str) -> Value {
     let list = run_json(bed, data, &["circle", "list", "--json"]).await;
     list["circles"]
         .as_array()

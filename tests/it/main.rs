@@ -12,4 +12,6 @@ mod lexicons;
 mod pds;
 mod policy;
 mod replication;
+mod selfcheck;
 mod serve;
+mod verify;

@@ -287,14 +287,17 @@ async fn each_client_has_a_bounded_request_rate() {
     let http = reqwest::Client::new();
     let mut codes = Vec::new();
     for _ in 0..30 {
-        codes.push(
-            http.get(format!("{}/.well-known/rasl/{}", s.url, s.commit))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16(),
-        );
+        let resp = http
+            .get(format!("{}/.well-known/rasl/{}", s.url, s.commit))
+            .send()
+            .await
+            .unwrap();
+        let code = resp.status().as_u16();
+        if code == 429 {
+            // Well-behaved clients (a verifying peer) are told when to come back.
+            assert_eq!(resp.headers()["retry-after"], "1");
+        }
+        codes.push(code);
     }
     let ok = codes.iter().filter(|c| **c == 200).count();
     let limited = codes.iter().filter(|c| **c == 429).count();

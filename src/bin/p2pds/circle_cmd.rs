@@ -33,6 +33,8 @@ pub enum CircleCommand {
         min_copies: Option<u32>,
         #[arg(long)]
         description: Option<String>,
+        #[command(flatten)]
+        rules: RulesArgs,
         #[arg(long)]
         json: bool,
     },
@@ -82,6 +84,35 @@ pub enum CircleCommand {
     },
 }
 
+/// Rules other than the defaults (checked every hour, layers 0 and 1, members may be offline
+/// three days, new copies have six hours to catch up).
+#[derive(Debug, clap::Args)]
+pub struct RulesArgs {
+    /// How often each copy is verified, e.g. 30m or 2h.
+    #[arg(long, value_name = "DURATION")]
+    check_every: Option<String>,
+    /// Verification layers: 0 commit root, 1 block sampling, 3 record proofs (e.g. 0,1,3).
+    #[arg(long, value_delimiter = ',', value_name = "LAYERS")]
+    layers: Option<Vec<i64>>,
+    /// How long a member may be silent before it counts as failed, e.g. 3d.
+    #[arg(long, value_name = "DURATION")]
+    offline_grace: Option<String>,
+    /// How long a new or returning copy has to catch up, e.g. 6h (0s for none).
+    #[arg(long, value_name = "DURATION")]
+    recovery_grace: Option<String>,
+}
+
+impl RulesArgs {
+    fn overrides(&self) -> p2pds::group::plan::RuleOverrides {
+        p2pds::group::plan::RuleOverrides {
+            check_every: self.check_every.clone(),
+            layers: self.layers.clone(),
+            offline_grace: self.offline_grace.clone(),
+            recovery_grace: self.recovery_grace.clone(),
+        }
+    }
+}
+
 /// What to do with the copies the circle made you keep.
 #[derive(Debug, clap::Args)]
 pub struct CopiesArgs {
@@ -94,7 +125,7 @@ pub struct CopiesArgs {
     delete_copies: bool,
 }
 
-fn circles(syncer: &Syncer) -> Circles {
+pub(crate) fn circles(syncer: &Syncer) -> Circles {
     let mut c = Circles::new(syncer.clone());
     if let Ok(text) = std::env::var("P2PDS_PUBLISH_INTERVAL") {
         match Duration::parse(&text) {
@@ -105,7 +136,7 @@ fn circles(syncer: &Syncer) -> Circles {
     c
 }
 
-async fn session(syncer: &Syncer) -> anyhow::Result<std::sync::Arc<Session>> {
+pub(crate) async fn session(syncer: &Syncer) -> anyhow::Result<std::sync::Arc<Session>> {
     Ok(Session::resume(syncer.http.clone(), &syncer.store).await?)
 }
 
@@ -281,11 +312,19 @@ pub async fn run(syncer: &Syncer, command: &CircleCommand) -> anyhow::Result<i32
             members,
             min_copies,
             description,
+            rules,
             json,
         } => {
             let s = session(syncer).await?;
             let view = c
-                .create(&s, name, description.clone(), members, *min_copies)
+                .create(
+                    &s,
+                    name,
+                    description.clone(),
+                    members,
+                    *min_copies,
+                    rules.overrides(),
+                )
                 .await?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&view)?);

@@ -2,6 +2,7 @@
 
 mod circle_cmd;
 mod policy_cmd;
+mod verify_cmd;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -76,6 +77,41 @@ enum Command {
         /// Address to listen on, e.g. 127.0.0.1:2585 or 0.0.0.0:2585.
         #[arg(long, default_value = "127.0.0.1:2585")]
         listen: String,
+        /// Advertise this URL to your circles as where peers reach this server.
+        #[arg(long)]
+        endpoint: Option<String>,
+    },
+    /// Check that your circles' members hold the copies they promised (and answer their checks).
+    Verify {
+        /// One round now, then exit (otherwise keep verifying on the circles' schedule).
+        #[arg(long)]
+        once: bool,
+        /// Only the copies this member holds (a DID or handle).
+        #[arg(long)]
+        peer: Option<String>,
+        #[arg(long)]
+        json: bool,
+        /// Seconds between looks at what is due, when running continuously.
+        #[arg(long, default_value_t = 30)]
+        tick: u64,
+    },
+    /// A circle's health, computed from its members' public records.
+    Compliance {
+        /// The circle (its policy's AT-URI); all your circles when left out.
+        uri: Option<String>,
+        /// Evaluate at this instant (RFC 3339) instead of now.
+        #[arg(long)]
+        at: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The address where peers reach this node's server (advertised in its heartbeat).
+    Endpoint {
+        /// e.g. https://backup.example.net; shows the current one when left out.
+        url: Option<String>,
+        /// Stop advertising an endpoint.
+        #[arg(long, conflicts_with = "url")]
+        clear: bool,
     },
     /// Sign in to your account (handle + app password); secrets go to the system keyring.
     Login {
@@ -221,7 +257,24 @@ async fn run_async(cli: Cli) -> anyhow::Result<i32> {
             json,
         } => records(&ctx, did, collection.clone(), *json).await,
         Command::Export { did, car, blobs } => export(&ctx, did, car, blobs.as_deref()).await,
-        Command::Serve { listen } => serve(&ctx, listen).await,
+        Command::Serve { listen, endpoint } => {
+            if let Some(url) = endpoint {
+                verify_cmd::endpoint(&ctx.syncer, Some(url), false).await?;
+            }
+            serve(&ctx, listen).await
+        }
+        Command::Verify {
+            once,
+            peer,
+            json,
+            tick,
+        } => verify_cmd::verify(&ctx.syncer, *once, peer.as_deref(), *json, *tick).await,
+        Command::Compliance { uri, at, json } => {
+            verify_cmd::compliance(&ctx.syncer, uri.as_deref(), at.as_deref(), *json).await
+        }
+        Command::Endpoint { url, clear } => {
+            verify_cmd::endpoint(&ctx.syncer, url.as_deref(), *clear).await
+        }
         Command::Login {
             handle,
             password_env,

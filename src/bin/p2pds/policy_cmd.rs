@@ -220,7 +220,7 @@ fn problem_line(out: &mut String, scope: &str, c: &Condition) {
 }
 
 /// The report for a person: states first, then every condition that is not True.
-fn human(r: &Report) -> String {
+pub(crate) fn human(r: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
