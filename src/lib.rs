@@ -3,6 +3,7 @@
 //! The engine never depends on tauri: the desktop shell (`src-tauri/`) and the
 //! headless CLI (`src/bin/p2pds/`) are both thin adapters over this library.
 
+pub mod app;
 pub mod bench;
 pub mod crypto;
 pub mod export;

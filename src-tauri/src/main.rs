@@ -1,14 +1,39 @@
-//! P2PDS desktop shell: a thin Tauri window over the `p2pds` engine.
+//! P2PDS desktop shell: a thin Tauri window over the engine (`p2pds::app::Engine`), hosted in
+//! this process. Commands call the engine; the engine's events reach the window through one
+//! forwarder, which also keeps the tray icon true and raises desktop notifications.
 //!
-//! For now it only shows a placeholder page (`ui/index.html`); the engine is driven
-//! from the `p2pds` command.
+//! Closing the window keeps the app running in the tray; "Quit" stops the engine and exits.
+//! Started with `--hidden` (start at login), the window stays closed.
+//!
+//! Options (or the environment variables the `p2pds` command reads): `--data-dir DIR`
+//! (`P2PDS_DATA_DIR`), `--plc-url URL` (`P2PDS_PLC_URL`), `--resolver-url URL`
+//! (`P2PDS_RESOLVER_URL`).
 
 // No console window on Windows release builds.
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
+mod commands;
+mod tray;
+
 use std::process::ExitCode;
 
+use p2pds::app::dto::Event;
+use p2pds::app::{Engine, EngineConfig};
+use tauri::{Emitter, Manager};
+
+/// What the commands reach.
+pub struct AppState {
+    pub engine: Engine,
+}
+
 fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("P2PDS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -18,6 +43,131 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> tauri::Result<()> {
-    tauri::Builder::default().run(tauri::generate_context!())
+/// `--NAME VALUE` from the command line, else the environment variable.
+fn option(args: &[String], name: &str, var: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+        .or_else(|| std::env::var(var).ok())
+}
+
+fn config(args: &[String]) -> Result<EngineConfig, String> {
+    let data_dir = match option(args, "--data-dir", "P2PDS_DATA_DIR") {
+        Some(d) => d.into(),
+        None => directories::ProjectDirs::from("org", "p2pds", "p2pds")
+            .map(|d| d.data_dir().to_path_buf())
+            .ok_or("no per-user data folder on this system: set P2PDS_DATA_DIR")?,
+    };
+    Ok(EngineConfig {
+        data_dir,
+        plc_url: option(args, "--plc-url", "P2PDS_PLC_URL")
+            .unwrap_or_else(|| p2pds::identity::DEFAULT_PLC_URL.to_string()),
+        resolver_url: option(args, "--resolver-url", "P2PDS_RESOLVER_URL"),
+    })
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let hidden = args.iter().any(|a| a == "--hidden");
+    let engine = Engine::open(config(&args)?)?;
+    let for_exit = engine.clone();
+    let app = tauri::Builder::default()
+        .manage(AppState {
+            engine: engine.clone(),
+        })
+        .setup(move |app| {
+            let handle = app.handle().clone();
+            tray::build(&handle)?;
+            forward(&handle, engine.clone());
+            let e = engine.clone();
+            tauri::async_runtime::spawn(async move { e.run().await });
+            if hidden {
+                if let Some(w) = app.get_webview_window("main") {
+                    w.hide()?;
+                }
+            }
+            Ok(())
+        })
+        .on_window_event(|window, event| {
+            if let tauri::WindowEvent::CloseRequested { api, .. } = event {
+                // Keep running in the tray.
+                api.prevent_close();
+                let _ = window.hide();
+            }
+        })
+        .invoke_handler(tauri::generate_handler![
+            commands::overview,
+            commands::sign_in,
+            commands::skip_sign_in,
+            commands::sign_out,
+            commands::add_friend,
+            commands::remove_friend,
+            commands::sync_now,
+            commands::pause,
+            commands::resume,
+            commands::create_circle,
+            commands::accept_invitation,
+            commands::decline_invitation,
+            commands::leave_circle,
+            commands::circle_health,
+            commands::get_settings,
+            commands::save_settings,
+        ])
+        .build(tauri::generate_context!())?;
+    app.run(move |_, event| {
+        if let tauri::RunEvent::Exit = event {
+            for_exit.stop();
+        }
+    });
+    Ok(())
+}
+
+/// The one forwarder: engine events to the window, the tray and notifications.
+fn forward(app: &tauri::AppHandle, engine: Engine) {
+    let mut rx = engine.subscribe();
+    let app = app.clone();
+    tauri::async_runtime::spawn(async move {
+        loop {
+            let event = match rx.recv().await {
+                Ok(e) => e,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Event::Changed,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            };
+            match &event {
+                Event::Changed => {
+                    if let Ok(o) = engine.overview().await {
+                        tray::show(&app, &o);
+                    }
+                }
+                Event::Alert { title, body, .. } => notify(&engine, title, body).await,
+                Event::Progress { .. } => {}
+            }
+            let _ = app.emit("engine", &event);
+        }
+    });
+}
+
+/// A desktop notification; when the desktop cannot show one, the app says so.
+async fn notify(engine: &Engine, title: &str, body: &str) {
+    let (t, b) = (title.to_string(), body.to_string());
+    let shown = tokio::task::spawn_blocking(move || {
+        notify_rust::Notification::new()
+            .appname("P2PDS")
+            .summary(&t)
+            .body(&b)
+            .show()
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    match shown {
+        Ok(()) => engine.set_notifications(true, None),
+        Err(e) => engine.set_notifications(
+            false,
+            Some(format!(
+                "the desktop has no notification service ({e}); alerts show in the app only"
+            )),
+        ),
+    }
 }

@@ -26,6 +26,16 @@ pub async fn compliance(
     uri: &str,
     at: Timestamp,
 ) -> Result<(Report, Vec<String>), VerifyError> {
+    let (report, _, warnings) = compliance_inputs(circles, uri, at).await?;
+    Ok((report, warnings))
+}
+
+/// [`compliance`], with the observations it was computed from (for charts of the checks).
+pub async fn compliance_inputs(
+    circles: &Circles,
+    uri: &str,
+    at: Timestamp,
+) -> Result<(Report, Observations, Vec<String>), VerifyError> {
     let mut warnings = Vec::new();
     let (policy, acks) = circles
         .report_basis(uri)
@@ -88,7 +98,8 @@ pub async fn compliance(
             Err(e) => warnings.push(format!("could not read {subject}'s latest commit: {e}")),
         }
     }
-    Ok((compliance::evaluate(&policy, &obs, at), warnings))
+    let report = compliance::evaluate(&policy, &obs, at);
+    Ok((report, obs, warnings))
 }
 
 /// The account's latest commit on its PDS, timed by its revision (a TID: the commit's own

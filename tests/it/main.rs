@@ -4,6 +4,7 @@
 // (not only `#[test]` functions, which clippy.toml covers) may unwrap.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod app;
 mod circles;
 mod cli;
 mod crash;

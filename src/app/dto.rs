@@ -1,0 +1,309 @@
+//! What the desktop app shows, as data: the documents the shell's commands return and the
+//! events it forwards. Plain words and numbers for people; identifiers (DIDs, URIs) only
+//! where the UI needs a handle on something (to act on it, or in a details view).
+//!
+//! The TypeScript declarations of these types (`ui/types.d.ts`) are generated from here
+//! (`ts-rs`); a test fails when the committed file is out of date
+//! (`P2PDS_WRITE_TS=1 cargo test --lib app::dto` rewrites it).
+
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
+
+/// Everything the main screens show, in one document.
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct Overview {
+    /// The signed-in account; `None` when the person skipped signing in (or signed out).
+    pub me: Option<Me>,
+    /// The first-run welcome was finished (signed in or skipped).
+    pub welcomed: bool,
+    pub friends: Vec<Friend>,
+    pub circles: Vec<CircleCard>,
+    pub invitations: Vec<InvitationCard>,
+    /// What the tray icon shows.
+    pub tray: TrayState,
+    /// One sentence: "All 3 accounts are safe: each held by 2 friends, checked 10 minutes ago".
+    pub headline: String,
+    /// While paused: until when (RFC 3339).
+    pub paused_until: Option<String>,
+    pub notifications: NotificationStatus,
+    pub storage: Storage,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct Me {
+    pub did: String,
+    pub handle: Option<String>,
+}
+
+/// The tray icon's state: trustworthy at a glance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrayState {
+    Ok,
+    Syncing,
+    NeedsAttention,
+}
+
+/// Whether the desktop can show notifications.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationStatus {
+    pub available: bool,
+    /// Why not, in words (when not available).
+    pub reason: Option<String>,
+}
+
+/// One backed-up account.
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct Friend {
+    pub did: String,
+    pub handle: Option<String>,
+    /// What to call them: the handle, else a short form.
+    pub name: String,
+    pub state: FriendState,
+    /// The state in words: "backed up 3 minutes ago", "your copy is safe: the account is gone".
+    pub status_text: String,
+    /// Last complete backup (RFC 3339).
+    pub last_backup_at: Option<String>,
+    /// Bytes held: records and images.
+    pub size_bytes: u64,
+    pub posts: u64,
+    pub images: u64,
+    /// While a sync runs.
+    pub progress: Option<Progress>,
+    /// Why the last backup failed, in words.
+    pub problem: Option<String>,
+    /// Circles that ask this node to hold it (names).
+    pub circles: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "kebab-case")]
+pub enum FriendState {
+    /// Added, first backup not finished yet.
+    FirstBackup,
+    Syncing,
+    Ok,
+    /// The last backups failed (the copy held is kept).
+    Failing,
+    /// The account was deactivated upstream (the copy is kept).
+    Deactivated,
+    /// The account or its server is gone (the copy is kept: restore-worthy).
+    Gone,
+}
+
+/// Progress of a running backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    /// "checking", "downloading", "verifying", "images".
+    pub phase: String,
+    pub records: u64,
+    pub bytes: u64,
+    pub images_done: u64,
+    pub images_total: u64,
+}
+
+/// One circle on the circles screen.
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct CircleCard {
+    pub uri: String,
+    pub name: String,
+    /// "waiting" (for answers), "active", "changing" (a new version waits for answers),
+    /// "left", "revoked", "declined", "expired", "gone".
+    pub state: String,
+    pub author_name: String,
+    pub you_wrote_it: bool,
+    pub members: Vec<MemberCard>,
+    /// Copies each account should have on other members' computers.
+    pub min_copies: u32,
+    /// Health at a glance (active circles): "ok", "degraded", "at-risk", "failed", …
+    pub health: Option<String>,
+    /// One sentence: "Everyone is safe", "Waiting for Carol to accept".
+    pub sentence: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberCard {
+    pub did: String,
+    pub name: String,
+    pub accepted: bool,
+    pub is_you: bool,
+}
+
+/// An invitation, in plain words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct InvitationCard {
+    pub uri: String,
+    pub from_name: String,
+    pub circle_name: String,
+    /// "Alice asks you to keep copies of Alice's, Bob's and Carol's accounts, about 120 MB,
+    /// checked every 30 minutes".
+    pub text: String,
+    pub member_names: Vec<String>,
+    pub estimated_bytes: u64,
+    pub check_every: String,
+}
+
+/// A circle's dashboard: "is everyone safe?".
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    pub uri: String,
+    pub name: String,
+    /// "ok", "degraded", "recovering", "at-risk", "failed", "unknown".
+    pub state: String,
+    pub sentence: String,
+    /// What is not right, in words.
+    pub reasons: Vec<String>,
+    pub members: Vec<MemberHealth>,
+    /// Bytes this computer holds for each member's account.
+    pub storage: Vec<StorageItem>,
+    pub timeline: Vec<TimelineEvent>,
+    /// When the report was computed (RFC 3339).
+    pub evaluated_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberHealth {
+    pub did: String,
+    pub name: String,
+    pub state: String,
+    /// "holds 2 accounts, all checks passed", "did not answer for 3 days".
+    pub words: String,
+    pub last_seen: Option<String>,
+    /// Checks of this member's copies over the last days, oldest first.
+    pub checks: Vec<CheckPoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckPoint {
+    pub at: String,
+    /// "pass", "fail", "unreachable".
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageItem {
+    pub name: String,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineEvent {
+    pub at: String,
+    /// "sync", "check", "circle", "alert".
+    pub kind: String,
+    pub text: String,
+}
+
+/// Storage used on this computer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct Storage {
+    pub used_bytes: u64,
+    pub limit_bytes: Option<u64>,
+    pub per_friend: Vec<StorageItem>,
+}
+
+/// The settings screen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct Settings {
+    /// Where the copies are kept (read-only in the app for now).
+    pub data_dir: String,
+    pub storage_limit_bytes: Option<u64>,
+    pub start_at_login: bool,
+    /// Minutes between backups of each friend.
+    pub check_every_minutes: u32,
+    pub pause_on_battery: bool,
+    /// Serve the copies to friends (RASL and sync reads).
+    pub serve: bool,
+    /// Address to listen on when serving.
+    pub listen: String,
+    /// The address friends reach this computer at, advertised to circles.
+    pub endpoint: Option<String>,
+}
+
+/// What the engine tells the window, through one forwarder.
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Event {
+    /// Something changed: fetch the overview again.
+    Changed,
+    /// A backup is running.
+    Progress { did: String, progress: Progress },
+    /// A notification was raised (also shown in the app).
+    Alert {
+        key: String,
+        title: String,
+        body: String,
+    },
+}
+
+/// Every exported type, in dependency order: the contents of `ui/types.d.ts`.
+pub fn typescript() -> String {
+    let mut out = String::from(
+        "// Generated from src/app/dto.rs by ts-rs: do not edit.\n\
+         // Regenerate: P2PDS_WRITE_TS=1 cargo test --lib app::dto\n\n",
+    );
+    // JSON numbers, not bigint: sizes stay far below 2^53.
+    let cfg = ts_rs::Config::new().with_large_int("number");
+    let decls = [
+        Overview::decl(&cfg),
+        Me::decl(&cfg),
+        TrayState::decl(&cfg),
+        NotificationStatus::decl(&cfg),
+        Friend::decl(&cfg),
+        FriendState::decl(&cfg),
+        Progress::decl(&cfg),
+        CircleCard::decl(&cfg),
+        MemberCard::decl(&cfg),
+        InvitationCard::decl(&cfg),
+        Health::decl(&cfg),
+        MemberHealth::decl(&cfg),
+        CheckPoint::decl(&cfg),
+        StorageItem::decl(&cfg),
+        TimelineEvent::decl(&cfg),
+        Storage::decl(&cfg),
+        Settings::decl(&cfg),
+        Event::decl(&cfg),
+    ];
+    for d in decls {
+        out.push_str("export ");
+        out.push_str(&d);
+        out.push_str("\n\n");
+    }
+    out.truncate(out.trim_end().len());
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_typescript_declarations_are_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ui/types.d.ts");
+        let want = typescript();
+        if std::env::var_os("P2PDS_WRITE_TS").is_some() {
+            std::fs::write(&path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            have == want,
+            "ui/types.d.ts is out of date: run `P2PDS_WRITE_TS=1 cargo test --lib app::dto`"
+        );
+    }
+}

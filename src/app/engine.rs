@@ -1,0 +1,1268 @@
+//! The engine the desktop app hosts in its own process: one store, one scheduler loop, and the
+//! operations behind the app's commands. Screens read [`Engine::overview`] (local data and the
+//! last network results, so it is fast and works offline); the loop does the network work and
+//! tells the window through [`Event`]s.
+//!
+//! The loop, every tick or when woken ("Sync now"): refreshes the circles (every few minutes),
+//! backs up each account that is due (progress as events), runs a verification round for the
+//! circles (only what is due; a self-check every few hours), evaluates the circles' health
+//! from public records, and raises each new alert once. Paused: does nothing; on battery with
+//! "pause on battery": does nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::group::plan::{human_every, CircleState};
+use crate::group::{db as gdb, CircleView, Circles, Copies, GroupError};
+use crate::identity::Resolver;
+use crate::policy::lifecycle::AckState;
+use crate::policy::Timestamp;
+use crate::session::{self, Session, SessionError};
+use crate::store::{self, Store, StoreError};
+use crate::sync::{SyncProgress, Syncer};
+use crate::verify::{self, RoundOptions, Verifier};
+
+use super::alerts::{self, FriendFacts, InvitationFacts, MemberFacts};
+use super::dto::*;
+use super::words;
+
+/// How often the loop looks at what is due.
+const TICK: StdDuration = StdDuration::from_secs(20);
+/// How often circles are re-read and their health evaluated.
+const CIRCLE_EVERY: StdDuration = StdDuration::from_secs(5 * 60);
+/// How often the repos of known accounts are read for new invitations.
+const DISCOVER_EVERY: StdDuration = StdDuration::from_secs(30 * 60);
+/// How often the copies are self-checked.
+const SELF_CHECK_EVERY: StdDuration = StdDuration::from_secs(6 * 3600);
+/// Progress events per account, at most this often.
+const PROGRESS_EVERY: StdDuration = StdDuration::from_millis(250);
+/// Delivered alert keys remembered (the oldest are forgotten).
+const MAX_DELIVERED: usize = 2000;
+
+const SETTINGS_KEY: &str = "app.settings";
+const WELCOMED_KEY: &str = "app.welcomed";
+const DELIVERED_KEY: &str = "app.alerts";
+
+/// Why an operation failed, in words for the person.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Session(#[from] SessionError),
+    #[error("{0}")]
+    Group(#[from] GroupError),
+    #[error("{0}")]
+    Verify(#[from] verify::VerifyError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Where the engine keeps its data and which directories it asks.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub data_dir: PathBuf,
+    pub plc_url: String,
+    pub resolver_url: Option<String>,
+}
+
+/// What the loop learned of the circles, for the screens.
+#[derive(Debug, Clone, Default)]
+struct CircleCache {
+    views: Vec<CircleView>,
+    invitations: Vec<crate::group::Invitation>,
+    /// Health state per circle URI, and members at risk or failed.
+    health: BTreeMap<String, String>,
+    members: Vec<MemberFacts>,
+    checked_at: Option<Timestamp>,
+}
+
+#[derive(Default)]
+struct Live {
+    progress: BTreeMap<String, Progress>,
+    failing_since: BTreeMap<String, Timestamp>,
+    paused_until: Option<Timestamp>,
+    notifications: Option<NotificationStatus>,
+    circles: CircleCache,
+    session: Option<Arc<Session>>,
+}
+
+struct Inner {
+    config: EngineConfig,
+    circles: Circles,
+    verifier: Verifier,
+    events: broadcast::Sender<Event>,
+    live: Mutex<Live>,
+    wake: Notify,
+    stop: CancellationToken,
+    serving: Mutex<Option<CancellationToken>>,
+}
+
+/// The engine; cheap to clone (one shared state).
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_millis(chrono::Utc::now().timestamp_millis())
+}
+
+fn parse_time(t: Option<&str>) -> Option<Timestamp> {
+    t.and_then(|t| Timestamp::parse(t).ok())
+}
+
+impl Engine {
+    /// Opens (or creates) the store in `config.data_dir`.
+    pub fn open(config: EngineConfig) -> Result<Engine, AppError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            AppError::Other(format!(
+                "can't create the folder for the copies ({}): {e}",
+                config.data_dir.display()
+            ))
+        })?;
+        let store = Store::open(&config.data_dir.join("p2pds.sqlite"))?;
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("p2pds-desktop/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(StdDuration::from_secs(15))
+            .read_timeout(StdDuration::from_secs(120))
+            .build()
+            .map_err(|e| AppError::Other(format!("can't start the network client: {e}")))?;
+        let resolver = Arc::new(Resolver::new(
+            http.clone(),
+            &config.plc_url,
+            config.resolver_url.as_deref(),
+        ));
+        let syncer = Syncer::new(store, http, resolver, &config.data_dir);
+        let circles = Circles::new(syncer);
+        let verifier = Verifier::new(circles.clone());
+        let (events, _) = broadcast::channel(256);
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                config,
+                circles,
+                verifier,
+                events,
+                live: Mutex::new(Live::default()),
+                wake: Notify::new(),
+                stop: CancellationToken::new(),
+                serving: Mutex::new(None),
+            }),
+        })
+    }
+
+    fn store(&self) -> &Store {
+        &self.inner.circles.syncer.store
+    }
+
+    fn syncer(&self) -> &Syncer {
+        &self.inner.circles.syncer
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, Live> {
+        match self.inner.live.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Events for the window (one receiver per forwarder).
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    fn emit(&self, e: Event) {
+        let _ = self.inner.events.send(e);
+    }
+
+    fn changed(&self) {
+        self.emit(Event::Changed);
+    }
+
+    /// Asks the loop to run now (after "Sync now" or a change).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Stops the loop and the server; returns at once (the loop ends at its next await).
+    pub fn stop(&self) {
+        self.inner.stop.cancel();
+        if let Ok(mut s) = self.inner.serving.lock() {
+            if let Some(t) = s.take() {
+                t.cancel();
+            }
+        }
+    }
+
+    /// Whether desktop notifications work here (the shell reports what it saw).
+    pub fn set_notifications(&self, available: bool, reason: Option<String>) {
+        let status = NotificationStatus { available, reason };
+        let mut live = self.live();
+        if live.notifications.as_ref() != Some(&status) {
+            live.notifications = Some(status);
+            drop(live);
+            self.changed();
+        }
+    }
+
+    // ---- reading ---------------------------------------------------------------------------
+
+    /// Everything the main screens show. Local data only: fast, and works offline.
+    pub async fn overview(&self) -> Result<Overview, AppError> {
+        let now = now();
+        let settings = self.settings().await?;
+        let (me, welcomed, rows) = self
+            .store()
+            .read(|c| {
+                let me = session::signed_in(c)?;
+                let welcomed = gdb::meta(c, WELCOMED_KEY)?.is_some() || me.is_some();
+                let mut rows = Vec::new();
+                for r in store::list_repos(c)? {
+                    let (images, image_bytes, _, _) = store::blob_counts(c, r.id)?;
+                    let posts: i64 = c.query_row(
+                        "SELECT count(*) FROM records WHERE repo_id = ?1
+                         AND collection = 'app.bsky.feed.post'",
+                        [r.id],
+                        |x| x.get(0),
+                    )?;
+                    rows.push((r, images, image_bytes, posts));
+                }
+                Ok((me, welcomed, rows))
+            })
+            .await?;
+        let live = self.live();
+        let cache = live.circles.clone();
+        let mut holders: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for v in &cache.views {
+            for d in &v.holding {
+                holders.entry(d.clone()).or_default().push(v.name.clone());
+            }
+        }
+        let mut friends = Vec::new();
+        let mut per_friend = Vec::new();
+        let mut used = 0u64;
+        for (r, images, image_bytes, posts) in rows {
+            let size = u64::try_from(r.bytes.max(0) + image_bytes.max(0)).unwrap_or(0);
+            used += size;
+            if me.as_ref().is_some_and(|m| m.did == r.did) {
+                // This node's copy of its own account (to check friends' copies against).
+                continue;
+            }
+            let name = r.handle.clone().unwrap_or_else(|| short_did(&r.did));
+            let progress = live.progress.get(&r.did).cloned();
+            let upstream = r.upstream_status.as_deref().unwrap_or("active");
+            let state = if progress.is_some() {
+                if r.head.is_none() {
+                    FriendState::FirstBackup
+                } else {
+                    FriendState::Syncing
+                }
+            } else if upstream == "deactivated" {
+                FriendState::Deactivated
+            } else if upstream != "active" {
+                FriendState::Gone
+            } else if r.state == "error" {
+                FriendState::Failing
+            } else if r.head.is_none() {
+                FriendState::FirstBackup
+            } else {
+                FriendState::Ok
+            };
+            let last = parse_time(r.last_sync_at.as_deref());
+            per_friend.push(StorageItem {
+                name: name.clone(),
+                bytes: size,
+            });
+            friends.push(Friend {
+                did: r.did.clone(),
+                handle: r.handle.clone(),
+                status_text: words::friend_status(
+                    state,
+                    last,
+                    live.failing_since.get(&r.did).copied(),
+                    now,
+                ),
+                name,
+                state,
+                last_backup_at: r.last_sync_at.clone(),
+                size_bytes: size,
+                posts: u64::try_from(posts).unwrap_or(0),
+                images: u64::try_from(images).unwrap_or(0),
+                progress,
+                problem: (state == FriendState::Failing)
+                    .then(|| r.error.clone())
+                    .flatten()
+                    .map(|e| plain_error(&e)),
+                circles: holders.get(&r.did).cloned().unwrap_or_default(),
+            });
+        }
+        friends.sort_by_key(|f| f.name.to_lowercase());
+        let my_did = me.as_ref().map(|m| m.did.clone()).unwrap_or_default();
+        let circles: Vec<CircleCard> = cache
+            .views
+            .iter()
+            .map(|v| circle_card(v, &my_did, cache.health.get(&v.uri).cloned()))
+            .collect();
+        let invitations: Vec<InvitationCard> =
+            cache.invitations.iter().map(invitation_card).collect();
+        let active = circles
+            .iter()
+            .find(|c| c.state == "active" && c.health.is_some());
+        let headline = words::headline(
+            &friends,
+            active.map(|c| {
+                (
+                    c.health.as_deref().unwrap_or("unknown"),
+                    c.min_copies,
+                    cache.checked_at,
+                )
+            }),
+            live.paused_until,
+            now,
+        );
+        let attention = friends.iter().any(|f| {
+            matches!(
+                f.state,
+                FriendState::Failing | FriendState::Gone | FriendState::Deactivated
+            )
+        }) || !invitations.is_empty()
+            || circles
+                .iter()
+                .any(|c| matches!(c.health.as_deref(), Some("degraded" | "at-risk" | "failed")));
+        let tray = if !live.progress.is_empty() {
+            TrayState::Syncing
+        } else if attention {
+            TrayState::NeedsAttention
+        } else {
+            TrayState::Ok
+        };
+        per_friend.sort_by_key(|f| std::cmp::Reverse(f.bytes));
+        Ok(Overview {
+            me: me.map(|m| Me {
+                did: m.did,
+                handle: m.handle,
+            }),
+            welcomed,
+            friends,
+            circles,
+            invitations,
+            tray,
+            headline,
+            paused_until: live
+                .paused_until
+                .filter(|u| *u > now)
+                .map(|u| u.to_string()),
+            notifications: live.notifications.clone().unwrap_or(NotificationStatus {
+                available: true,
+                reason: None,
+            }),
+            storage: Storage {
+                used_bytes: used,
+                limit_bytes: settings.storage_limit_bytes,
+                per_friend,
+            },
+        })
+    }
+
+    /// A circle's dashboard, computed now from its members' public records.
+    pub async fn health(&self, uri: &str) -> Result<Health, AppError> {
+        let now = now();
+        let (report, obs, warnings) =
+            verify::report::compliance_inputs(&self.inner.circles, uri, now).await?;
+        let names = self.names().await;
+        let name_of = |did: &str| names.get(did).cloned().unwrap_or_else(|| short_did(did));
+        let mut reasons = Vec::new();
+        for c in report
+            .conditions
+            .iter()
+            .filter(|c| c.status != crate::policy::report::Status::True)
+        {
+            reasons.push(humanize(&c.message, &names));
+        }
+        for s in &report.subjects {
+            for c in s
+                .conditions
+                .iter()
+                .filter(|c| c.status == crate::policy::report::Status::False)
+            {
+                reasons.push(humanize(&c.message, &names));
+            }
+        }
+        for n in &report.nodes {
+            for c in n
+                .conditions
+                .iter()
+                .filter(|c| c.status == crate::policy::report::Status::False)
+            {
+                reasons.push(humanize(&c.message, &names));
+            }
+        }
+        reasons.extend(warnings.iter().map(|w| humanize(w, &names)));
+        reasons.dedup();
+        let since = now.minus(crate::policy::Duration::from_secs(7 * 86_400));
+        let members: Vec<MemberHealth> = report
+            .nodes
+            .iter()
+            .map(|n| {
+                let mut checks: Vec<CheckPoint> = obs
+                    .verifications
+                    .iter()
+                    .filter(|v| v.node == n.node && v.at >= since)
+                    .map(|v| CheckPoint {
+                        at: v.at.to_string(),
+                        outcome: crate::verify::db::outcome_str(v.outcome).to_string(),
+                    })
+                    .collect();
+                checks.sort_by(|a, b| a.at.cmp(&b.at));
+                checks.dedup();
+                let passed = checks.iter().filter(|c| c.outcome == "pass").count();
+                let words = match n.state.as_str() {
+                    "ok" if checks.is_empty() => "keeps its copies; not checked yet".to_string(),
+                    "ok" => format!(
+                        "keeps its copies; {passed} of {} checks passed",
+                        checks.len()
+                    ),
+                    "recovering" => "catching up".to_string(),
+                    "degraded" => "some checks of its copies failed".to_string(),
+                    "at-risk" => "checks of its copies keep failing".to_string(),
+                    "failed" => "has not been heard from for too long".to_string(),
+                    "abandoned" => "has been silent for weeks".to_string(),
+                    other => other.replace('-', " "),
+                };
+                MemberHealth {
+                    did: n.member.clone(),
+                    name: name_of(&n.member),
+                    state: n.state.as_str().to_string(),
+                    words,
+                    last_seen: n.last_seen.map(|t| t.to_string()),
+                    checks,
+                }
+            })
+            .collect();
+        let subjects: BTreeSet<String> = report.subjects.iter().map(|s| s.did.clone()).collect();
+        let (storage, timeline) = self.local_history(&subjects, &names).await?;
+        let state = report.state.as_str().to_string();
+        let sentence = health_sentence(&state, report.subjects.len(), report.policy.min_copies);
+        Ok(Health {
+            uri: uri.to_string(),
+            name: report.policy.name.clone(),
+            state,
+            sentence,
+            reasons,
+            members,
+            storage,
+            timeline,
+            evaluated_at: report.evaluated_at.to_string(),
+        })
+    }
+
+    /// Names (handles) of every account this node knows.
+    async fn names(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        if let Ok((repos, contacts, me)) = self
+            .store()
+            .read(|c| {
+                Ok((
+                    store::list_repos(c)?,
+                    gdb::contacts(c)?,
+                    session::signed_in(c)?,
+                ))
+            })
+            .await
+        {
+            for (did, h) in contacts {
+                if let Some(h) = h {
+                    out.insert(did, h);
+                }
+            }
+            for r in repos {
+                if let Some(h) = r.handle {
+                    out.insert(r.did, h);
+                }
+            }
+            if let Some(m) = me {
+                out.insert(m.did, "you".to_string());
+            }
+        }
+        out
+    }
+
+    /// Storage held per account and the recent events about them, from the store.
+    async fn local_history(
+        &self,
+        subjects: &BTreeSet<String>,
+        names: &BTreeMap<String, String>,
+    ) -> Result<(Vec<StorageItem>, Vec<TimelineEvent>), AppError> {
+        let subjects = subjects.clone();
+        let names = names.clone();
+        Ok(self
+            .store()
+            .read(move |c| {
+                let name_of = |did: &str| names.get(did).cloned().unwrap_or_else(|| short_did(did));
+                let mut storage = Vec::new();
+                let mut timeline = Vec::new();
+                for r in store::list_repos(c)? {
+                    if !subjects.contains(&r.did) {
+                        continue;
+                    }
+                    let (_, image_bytes, _, _) = store::blob_counts(c, r.id)?;
+                    storage.push(StorageItem {
+                        name: name_of(&r.did),
+                        bytes: u64::try_from(r.bytes.max(0) + image_bytes.max(0)).unwrap_or(0),
+                    });
+                    let mut stmt = c.prepare(
+                        "SELECT synced_at, creates, updates, deletes FROM commits
+                         WHERE repo_id = ?1 ORDER BY synced_at DESC LIMIT 10",
+                    )?;
+                    let rows = stmt.query_map([r.id], |x| {
+                        Ok((
+                            x.get::<_, String>(0)?,
+                            x.get::<_, i64>(1)?,
+                            x.get::<_, i64>(2)?,
+                            x.get::<_, i64>(3)?,
+                        ))
+                    })?;
+                    for row in rows {
+                        let (at, cr, up, de) = row?;
+                        let mut parts = Vec::new();
+                        if cr > 0 {
+                            parts.push(format!("{cr} new"));
+                        }
+                        if up > 0 {
+                            parts.push(format!("{up} changed"));
+                        }
+                        if de > 0 {
+                            parts.push(format!("{de} deleted"));
+                        }
+                        let what = if parts.is_empty() {
+                            "no change".to_string()
+                        } else {
+                            parts.join(", ")
+                        };
+                        timeline.push(TimelineEvent {
+                            at,
+                            kind: "sync".into(),
+                            text: format!("Backed up {} ({what})", name_of(&r.did)),
+                        });
+                    }
+                }
+                for v in verify::db::results_since(c, "")?.into_iter().rev().take(40) {
+                    if !subjects.contains(&v.subject) {
+                        continue;
+                    }
+                    let outcome = match v.outcome {
+                        crate::policy::observations::Outcome::Pass => "passed",
+                        crate::policy::observations::Outcome::Fail => "failed",
+                        crate::policy::observations::Outcome::Unreachable => "got no answer",
+                    };
+                    timeline.push(TimelineEvent {
+                        at: v.at.clone(),
+                        kind: "check".into(),
+                        text: format!(
+                            "Checked {}'s copy of {}'s account: {outcome}",
+                            name_of(&v.target),
+                            name_of(&v.subject)
+                        ),
+                    });
+                }
+                timeline.sort_by(|a, b| b.at.cmp(&a.at));
+                timeline.truncate(50);
+                storage.sort_by_key(|s| std::cmp::Reverse(s.bytes));
+                Ok((storage, timeline))
+            })
+            .await?)
+    }
+
+    // ---- acting ------------------------------------------------------------------------------
+
+    /// Signs in (the app password goes to the OS keyring).
+    pub async fn sign_in(&self, handle: &str, password: &str) -> Result<Overview, AppError> {
+        let handle = handle.trim().trim_start_matches('@');
+        let syncer = self.syncer();
+        let session = Session::login(
+            syncer.http.clone(),
+            &syncer.resolver,
+            &syncer.store,
+            handle,
+            password,
+        )
+        .await?;
+        self.live().session = Some(session);
+        self.set_meta(WELCOMED_KEY, "1").await?;
+        self.refresh_circles(true).await;
+        self.wake();
+        self.overview().await
+    }
+
+    /// Goes on without an account: only back up friends.
+    pub async fn skip_sign_in(&self) -> Result<Overview, AppError> {
+        self.set_meta(WELCOMED_KEY, "1").await?;
+        self.overview().await
+    }
+
+    pub async fn sign_out(&self) -> Result<Overview, AppError> {
+        let syncer = self.syncer();
+        Session::logout(syncer.http.clone(), &syncer.store).await?;
+        {
+            let mut live = self.live();
+            live.session = None;
+            live.circles = CircleCache::default();
+        }
+        self.changed();
+        self.overview().await
+    }
+
+    /// Starts backing up an account (a handle or DID); the first copy starts at once.
+    pub async fn add_friend(&self, who: &str) -> Result<Overview, AppError> {
+        let who = who.trim().trim_start_matches('@');
+        if who.is_empty() {
+            return Err(AppError::Other(
+                "type your friend's handle, e.g. alice.bsky.social".into(),
+            ));
+        }
+        let doc = self
+            .syncer()
+            .resolver
+            .resolve_account(who)
+            .await
+            .map_err(|e| AppError::Other(format!("couldn't find {who}: {e}")))?;
+        let (did, handle, pds) = (doc.did.clone(), doc.handle.clone(), doc.pds.clone());
+        self.store()
+            .write(move |c| store::add_repo(c, &did, handle.as_deref(), pds.as_deref()))
+            .await??;
+        self.changed();
+        self.wake();
+        self.overview().await
+    }
+
+    /// Stops backing up an account and deletes its copy.
+    pub async fn remove_friend(&self, did: &str) -> Result<Overview, AppError> {
+        let d = did.to_string();
+        self.store()
+            .write(move |c| store::remove_repo(c, &d))
+            .await??;
+        self.changed();
+        self.overview().await
+    }
+
+    pub async fn pause(&self, minutes: u64) -> Result<Overview, AppError> {
+        let until = now().plus(crate::policy::Duration::from_secs(
+            minutes.saturating_mul(60),
+        ));
+        self.live().paused_until = Some(until);
+        self.changed();
+        self.overview().await
+    }
+
+    pub async fn resume(&self) -> Result<Overview, AppError> {
+        self.live().paused_until = None;
+        self.changed();
+        self.wake();
+        self.overview().await
+    }
+
+    async fn session(&self) -> Result<Arc<Session>, AppError> {
+        if let Some(s) = self.live().session.clone() {
+            return Ok(s);
+        }
+        let syncer = self.syncer();
+        let s = Session::resume(syncer.http.clone(), &syncer.store).await?;
+        self.live().session = Some(s.clone());
+        Ok(s)
+    }
+
+    /// Creates a circle with friends (DIDs), each account kept by `min_copies` of them.
+    pub async fn create_circle(
+        &self,
+        name: &str,
+        members: &[String],
+        min_copies: Option<u32>,
+    ) -> Result<Overview, AppError> {
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(AppError::Other("give the circle a name".into()));
+        }
+        if members.is_empty() {
+            return Err(AppError::Other(
+                "pick at least one friend for the circle".into(),
+            ));
+        }
+        let s = self.session().await?;
+        self.inner
+            .circles
+            .create(&s, name, None, members, min_copies, Default::default())
+            .await?;
+        self.refresh_circles(false).await;
+        self.wake();
+        self.overview().await
+    }
+
+    pub async fn accept(&self, uri: &str) -> Result<Overview, AppError> {
+        let s = self.session().await?;
+        self.inner.circles.accept(&s, uri).await?;
+        self.refresh_circles(false).await;
+        self.wake();
+        self.overview().await
+    }
+
+    pub async fn decline(&self, uri: &str) -> Result<Overview, AppError> {
+        let s = self.session().await?;
+        self.inner.circles.decline(&s, uri, None).await?;
+        self.refresh_circles(false).await;
+        self.overview().await
+    }
+
+    pub async fn leave(&self, uri: &str, keep_copies: bool) -> Result<Overview, AppError> {
+        let s = self.session().await?;
+        let copies = if keep_copies {
+            Copies::Keep
+        } else {
+            Copies::Delete
+        };
+        self.inner.circles.leave(&s, uri, copies).await?;
+        self.refresh_circles(false).await;
+        self.overview().await
+    }
+
+    // ---- settings ------------------------------------------------------------------------------
+
+    pub async fn settings(&self) -> Result<Settings, AppError> {
+        let stored = self
+            .store()
+            .read(|c| Ok((gdb::meta(c, SETTINGS_KEY)?, gdb::meta(c, "endpoint")?)))
+            .await?;
+        let mut s = stored
+            .0
+            .and_then(|t| serde_json::from_str::<StoredSettings>(&t).ok())
+            .unwrap_or_default()
+            .into_settings(&self.inner.config.data_dir);
+        s.endpoint = stored.1;
+        Ok(s)
+    }
+
+    pub async fn save_settings(&self, s: Settings) -> Result<Settings, AppError> {
+        if s.check_every_minutes == 0 {
+            return Err(AppError::Other(
+                "check at least every 24 hours (1 to 1440 minutes)".into(),
+            ));
+        }
+        if s.serve {
+            s.listen.parse::<std::net::SocketAddr>().map_err(|_| {
+                AppError::Other(format!(
+                    "{:?} is not an address to listen on: write it like 0.0.0.0:2585",
+                    s.listen
+                ))
+            })?;
+        }
+        let endpoint = s
+            .endpoint
+            .as_deref()
+            .map(str::trim)
+            .filter(|e| !e.is_empty());
+        self.inner.circles.set_endpoint(endpoint).await?;
+        let stored = StoredSettings::from(&s);
+        let text = serde_json::to_string(&stored)
+            .map_err(|e| AppError::Other(format!("saving the settings: {e}")))?;
+        self.set_meta(SETTINGS_KEY, &text).await?;
+        super::platform::set_autostart(s.start_at_login).map_err(AppError::Other)?;
+        self.apply_serving(&s).await?;
+        self.changed();
+        self.settings().await
+    }
+
+    async fn set_meta(&self, key: &'static str, value: &str) -> Result<(), AppError> {
+        let v = value.to_string();
+        self.store()
+            .write(move |c| gdb::set_meta(c, key, &v))
+            .await??;
+        Ok(())
+    }
+
+    /// Starts or stops the server for peers to match the settings.
+    async fn apply_serving(&self, s: &Settings) -> Result<(), AppError> {
+        let old = match self.inner.serving.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        if let Some(t) = old {
+            t.cancel();
+        }
+        if !s.serve {
+            return Ok(());
+        }
+        let listener = tokio::net::TcpListener::bind(&s.listen)
+            .await
+            .map_err(|e| {
+                AppError::Other(format!(
+                    "can't serve on {}: {e} (is another program using it?)",
+                    s.listen
+                ))
+            })?;
+        let token = CancellationToken::new();
+        let t = token.clone();
+        let store = self.store().clone();
+        let blobs = self.syncer().blob_dir();
+        tokio::spawn(async move {
+            let _ = crate::serve::serve(
+                listener,
+                store,
+                blobs,
+                crate::serve::ServeConfig::default(),
+                async move { t.cancelled().await },
+            )
+            .await;
+        });
+        if let Ok(mut g) = self.inner.serving.lock() {
+            *g = Some(token);
+        }
+        Ok(())
+    }
+
+    // ---- the loop --------------------------------------------------------------------------------
+
+    /// Runs the scheduler until [`Engine::stop`].
+    pub async fn run(&self) {
+        if let Ok(s) = self.settings().await {
+            if let Err(e) = self.apply_serving(&s).await {
+                tracing::warn!(error = %e, "not serving");
+            }
+        }
+        let mut last_circles: Option<std::time::Instant> = None;
+        let mut last_discover: Option<std::time::Instant> = None;
+        let mut last_self_check: Option<std::time::Instant> = None;
+        let mut woken = true;
+        loop {
+            let settings = self.settings().await.unwrap_or_else(|_| {
+                StoredSettings::default().into_settings(&self.inner.config.data_dir)
+            });
+            let paused = self.live().paused_until.is_some_and(|u| u > now());
+            let on_battery = settings.pause_on_battery && super::platform::on_battery();
+            if !paused && !on_battery {
+                let circles_due = woken || last_circles.is_none_or(|t| t.elapsed() >= CIRCLE_EVERY);
+                if circles_due {
+                    // Looking for new invitations reads every known account's repo: when
+                    // asked ("Sync now"), and every half hour.
+                    let discover =
+                        woken || last_discover.is_none_or(|t| t.elapsed() >= DISCOVER_EVERY);
+                    self.refresh_circles(discover).await;
+                    if discover {
+                        last_discover = Some(std::time::Instant::now());
+                    }
+                }
+                self.sync_due(&settings, woken).await;
+                if self.session().await.is_ok() {
+                    let self_check =
+                        last_self_check.is_none_or(|t| t.elapsed() >= SELF_CHECK_EVERY);
+                    self.verify_round(self_check).await;
+                    if self_check {
+                        last_self_check = Some(std::time::Instant::now());
+                    }
+                }
+                if circles_due {
+                    self.evaluate_health().await;
+                    last_circles = Some(std::time::Instant::now());
+                }
+                self.raise_alerts().await;
+                self.changed();
+            }
+            woken = false;
+            tokio::select! {
+                _ = self.inner.stop.cancelled() => break,
+                _ = self.inner.wake.notified() => woken = true,
+                _ = tokio::time::sleep(TICK) => {}
+            }
+        }
+    }
+
+    /// Re-reads the circles (new versions, acks, invitations) and caches what screens show.
+    async fn refresh_circles(&self, discover: bool) {
+        if self.session().await.is_err() {
+            return;
+        }
+        if let Err(e) = self.inner.circles.refresh(discover).await {
+            tracing::warn!(error = %e, "could not refresh the circles");
+        }
+        let views = self.inner.circles.list().await.unwrap_or_default();
+        let invitations = self.inner.circles.invitations().await.unwrap_or_default();
+        let mut live = self.live();
+        live.circles.views = views;
+        live.circles.invitations = invitations;
+    }
+
+    /// Backs up every account that is due: never copied, older than the interval, or failing
+    /// (retried with the same interval, at most every 5 minutes); all of them when woken.
+    async fn sync_due(&self, settings: &Settings, all: bool) {
+        let Ok(repos) = self.store().read(store::list_repos).await else {
+            return;
+        };
+        let every = i64::from(settings.check_every_minutes.max(1)) * 60_000;
+        let now = now();
+        for r in repos {
+            if self.inner.stop.is_cancelled() {
+                return;
+            }
+            let last = parse_time(r.last_sync_at.as_deref());
+            let due = all
+                || r.head.is_none()
+                || last.is_none_or(|t| now.millis() - t.millis() >= every)
+                || (r.state == "error"
+                    && last.is_none_or(|t| now.millis() - t.millis() >= 300_000));
+            if !due {
+                continue;
+            }
+            self.sync_one(&r.did).await;
+        }
+    }
+
+    async fn sync_one(&self, did: &str) {
+        let start = Progress {
+            phase: "checking".into(),
+            records: 0,
+            bytes: 0,
+            images_done: 0,
+            images_total: 0,
+        };
+        self.live().progress.insert(did.to_string(), start);
+        self.changed();
+        let last_emit = Mutex::new(std::time::Instant::now());
+        let engine = self.clone();
+        let d = did.to_string();
+        let report = move |p: SyncProgress| {
+            let mut live = engine.live();
+            let Some(cur) = live.progress.get_mut(&d) else {
+                return;
+            };
+            match p {
+                SyncProgress::Checking => cur.phase = "checking".into(),
+                SyncProgress::Downloading { bytes, .. } => {
+                    cur.phase = "downloading".into();
+                    cur.bytes = bytes;
+                }
+                SyncProgress::Ingesting(crate::sync::ingest::IngestProgress::Blocks {
+                    blocks,
+                    ..
+                }) => {
+                    cur.phase = "verifying".into();
+                    cur.records = blocks;
+                }
+                SyncProgress::Ingesting(crate::sync::ingest::IngestProgress::Verifying) => {
+                    cur.phase = "verifying".into();
+                }
+                SyncProgress::Blobs { done, total } => {
+                    cur.phase = "images".into();
+                    cur.images_done = done;
+                    cur.images_total = total;
+                }
+            }
+            let progress = cur.clone();
+            drop(live);
+            let mut last = match last_emit.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            if last.elapsed() >= PROGRESS_EVERY {
+                *last = std::time::Instant::now();
+                engine.emit(Event::Progress {
+                    did: d.clone(),
+                    progress,
+                });
+            }
+        };
+        let result = self.syncer().sync_repo(did, &report).await;
+        let mut live = self.live();
+        live.progress.remove(did);
+        match result {
+            Ok(_) => {
+                live.failing_since.remove(did);
+            }
+            Err(e) => {
+                tracing::warn!(%did, error = %e, "backup failed");
+                live.failing_since
+                    .entry(did.to_string())
+                    .or_insert_with(now);
+            }
+        }
+        drop(live);
+        self.changed();
+    }
+
+    async fn verify_round(&self, self_check: bool) {
+        let Ok(s) = self.session().await else { return };
+        let opts = RoundOptions {
+            peer: None,
+            only_due: true,
+            self_check,
+        };
+        match self.inner.verifier.round(&s, &opts).await {
+            Ok(r) => {
+                for w in r.warnings {
+                    tracing::warn!("{w}");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "verification round failed"),
+        }
+    }
+
+    /// Evaluates every active circle's health from public records.
+    async fn evaluate_health(&self) {
+        let views = self.live().circles.views.clone();
+        let names = self.names().await;
+        let mut health = BTreeMap::new();
+        let mut members = Vec::new();
+        let now = now();
+        for v in views.iter().filter(|v| v.state == CircleState::Active) {
+            match verify::report::compliance(&self.inner.circles, &v.uri, now).await {
+                Ok((report, _)) => {
+                    health.insert(v.uri.clone(), report.state.as_str().to_string());
+                    for n in &report.nodes {
+                        members.push(MemberFacts {
+                            circle_uri: v.uri.clone(),
+                            circle: v.name.clone(),
+                            did: n.member.clone(),
+                            name: names
+                                .get(&n.member)
+                                .cloned()
+                                .unwrap_or_else(|| short_did(&n.member)),
+                            state: n.state.as_str().to_string(),
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(uri = %v.uri, error = %e, "could not evaluate"),
+            }
+        }
+        let mut live = self.live();
+        live.circles.health = health;
+        live.circles.members = members;
+        live.circles.checked_at = Some(now);
+    }
+
+    /// Raises each alert the facts call for, once.
+    async fn raise_alerts(&self) {
+        let Ok((repos, delivered)) = self
+            .store()
+            .read(|c| Ok((store::list_repos(c)?, gdb::meta(c, DELIVERED_KEY)?)))
+            .await
+        else {
+            return;
+        };
+        let mut delivered: Vec<String> = delivered
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        let (friends, members, invitations) = {
+            let live = self.live();
+            let friends: Vec<FriendFacts> = repos
+                .iter()
+                .map(|r| {
+                    let upstream = r.upstream_status.clone().unwrap_or_else(|| "active".into());
+                    FriendFacts {
+                        did: r.did.clone(),
+                        name: r.handle.clone().unwrap_or_else(|| short_did(&r.did)),
+                        failing_since: live.failing_since.get(&r.did).copied(),
+                        gone: (upstream != "active").then_some(upstream),
+                    }
+                })
+                .collect();
+            let invitations: Vec<InvitationFacts> = live
+                .circles
+                .invitations
+                .iter()
+                .map(|i| InvitationFacts {
+                    uri: i.uri.clone(),
+                    cid: i.cid.clone(),
+                    from: i.facts.author.clone(),
+                    circle: i.name.clone(),
+                })
+                .collect();
+            (friends, live.circles.members.clone(), invitations)
+        };
+        let known: BTreeSet<String> = delivered.iter().cloned().collect();
+        let fresh = alerts::fresh(alerts::due(&friends, &members, &invitations, now()), &known);
+        if fresh.is_empty() {
+            return;
+        }
+        for a in &fresh {
+            delivered.push(a.key.clone());
+            self.emit(Event::Alert {
+                key: a.key.clone(),
+                title: a.title.clone(),
+                body: a.body.clone(),
+            });
+        }
+        if delivered.len() > MAX_DELIVERED {
+            let cut = delivered.len() - MAX_DELIVERED;
+            delivered.drain(..cut);
+        }
+        if let Ok(text) = serde_json::to_string(&delivered) {
+            let _ = self.set_meta(DELIVERED_KEY, &text).await;
+        }
+    }
+}
+
+/// The settings as stored (the endpoint lives with the circles' data).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct StoredSettings {
+    storage_limit_bytes: Option<u64>,
+    start_at_login: bool,
+    check_every_minutes: u32,
+    pause_on_battery: bool,
+    serve: bool,
+    listen: String,
+}
+
+impl Default for StoredSettings {
+    fn default() -> Self {
+        StoredSettings {
+            storage_limit_bytes: None,
+            start_at_login: false,
+            check_every_minutes: 30,
+            pause_on_battery: false,
+            serve: false,
+            listen: "0.0.0.0:2585".into(),
+        }
+    }
+}
+
+impl StoredSettings {
+    fn into_settings(self, data_dir: &std::path::Path) -> Settings {
+        Settings {
+            data_dir: data_dir.display().to_string(),
+            storage_limit_bytes: self.storage_limit_bytes,
+            start_at_login: self.start_at_login,
+            check_every_minutes: self.check_every_minutes.clamp(1, 1440),
+            pause_on_battery: self.pause_on_battery,
+            serve: self.serve,
+            listen: self.listen,
+            endpoint: None,
+        }
+    }
+}
+
+impl From<&Settings> for StoredSettings {
+    fn from(s: &Settings) -> Self {
+        StoredSettings {
+            storage_limit_bytes: s.storage_limit_bytes,
+            start_at_login: s.start_at_login,
+            check_every_minutes: s.check_every_minutes.clamp(1, 1440),
+            pause_on_battery: s.pause_on_battery,
+            serve: s.serve,
+            listen: s.listen.clone(),
+        }
+    }
+}
+
+/// "did:plc:abcd…" for an account with no handle.
+fn short_did(did: &str) -> String {
+    let tail = did.rsplit(':').next().unwrap_or(did);
+    format!("account {}…", tail.chars().take(6).collect::<String>())
+}
+
+/// Replaces DIDs in a message with names.
+fn humanize(message: &str, names: &BTreeMap<String, String>) -> String {
+    let mut out = message.to_string();
+    for (did, name) in names {
+        out = out.replace(did.as_str(), name);
+    }
+    out
+}
+
+/// An engine error, shortened for a friend's card.
+fn plain_error(e: &str) -> String {
+    let lower = e.to_lowercase();
+    if lower.contains("connect") || lower.contains("network") || lower.contains("dns") {
+        "their server can't be reached right now".into()
+    } else if lower.contains("signature") || lower.contains("does not match") {
+        "their server sent data that failed verification; your copy was kept".into()
+    } else {
+        e.chars().take(200).collect()
+    }
+}
+
+fn health_sentence(state: &str, accounts: usize, copies: u32) -> String {
+    match state {
+        "ok" => format!(
+            "Everyone is safe: {accounts} accounts, each kept by {copies} friends, and the checks pass"
+        ),
+        "recovering" => "Copies are being made; checks start soon".into(),
+        "degraded" => "Everyone's account is kept, but some checks failed".into(),
+        "at-risk" => "Some accounts are at risk: copies are missing or failing checks".into(),
+        "failed" => "Some accounts are not safe: a member's copies can't be counted on".into(),
+        _ => "Not known yet: the circle has just started".into(),
+    }
+}
+
+fn circle_card(v: &CircleView, me: &str, health: Option<String>) -> CircleCard {
+    let name_of = |did: &str, handle: &Option<String>| {
+        if did == me {
+            "you".to_string()
+        } else {
+            handle.clone().unwrap_or_else(|| short_did(did))
+        }
+    };
+    let members: Vec<MemberCard> = v
+        .members
+        .iter()
+        .map(|m| MemberCard {
+            did: m.did.clone(),
+            name: name_of(&m.did, &m.handle),
+            accepted: m.ack == AckState::Accepted,
+            is_you: m.did == me,
+        })
+        .collect();
+    let state = match v.state {
+        CircleState::Pending if v.in_force.is_some() => "changing",
+        CircleState::Pending | CircleState::Scheduled => "waiting",
+        CircleState::Active => "active",
+        CircleState::Rejected => "declined",
+        CircleState::Expired => "expired",
+        CircleState::Revoked => "revoked",
+        CircleState::Deleted => "gone",
+        CircleState::Left => "left",
+    }
+    .to_string();
+    let waiting: Vec<&str> = members
+        .iter()
+        .filter(|m| !m.accepted)
+        .map(|m| m.name.as_str())
+        .collect();
+    let sentence = match (state.as_str(), health.as_deref()) {
+        ("waiting" | "changing", _) if !waiting.is_empty() => {
+            format!("Waiting for {} to accept", waiting.join(", "))
+        }
+        ("active", Some(h)) => health_sentence(h, members.len(), v.min_copies),
+        ("active", None) => "Active: the first checks are coming".into(),
+        ("left", _) => "You left this circle".into(),
+        ("revoked", _) => "Its author ended this circle".into(),
+        ("declined", _) => "A member declined this circle".into(),
+        _ => format!("This circle is {state}"),
+    };
+    CircleCard {
+        uri: v.uri.clone(),
+        name: v.name.clone(),
+        state,
+        author_name: name_of(&v.author, &v.author_handle),
+        you_wrote_it: v.author == me,
+        members,
+        min_copies: v.min_copies,
+        health,
+        sentence,
+    }
+}
+
+fn invitation_card(i: &crate::group::Invitation) -> InvitationCard {
+    InvitationCard {
+        uri: i.uri.clone(),
+        from_name: i.facts.author.clone(),
+        circle_name: i.name.clone(),
+        text: i.text.clone(),
+        member_names: i.facts.others.clone(),
+        estimated_bytes: i.facts.estimated_bytes,
+        check_every: human_every(i.facts.check_interval),
+    }
+}

@@ -1,0 +1,248 @@
+//! The app's sentences: times, sizes, states and the headline, in plain words (pure: `now` is
+//! an input). The front end formats only what changes while a screen is open (relative times);
+//! everything else comes from here.
+
+use crate::group::plan::human_bytes;
+use crate::policy::Timestamp;
+
+use super::dto::{Friend, FriendState};
+
+/// "just now", "3 minutes ago", "2 hours ago", "yesterday", "5 days ago".
+pub fn ago(then: Timestamp, now: Timestamp) -> String {
+    let s = now.since(then).secs();
+    match s {
+        0..=59 => "just now".into(),
+        60..=119 => "a minute ago".into(),
+        120..=3599 => format!("{} minutes ago", s / 60),
+        3600..=7199 => "an hour ago".into(),
+        7200..=86_399 => format!("{} hours ago", s / 3600),
+        86_400..=172_799 => "yesterday".into(),
+        _ => format!("{} days ago", s / 86_400),
+    }
+}
+
+/// "3 minutes", "2 hours", "4 days": a span, for "failing for …".
+pub fn span(secs: u64) -> String {
+    let plural = |n: u64, unit: &str| {
+        if n == 1 {
+            format!("1 {unit}")
+        } else {
+            format!("{n} {unit}s")
+        }
+    };
+    match secs {
+        0..=3599 => plural((secs / 60).max(1), "minute"),
+        3600..=86_399 => plural(secs / 3600, "hour"),
+        _ => plural(secs / 86_400, "day"),
+    }
+}
+
+/// A friend's state in words.
+pub fn friend_status(
+    state: FriendState,
+    last_backup: Option<Timestamp>,
+    failing_since: Option<Timestamp>,
+    now: Timestamp,
+) -> String {
+    match state {
+        FriendState::FirstBackup => "making the first copy…".into(),
+        FriendState::Syncing => "backing up…".into(),
+        FriendState::Ok => match last_backup {
+            Some(t) => format!("backed up {}", ago(t, now)),
+            None => "waiting for the first backup".into(),
+        },
+        FriendState::Failing => {
+            let since = failing_since
+                .map(|t| format!(" for {}", span(now.since(t).secs())))
+                .unwrap_or_default();
+            match last_backup {
+                Some(t) => format!(
+                    "can't be backed up{since}; your copy from {} is safe",
+                    ago(t, now)
+                ),
+                None => format!("can't be backed up{since}"),
+            }
+        }
+        FriendState::Deactivated => "the account is deactivated; your copy is safe".into(),
+        FriendState::Gone => "the account is gone; your copy is safe and can be given back".into(),
+    }
+}
+
+/// The one sentence at the top of the main window.
+pub fn headline(
+    friends: &[Friend],
+    circle: Option<(&str, u32, Option<Timestamp>)>,
+    paused_until: Option<Timestamp>,
+    now: Timestamp,
+) -> String {
+    if let Some(until) = paused_until.filter(|u| *u > now) {
+        let mins = until.since(now).secs().div_ceil(60);
+        return format!("Paused for {} more", span(mins * 60));
+    }
+    if friends.is_empty() {
+        return "Nobody backed up yet: add a friend to keep a copy of their account".into();
+    }
+    let trouble: Vec<&Friend> = friends
+        .iter()
+        .filter(|f| matches!(f.state, FriendState::Failing | FriendState::Gone))
+        .collect();
+    if let Some(f) = trouble.first() {
+        let more = match trouble.len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        };
+        return match f.state {
+            FriendState::Gone => format!("{}'s account is gone: your copy is safe{more}", f.name),
+            _ => format!("{}'s backup needs attention{more}", f.name),
+        };
+    }
+    if friends
+        .iter()
+        .any(|f| matches!(f.state, FriendState::FirstBackup | FriendState::Syncing))
+    {
+        return format!("Backing up {} …", count(friends.len(), "account"));
+    }
+    let n = friends.len();
+    match circle {
+        Some(("ok", copies, checked)) => {
+            let when = checked
+                .map(|t| format!(", checked {}", ago(t, now)))
+                .unwrap_or_default();
+            let all = if n == 1 {
+                "Your friend's account is safe".to_string()
+            } else {
+                format!("All {n} accounts are safe")
+            };
+            format!(
+                "{all}: each held by {}{when}",
+                count(copies as usize, "friend")
+            )
+        }
+        Some((state, _, _)) => format!(
+            "{} backed up; your circle is {}",
+            count(n, "account"),
+            state.replace('-', " ")
+        ),
+        None => {
+            let last = friends
+                .iter()
+                .filter_map(|f| f.last_backup_at.as_deref())
+                .filter_map(|t| Timestamp::parse(t).ok())
+                .max();
+            match last {
+                Some(t) => format!(
+                    "{} backed up, the last {}",
+                    count(n, "account"),
+                    ago(t, now)
+                ),
+                None => format!("{} backed up", count(n, "account")),
+            }
+        }
+    }
+}
+
+fn count(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+/// "about 120 MB".
+pub fn about_size(bytes: u64) -> String {
+    format!("about {}", human_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> Timestamp {
+        Timestamp::parse(s).unwrap()
+    }
+
+    fn friend(name: &str, state: FriendState) -> Friend {
+        Friend {
+            did: format!("did:plc:{name}"),
+            handle: Some(format!("{name}.test")),
+            name: name.into(),
+            state,
+            status_text: String::new(),
+            last_backup_at: Some("2026-01-01T11:50:00Z".into()),
+            size_bytes: 0,
+            posts: 0,
+            images: 0,
+            progress: None,
+            problem: None,
+            circles: vec![],
+        }
+    }
+
+    #[test]
+    fn times_read_like_people_say_them() {
+        let now = t("2026-01-01T12:00:00Z");
+        assert_eq!(ago(t("2026-01-01T11:59:30Z"), now), "just now");
+        assert_eq!(ago(t("2026-01-01T11:57:00Z"), now), "3 minutes ago");
+        assert_eq!(ago(t("2026-01-01T09:00:00Z"), now), "3 hours ago");
+        assert_eq!(ago(t("2025-12-31T11:00:00Z"), now), "yesterday");
+        assert_eq!(ago(t("2025-12-27T12:00:00Z"), now), "5 days ago");
+        assert_eq!(span(3 * 86_400), "3 days");
+        assert_eq!(span(3600 * 5), "5 hours");
+        assert_eq!(span(30), "1 minute");
+    }
+
+    #[test]
+    fn the_headline_answers_is_everyone_safe() {
+        let now = t("2026-01-01T12:00:00Z");
+        let ok = vec![
+            friend("alice", FriendState::Ok),
+            friend("bob", FriendState::Ok),
+            friend("carol", FriendState::Ok),
+        ];
+        assert_eq!(
+            headline(
+                &ok,
+                Some(("ok", 2, Some(t("2026-01-01T11:50:00Z")))),
+                None,
+                now
+            ),
+            "All 3 accounts are safe: each held by 2 friends, checked 10 minutes ago"
+        );
+        assert_eq!(
+            headline(&ok, None, None, now),
+            "3 accounts backed up, the last 10 minutes ago"
+        );
+        let mut bad = ok.clone();
+        bad[1].state = FriendState::Failing;
+        assert_eq!(
+            headline(&bad, None, None, now),
+            "bob's backup needs attention"
+        );
+        bad[2].state = FriendState::Gone;
+        assert_eq!(
+            headline(&bad, None, None, now),
+            "bob's backup needs attention (and 1 more)"
+        );
+        assert_eq!(
+            headline(&ok, None, Some(t("2026-01-01T12:59:00Z")), now),
+            "Paused for 59 minutes more"
+        );
+        assert!(headline(&[], None, None, now).starts_with("Nobody backed up yet"));
+    }
+
+    #[test]
+    fn a_failing_friend_is_told_with_the_safe_copy() {
+        let now = t("2026-01-04T12:00:00Z");
+        let s = friend_status(
+            FriendState::Failing,
+            Some(t("2026-01-01T12:00:00Z")),
+            Some(t("2026-01-01T12:30:00Z")),
+            now,
+        );
+        assert_eq!(
+            s,
+            "can't be backed up for 2 days; your copy from 3 days ago is safe"
+        );
+    }
+}

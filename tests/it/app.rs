@@ -1,0 +1,249 @@
+//! The desktop app's engine (what every window command calls), against the reference PDS:
+//! first run, adding a friend and watching the backup, a circle from invitation to a healthy
+//! dashboard between two app engines, pausing, settings, and alerts raised once.
+
+use std::time::Duration;
+
+use p2pds::app::dto::{Event, FriendState, Settings, TrayState};
+use p2pds::app::{Engine, EngineConfig};
+use serde_json::json;
+
+use crate::circles::now;
+use crate::pds::{self, Account, TestBed};
+
+fn engine(bed: &TestBed, dir: &std::path::Path) -> Engine {
+    Engine::open(EngineConfig {
+        data_dir: dir.to_path_buf(),
+        plc_url: bed.plc.clone(),
+        resolver_url: Some(bed.pds.clone()),
+    })
+    .unwrap()
+}
+
+/// Waits (running the engine's loop meanwhile) until `done` holds for the overview.
+async fn until<F>(e: &Engine, what: &str, mut done: F)
+where
+    F: FnMut(&p2pds::app::dto::Overview) -> bool,
+{
+    for _ in 0..150 {
+        let o = e.overview().await.unwrap();
+        if done(&o) {
+            return;
+        }
+        e.wake();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{what}: {:#?}", e.overview().await.unwrap());
+}
+
+async fn posts(acct: &Account, n: usize) {
+    for i in 0..n {
+        acct.create_record(
+            "app.bsky.feed.post",
+            json!({"$type": "app.bsky.feed.post", "text": format!("hello {i}"), "createdAt": now()}),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn the_engine_behind_the_window() {
+    let bed = pds::shared().await;
+    let alice = bed.create_account("alice").await.unwrap();
+    let bob = bed.create_account("bob").await.unwrap();
+    posts(&bob, 3).await;
+    // Friends follow each other: that is where Bob's app looks for invitations.
+    bob.create_record(
+        "app.bsky.graph.follow",
+        json!({"$type": "app.bsky.graph.follow", "subject": alice.did, "createdAt": now()}),
+    )
+    .await
+    .unwrap();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = engine(bed, da.path());
+    let b = engine(bed, db.path());
+    let mut events = a.subscribe();
+
+    // First run: nothing yet, the welcome shows.
+    let o = a.overview().await.unwrap();
+    assert!(!o.welcomed && o.me.is_none() && o.friends.is_empty());
+    assert!(
+        o.headline.starts_with("Nobody backed up yet"),
+        "{}",
+        o.headline
+    );
+    let o = a.sign_in(&alice.handle, &alice.password).await.unwrap();
+    assert!(o.welcomed);
+    assert_eq!(
+        o.me.as_ref().map(|m| m.did.as_str()),
+        Some(alice.did.as_str())
+    );
+    let wrong = b.sign_in(&bob.handle, "not-the-password").await;
+    assert!(wrong.is_err());
+    b.sign_in(&bob.handle, &bob.password).await.unwrap();
+
+    let (ra, rb) = (a.clone(), b.clone());
+    let loops = [
+        tokio::spawn(async move { ra.run().await }),
+        tokio::spawn(async move { rb.run().await }),
+    ];
+
+    // Alice adds Bob: the first backup runs, with progress, then "backed up".
+    let o = a.add_friend(&format!("@{}", bob.handle)).await.unwrap();
+    assert_eq!(o.friends.len(), 1);
+    assert!(a.add_friend("   ").await.is_err());
+    until(&a, "Bob backed up", |o| {
+        o.friends
+            .first()
+            .is_some_and(|f| f.state == FriendState::Ok && f.posts == 3)
+    })
+    .await;
+    let o = a.overview().await.unwrap();
+    let f = &o.friends[0];
+    assert_eq!(f.name, bob.handle);
+    assert!(f.status_text.starts_with("backed up"), "{}", f.status_text);
+    assert!(f.size_bytes > 0);
+    assert_eq!(o.tray, TrayState::Ok);
+    assert!(o.storage.used_bytes >= f.size_bytes);
+    // The window hears about it (progress events may be too quick to see on loopback).
+    let mut changed = 0;
+    while let Ok(e) = events.try_recv() {
+        changed += usize::from(e == Event::Changed);
+    }
+    assert!(changed > 0);
+
+    // A circle: Alice invites Bob; Bob's app shows the invitation in words; he accepts.
+    let o = a
+        .create_circle("Kitchen table", std::slice::from_ref(&bob.did), Some(1))
+        .await
+        .unwrap();
+    let card = &o.circles[0];
+    assert_eq!(card.name, "Kitchen table");
+    assert_eq!(card.state, "waiting");
+    assert!(card.you_wrote_it);
+    assert_eq!(
+        card.sentence,
+        format!("Waiting for {} to accept", bob.handle)
+    );
+    assert!(a.create_circle("", &[], None).await.is_err());
+    until(&b, "the invitation", |o| !o.invitations.is_empty()).await;
+    let o = b.overview().await.unwrap();
+    let inv = &o.invitations[0];
+    assert_eq!(inv.from_name, alice.handle);
+    assert!(inv.text.contains("Kitchen table"), "{}", inv.text);
+    assert!(!inv.text.contains("did:"), "{}", inv.text);
+    assert_eq!(o.tray, TrayState::NeedsAttention);
+    let o = b.accept(&inv.uri).await.unwrap();
+    assert!(o.invitations.is_empty());
+    assert_eq!(o.circles[0].state, "active");
+
+    // Both apps back up each other's account, and the circle turns healthy on both.
+    for (e, who) in [(&a, "alice"), (&b, "bob")] {
+        until(e, &format!("{who}'s circle healthy"), |o| {
+            o.circles
+                .first()
+                .is_some_and(|c| c.state == "active" && c.health.as_deref() == Some("ok"))
+        })
+        .await;
+    }
+    let o = b.overview().await.unwrap();
+    assert_eq!(
+        o.friends.len(),
+        1,
+        "Bob's app backs up Alice: {:?}",
+        o.friends
+    );
+    assert_eq!(o.friends[0].circles, ["Kitchen table"]);
+    assert!(
+        o.headline
+            .starts_with("Your friend's account is safe: each held by 1 friend"),
+        "{}",
+        o.headline
+    );
+    let h = a.health(&o.circles[0].uri).await.unwrap();
+    assert_eq!(h.state, "ok");
+    assert_eq!(h.members.len(), 2);
+    assert!(h.members.iter().all(|m| !m.name.starts_with("did:")));
+    assert!(!h.storage.is_empty());
+    assert!(h.timeline.iter().any(|t| t.kind == "sync"));
+
+    // Pause and resume; settings survive a reopen.
+    let o = a.pause(60).await.unwrap();
+    assert!(o.paused_until.is_some());
+    assert!(o.headline.starts_with("Paused for"), "{}", o.headline);
+    let o = a.resume().await.unwrap();
+    assert!(o.paused_until.is_none());
+    let s = a.settings().await.unwrap();
+    assert_eq!(s.check_every_minutes, 30);
+    let bad = a
+        .save_settings(Settings {
+            check_every_minutes: 0,
+            ..s.clone()
+        })
+        .await;
+    assert!(bad.is_err());
+    let saved = a
+        .save_settings(Settings {
+            check_every_minutes: 45,
+            storage_limit_bytes: Some(5_000_000_000),
+            endpoint: Some("https://backup.example.net".into()),
+            ..s
+        })
+        .await
+        .unwrap();
+    assert_eq!(saved.check_every_minutes, 45);
+    assert_eq!(
+        saved.endpoint.as_deref(),
+        Some("https://backup.example.net")
+    );
+
+    // An account gone upstream: flagged, the copy kept, one alert.
+    let mut alerts = b.subscribe();
+    alice.deactivate().await.unwrap();
+    until(&b, "Alice deactivated", |o| {
+        o.friends
+            .first()
+            .is_some_and(|f| f.state == FriendState::Deactivated)
+    })
+    .await;
+    let o = b.overview().await.unwrap();
+    assert!(o.friends[0].status_text.contains("your copy is safe"));
+    assert_eq!(o.tray, TrayState::NeedsAttention);
+    let mut titles = Vec::new();
+    for _ in 0..50 {
+        while let Ok(e) = alerts.try_recv() {
+            if let Event::Alert { title, .. } = e {
+                titles.push(title);
+            }
+        }
+        if !titles.is_empty() {
+            break;
+        }
+        b.wake();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let gone: Vec<&String> = titles
+        .iter()
+        .filter(|t| t.contains("deactivated"))
+        .collect();
+    assert_eq!(gone.len(), 1, "{titles:?}");
+    // Not repeated.
+    b.wake();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    while let Ok(e) = alerts.try_recv() {
+        if let Event::Alert { title, .. } = e {
+            assert!(!title.contains("deactivated"), "repeated: {title}");
+        }
+    }
+    alice.activate().await.unwrap();
+
+    a.stop();
+    b.stop();
+    for l in loops {
+        tokio::time::timeout(Duration::from_secs(30), l)
+            .await
+            .expect("the loop stops")
+            .unwrap();
+    }
+}

@@ -1,0 +1,168 @@
+// Generated from src/app/dto.rs by ts-rs: do not edit.
+// Regenerate: P2PDS_WRITE_TS=1 cargo test --lib app::dto
+
+export type Overview = { 
+/**
+ * The signed-in account; `None` when the person skipped signing in (or signed out).
+ */
+me: Me | null, 
+/**
+ * The first-run welcome was finished (signed in or skipped).
+ */
+welcomed: boolean, friends: Array<Friend>, circles: Array<CircleCard>, invitations: Array<InvitationCard>, 
+/**
+ * What the tray icon shows.
+ */
+tray: TrayState, 
+/**
+ * One sentence: "All 3 accounts are safe: each held by 2 friends, checked 10 minutes ago".
+ */
+headline: string, 
+/**
+ * While paused: until when (RFC 3339).
+ */
+pausedUntil: string | null, notifications: NotificationStatus, storage: Storage, };
+
+export type Me = { did: string, handle: string | null, };
+
+export type TrayState = "ok" | "syncing" | "needs-attention";
+
+export type NotificationStatus = { available: boolean, 
+/**
+ * Why not, in words (when not available).
+ */
+reason: string | null, };
+
+export type Friend = { did: string, handle: string | null, 
+/**
+ * What to call them: the handle, else a short form.
+ */
+name: string, state: FriendState, 
+/**
+ * The state in words: "backed up 3 minutes ago", "your copy is safe: the account is gone".
+ */
+statusText: string, 
+/**
+ * Last complete backup (RFC 3339).
+ */
+lastBackupAt: string | null, 
+/**
+ * Bytes held: records and images.
+ */
+sizeBytes: number, posts: number, images: number, 
+/**
+ * While a sync runs.
+ */
+progress: Progress | null, 
+/**
+ * Why the last backup failed, in words.
+ */
+problem: string | null, 
+/**
+ * Circles that ask this node to hold it (names).
+ */
+circles: Array<string>, };
+
+export type FriendState = "first-backup" | "syncing" | "ok" | "failing" | "deactivated" | "gone";
+
+export type Progress = { 
+/**
+ * "checking", "downloading", "verifying", "images".
+ */
+phase: string, records: number, bytes: number, imagesDone: number, imagesTotal: number, };
+
+export type CircleCard = { uri: string, name: string, 
+/**
+ * "waiting" (for answers), "active", "changing" (a new version waits for answers),
+ * "left", "revoked", "declined", "expired", "gone".
+ */
+state: string, authorName: string, youWroteIt: boolean, members: Array<MemberCard>, 
+/**
+ * Copies each account should have on other members' computers.
+ */
+minCopies: number, 
+/**
+ * Health at a glance (active circles): "ok", "degraded", "at-risk", "failed", …
+ */
+health: string | null, 
+/**
+ * One sentence: "Everyone is safe", "Waiting for Carol to accept".
+ */
+sentence: string, };
+
+export type MemberCard = { did: string, name: string, accepted: boolean, isYou: boolean, };
+
+export type InvitationCard = { uri: string, fromName: string, circleName: string, 
+/**
+ * "Alice asks you to keep copies of Alice's, Bob's and Carol's accounts, about 120 MB,
+ * checked every 30 minutes".
+ */
+text: string, memberNames: Array<string>, estimatedBytes: number, checkEvery: string, };
+
+export type Health = { uri: string, name: string, 
+/**
+ * "ok", "degraded", "recovering", "at-risk", "failed", "unknown".
+ */
+state: string, sentence: string, 
+/**
+ * What is not right, in words.
+ */
+reasons: Array<string>, members: Array<MemberHealth>, 
+/**
+ * Bytes this computer holds for each member's account.
+ */
+storage: Array<StorageItem>, timeline: Array<TimelineEvent>, 
+/**
+ * When the report was computed (RFC 3339).
+ */
+evaluatedAt: string, };
+
+export type MemberHealth = { did: string, name: string, state: string, 
+/**
+ * "holds 2 accounts, all checks passed", "did not answer for 3 days".
+ */
+words: string, lastSeen: string | null, 
+/**
+ * Checks of this member's copies over the last days, oldest first.
+ */
+checks: Array<CheckPoint>, };
+
+export type CheckPoint = { at: string, 
+/**
+ * "pass", "fail", "unreachable".
+ */
+outcome: string, };
+
+export type StorageItem = { name: string, bytes: number, };
+
+export type TimelineEvent = { at: string, 
+/**
+ * "sync", "check", "circle", "alert".
+ */
+kind: string, text: string, };
+
+export type Storage = { usedBytes: number, limitBytes: number | null, perFriend: Array<StorageItem>, };
+
+export type Settings = { 
+/**
+ * Where the copies are kept (read-only in the app for now).
+ */
+dataDir: string, storageLimitBytes: number | null, startAtLogin: boolean, 
+/**
+ * Minutes between backups of each friend.
+ */
+checkEveryMinutes: number, pauseOnBattery: boolean, 
+/**
+ * Serve the copies to friends (RASL and sync reads).
+ */
+serve: boolean, 
+/**
+ * Address to listen on when serving.
+ */
+listen: string, 
+/**
+ * The address friends reach this computer at, advertised to circles.
+ */
+endpoint: string | null, };
+
+export type Event = { "type": "changed" } | { "type": "progress", did: string, progress: Progress, } | { "type": "alert", key: string, title: string, body: string, };
