@@ -104,3 +104,18 @@ pub async fn get_settings(s: State<'_, AppState>) -> Answer<Settings> {
 pub async fn save_settings(s: State<'_, AppState>, settings: Settings) -> Answer<Settings> {
     s.engine.save_settings(settings).await.map_err(text)
 }
+
+/// The page drew its first frame. With `P2PDS_BENCH_STARTUP` set, prints the time since the
+/// process started (`scripts/bench-desktop` reads it).
+#[tauri::command]
+pub fn ready() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("P2PDS_BENCH_STARTUP").is_some() {
+            eprintln!(
+                "startup: first paint after {} ms",
+                crate::STARTED.elapsed().as_millis()
+            );
+        }
+    });
+}

@@ -21,12 +21,17 @@ use p2pds::app::dto::Event;
 use p2pds::app::{Engine, EngineConfig};
 use tauri::{Emitter, Manager};
 
+/// When this process started (for the startup figure).
+pub static STARTED: std::sync::LazyLock<std::time::Instant> =
+    std::sync::LazyLock::new(std::time::Instant::now);
+
 /// What the commands reach.
 pub struct AppState {
     pub engine: Engine,
 }
 
 fn main() -> ExitCode {
+    std::sync::LazyLock::force(&STARTED);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("P2PDS_LOG")
@@ -112,6 +117,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             commands::circle_health,
             commands::get_settings,
             commands::save_settings,
+            commands::ready,
         ])
         .build(tauri::generate_context!())?;
     app.run(move |_, event| {
@@ -169,5 +175,25 @@ async fn notify(engine: &Engine, title: &str, body: &str) {
                 "the desktop has no notification service ({e}); alerts show in the app only"
             )),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_come_from_the_command_line_before_the_environment() {
+        let args: Vec<String> = ["app", "--data-dir", "/x", "--hidden"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            option(&args, "--data-dir", "P2PDS_TEST_UNSET_VAR"),
+            Some("/x".into())
+        );
+        assert_eq!(option(&args, "--plc-url", "P2PDS_TEST_UNSET_VAR"), None);
+        let c = config(&args).unwrap();
+        assert_eq!(c.data_dir, std::path::PathBuf::from("/x"));
     }
 }

@@ -1187,7 +1187,8 @@ fn plain_error(e: &str) -> String {
 fn health_sentence(state: &str, accounts: usize, copies: u32) -> String {
     match state {
         "ok" => format!(
-            "Everyone is safe: {accounts} accounts, each kept by {copies} friends, and the checks pass"
+            "Everyone is safe: {accounts} accounts, each kept by {copies} {}, and the checks pass",
+            if copies == 1 { "friend" } else { "friends" }
         ),
         "recovering" => "Copies are being made; checks start soon".into(),
         "degraded" => "Everyone's account is kept, but some checks failed".into(),

@@ -1,0 +1,201 @@
+// The real app window, driven as a person would: Alice signs in against the reference PDS,
+// adds Bob as a friend and watches the first backup finish, creates a circle with him; Bob,
+// on a second app instance, sees the invitation and accepts; both see the circle healthy.
+// Run by run.sh (two tauri-driver servers on 4444 and 4446, a display, a secret service).
+
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { createInterface } from 'node:readline'
+import { Builder, By, until } from 'selenium-webdriver'
+
+const root = resolve(import.meta.dirname, '../..')
+const shots = process.env.P2PDS_SCREENSHOTS
+  ? resolve(root, process.env.P2PDS_SCREENSHOTS)
+  : mkdtempSync(join(tmpdir(), 'p2pds-shots-'))
+const WAIT = 60_000
+
+/** The reference PDS and PLC on loopback (tests/pds/start.mjs), until the test ends. */
+async function startPds() {
+  const child = spawn(process.env.P2PDS_NODE || 'node', [join(root, 'tests/pds/start.mjs')], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  })
+  const lines = createInterface({ input: child.stdout })
+  const ready = await new Promise((ok, fail) => {
+    child.on('exit', (code) => fail(new Error(`start.mjs exited with ${code}`)))
+    lines.once('line', (l) => ok(JSON.parse(l)))
+  })
+  return { ...ready, stop: () => child.kill('SIGTERM') }
+}
+
+async function xrpc(base, method, body, token) {
+  const res = await fetch(`${base}/xrpc/${method}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify(body),
+  })
+  const json = await res.json()
+  if (!res.ok) throw new Error(`${method}: ${JSON.stringify(json)}`)
+  return json
+}
+
+async function account(pds, name) {
+  const suffix = Math.random().toString(36).slice(2, 7)
+  const handle = `${name}-${suffix}.test`
+  const password = `pw-${name}-${suffix}`
+  const s = await xrpc(pds, 'com.atproto.server.createAccount', {
+    handle,
+    email: `${name}-${suffix}@example.com`,
+    password,
+  })
+  const create = (collection, record) =>
+    xrpc(pds, 'com.atproto.repo.createRecord', { repo: s.did, collection, record }, s.accessJwt)
+  return { did: s.did, handle, password, create }
+}
+
+/** One app instance with its own data directory, through the tauri-driver on `port`. */
+async function app(port, dataDir, bed) {
+  return new Builder()
+    .usingServer(`http://127.0.0.1:${port}/`)
+    .withCapabilities({
+      browserName: 'wry',
+      'tauri:options': {
+        application: process.env.APP_BIN,
+        args: ['--data-dir', dataDir, '--plc-url', bed.plc, '--resolver-url', bed.pds],
+      },
+    })
+    .build()
+}
+
+const el = (d, css) => d.wait(until.elementLocated(By.css(css)), WAIT)
+
+/** Waits until `css`'s text satisfies `ok`, clicking "Sync now" now and then. */
+async function waitText(d, css, ok, what) {
+  const deadline = Date.now() + WAIT * 2
+  let last = ''
+  let tick = 0
+  while (Date.now() < deadline) {
+    // textContent: some values sit in visually hidden elements (the raw state beside the
+    // words people see), which WebDriver's getText leaves out.
+    const text = await d
+      .executeScript((sel) => document.querySelector(sel)?.textContent ?? null, css)
+      .catch(() => null)
+    if (text !== null) {
+      last = text.trim()
+      if (ok(last)) return last
+    }
+    if (++tick % 10 === 0) {
+      const sync = await d.findElements(By.css('#sync-now'))
+      if (sync.length) await sync[0].click().catch(() => {})
+    }
+    await d.sleep(500)
+  }
+  throw new Error(`${what}: ${css} says ${JSON.stringify(last)}`)
+}
+
+async function shot(d, name) {
+  await d.sleep(600) // let the last change paint
+  mkdirSync(shots, { recursive: true })
+  writeFileSync(join(shots, `${name}.png`), await d.takeScreenshot(), 'base64')
+}
+
+async function signIn(d, who) {
+  await el(d, '#welcome')
+  await (await el(d, '#signin-handle')).sendKeys(who.handle)
+  await (await el(d, '#signin-password')).sendKeys(who.password)
+  await (await el(d, '#signin-submit')).click()
+  await waitText(d, '#headline', (t) => t.length > 0, 'the main window')
+}
+
+test('two people, two app windows: backup, circle, invitation, healthy', async (t) => {
+  const bed = await startPds()
+  const dirs = [mkdtempSync(join(tmpdir(), 'p2pds-a-')), mkdtempSync(join(tmpdir(), 'p2pds-b-'))]
+  const drivers = []
+  t.after(async () => {
+    for (const d of drivers) await d.quit().catch(() => {})
+    bed.stop()
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true })
+  })
+  const alice = await account(bed.pds, 'alice')
+  const bob = await account(bed.pds, 'bob')
+  for (let i = 0; i < 4; i++) {
+    await bob.create('app.bsky.feed.post', {
+      $type: 'app.bsky.feed.post',
+      text: `Bob's post ${i}`,
+      createdAt: new Date().toISOString(),
+    })
+  }
+  // Friends follow each other: Bob's app looks for invitations in Alice's repo.
+  await bob.create('app.bsky.graph.follow', {
+    $type: 'app.bsky.graph.follow',
+    subject: alice.did,
+    createdAt: new Date().toISOString(),
+  })
+
+  // Alice: first run, sign in.
+  const a = await app(4444, dirs[0], bed)
+  drivers.push(a)
+  await el(a, '#welcome')
+  await shot(a, 'welcome')
+  await signIn(a, alice)
+
+  // Add Bob and watch the first backup finish.
+  await (await el(a, '#nav-friends')).click()
+  await (await el(a, '#add-friend-input')).sendKeys(bob.handle)
+  await (await el(a, '#add-friend-submit')).click()
+  const card = `.friend-card[data-did="${bob.did}"] .friend-status`
+  const status = await waitText(a, card, (s) => /^backed up/i.test(s), "Bob's backup")
+  assert.match(status, /^backed up/i)
+  // The card speaks of people, not identifiers (those wait in a closed "Details").
+  const shown = await a.executeScript(
+    (css) => {
+      const card = document.querySelector(css).cloneNode(true)
+      card.querySelectorAll('details').forEach((d) => d.remove())
+      return card.textContent
+    },
+    `.friend-card[data-did="${bob.did}"]`,
+  )
+  assert.ok(shown.includes(bob.handle) && !shown.includes('did:'), shown)
+  await shot(a, 'friends')
+
+  // A circle with Bob.
+  await (await el(a, '#nav-circles')).click()
+  await (await el(a, '#create-circle')).click()
+  await (await el(a, '#circle-name')).sendKeys('Kitchen table')
+  await (await el(a, `.circle-friend-checkbox[value="${bob.did}"]`)).click()
+  const copies = await el(a, '#circle-min-copies')
+  await copies.clear()
+  await copies.sendKeys('1')
+  await (await el(a, '#circle-submit')).click()
+  await waitText(a, '.circle-card .circle-state', (s) => /wait/i.test(s), 'the new circle')
+
+  // Bob, on his own app: the invitation, in words; he accepts.
+  const b = await app(4446, dirs[1], bed)
+  drivers.push(b)
+  await signIn(b, bob)
+  await (await el(b, '#nav-circles')).click()
+  const inv = await waitText(b, '.invitation-card', (s) => s.includes('Kitchen table'), 'the invitation')
+  assert.ok(inv.includes(alice.handle), inv)
+  assert.ok(!inv.includes('did:'), inv)
+  await shot(b, 'invitation')
+  await (await el(b, '.invitation-card .accept')).click()
+  await waitText(b, '.circle-card .circle-state', (s) => /active/i.test(s), "Bob's circle active")
+
+  // Both windows: the circle turns healthy.
+  for (const [d, who] of [[a, 'Alice'], [b, 'Bob']]) {
+    await (await el(d, '#nav-circles')).click()
+    await waitText(d, '.circle-card .circle-health', (s) => /^ok$/i.test(s.trim()), `${who}'s circle healthy`)
+  }
+  await shot(a, 'circles')
+  await (await el(a, '.circle-card')).click()
+  const state = await waitText(a, '#health-state', (s) => s.length > 0, 'the dashboard')
+  assert.match(state, /ok|safe/i)
+  await shot(a, 'health')
+  await (await el(a, '#nav-settings')).click()
+  await shot(a, 'settings')
+  const tray = await a.executeScript(() => document.querySelector('#tray-state')?.textContent)
+  assert.match(tray.trim(), /^(ok|syncing|needs-attention)$/)
+})

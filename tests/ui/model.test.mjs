@@ -1,0 +1,230 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import {
+  accountInfo,
+  banners,
+  canCreateCircle,
+  circleChoices,
+  circleSections,
+  circleStateInfo,
+  copiesHint,
+  friendFacts,
+  friendTone,
+  groupTimeline,
+  healthInfo,
+  isPastCircle,
+  leaveDialog,
+  memberChips,
+  names,
+  pauseControl,
+  progressView,
+  pruneLiveProgress,
+  removeFriendDialog,
+  storageSummary,
+  trayInfo,
+  withLiveProgress,
+} from '../../ui/lib/model.js';
+import { circle, friend, invitation, overview } from './fixtures.mjs';
+
+const NOW = Date.parse('2026-03-10T12:00:00Z');
+
+test('tray label: words for each state', () => {
+  assert.deepEqual(trayInfo('ok'), { label: 'All good', tone: 'ok' });
+  assert.deepEqual(trayInfo('syncing'), { label: 'Backing up…', tone: 'busy' });
+  assert.deepEqual(trayInfo('needs-attention'), { label: 'Needs attention', tone: 'warn' });
+});
+
+test('pause button: pause for an hour, or resume while paused', () => {
+  assert.deepEqual(pauseControl(overview(), NOW), { paused: false, label: 'Pause for 1 hour', note: null });
+  const paused = pauseControl(overview({ pausedUntil: new Date(NOW + 45 * 60_000).toISOString() }), NOW);
+  assert.equal(paused.paused, true);
+  assert.equal(paused.label, 'Resume');
+  assert.match(paused.note ?? '', /^Paused until \d/);
+  const over = pauseControl(overview({ pausedUntil: new Date(NOW - 1000).toISOString() }), NOW);
+  assert.equal(over.paused, false, 'a pause that ended is over');
+  assert.deepEqual(pauseControl(overview({ pausedUntil: 'soon' }), NOW), { paused: true, label: 'Resume', note: 'Backups are paused' });
+});
+
+test('banners: notifications unavailable, storage filling up', () => {
+  assert.deepEqual(banners(overview()), []);
+  const notif = banners(overview({ notifications: { available: false, reason: 'no notification service is running.' } }));
+  assert.equal(notif.length, 1);
+  assert.equal(notif[0].key, 'notifications');
+  assert.equal(notif[0].text, "Notifications can't be shown on this computer: no notification service is running.");
+  const noReason = banners(overview({ notifications: { available: false, reason: null } }));
+  assert.equal(noReason[0].text, "Notifications can't be shown on this computer.");
+
+  const almost = banners(overview({ storage: { usedBytes: 9.5e9, limitBytes: 10e9, perFriend: [] } }));
+  assert.deepEqual(almost.map((b) => [b.key, b.tone]), [['storage-almost-full', 'warn']]);
+  const full = banners(
+    overview({
+      storage: { usedBytes: 10e9, limitBytes: 10e9, perFriend: [] },
+      notifications: { available: false, reason: 'x' },
+    }),
+  );
+  assert.deepEqual(full.map((b) => b.key), ['storage-full', 'notifications'], 'the most important first');
+  assert.match(full[0].text, /10 GB of 10 GB/);
+  assert.deepEqual(banners(overview({ storage: { usedBytes: 5e9, limitBytes: 10e9, perFriend: [] } })), []);
+});
+
+test('circles screen: invitations first, troubled circles before healthy ones, past ones apart', () => {
+  const o = overview({
+    invitations: [invitation({ uri: 'at://i/1' }), invitation({ uri: 'at://i/2' })],
+    circles: [
+      circle({ uri: 'at://c/ok', health: 'ok' }),
+      circle({ uri: 'at://c/left', state: 'left', health: null }),
+      circle({ uri: 'at://c/waiting', state: 'waiting', health: null }),
+      circle({ uri: 'at://c/risk', health: 'at-risk' }),
+      circle({ uri: 'at://c/declined', state: 'declined', health: null }),
+      circle({ uri: 'at://c/ok2', health: 'ok' }),
+    ],
+  });
+  const s = circleSections(o);
+  assert.deepEqual(s.invitations.map((i) => i.uri), ['at://i/1', 'at://i/2']);
+  assert.deepEqual(s.current.map((c) => c.uri), ['at://c/risk', 'at://c/waiting', 'at://c/ok', 'at://c/ok2']);
+  assert.deepEqual(s.past.map((c) => c.uri), ['at://c/left', 'at://c/declined']);
+  for (const st of ['left', 'revoked', 'declined', 'expired', 'gone']) assert.ok(isPastCircle(st));
+  for (const st of ['waiting', 'active', 'changing']) assert.ok(!isPastCircle(st));
+});
+
+test('state and health words', () => {
+  assert.deepEqual(circleStateInfo('waiting'), { label: 'Waiting for answers', tone: 'busy' });
+  assert.deepEqual(circleStateInfo('active'), { label: 'Active', tone: 'ok' });
+  assert.deepEqual(circleStateInfo('something-new'), { label: 'Something new', tone: 'muted' });
+  assert.deepEqual(healthInfo('ok'), { label: 'Healthy', tone: 'ok' });
+  assert.equal(healthInfo('at-risk').tone, 'danger');
+  assert.equal(healthInfo('failed').tone, 'danger');
+  assert.equal(healthInfo('degraded').tone, 'warn');
+  assert.equal(healthInfo('unknown').label, 'Not checked yet');
+  assert.equal(healthInfo('odd-state').label, 'Odd state');
+  assert.equal(friendTone('failing'), 'danger');
+  assert.equal(friendTone('first-backup'), 'busy');
+  assert.equal(friendTone('gone'), 'muted');
+});
+
+test('friend facts and progress in words', () => {
+  assert.equal(friendFacts(friend()), '120 MB · 1,234 posts · 56 images');
+  assert.equal(friendFacts(friend({ sizeBytes: 0, posts: 1, images: 1 })), '0 bytes · 1 post · 1 image');
+
+  const dl = progressView({ phase: 'downloading', records: 812, bytes: 3_100_000, imagesDone: 0, imagesTotal: 0 });
+  assert.deepEqual(dl, { label: 'Downloading', detail: '812 items · 3.1 MB', fraction: null });
+  const img = progressView({ phase: 'images', records: 5120, bytes: 48e6, imagesDone: 132, imagesTotal: 410 });
+  assert.equal(img.label, 'Saving images');
+  assert.equal(img.detail, '5,120 items · 48 MB · 132 images of 410');
+  assert.ok(img.fraction !== null && Math.abs(img.fraction - 132 / 410) < 1e-9);
+  assert.equal(progressView({ phase: 'checking', records: 0, bytes: 0, imagesDone: 0, imagesTotal: 0 }).detail, '');
+  assert.equal(progressView({ phase: 'repairing', records: 0, bytes: 0, imagesDone: 0, imagesTotal: 0 }).label, 'Repairing');
+  const over = progressView({ phase: 'images', records: 0, bytes: 0, imagesDone: 12, imagesTotal: 10 });
+  assert.equal(over.fraction, 1);
+});
+
+test('live progress: laid over the overview, dropped when the backup is over', () => {
+  const p = { phase: 'downloading', records: 1, bytes: 1, imagesDone: 0, imagesTotal: 0 };
+  const friends = [friend({ did: 'did:plc:a', state: 'syncing' }), friend({ did: 'did:plc:b' })];
+  const live = new Map([['did:plc:a', p], ['did:plc:b', p], ['did:plc:gone', p]]);
+  const merged = withLiveProgress(friends, live);
+  assert.equal(merged[0].progress, p);
+  assert.equal(friends[0].progress, null, 'the overview is not changed');
+  const kept = pruneLiveProgress(live, friends);
+  assert.deepEqual([...kept.keys()], ['did:plc:a']);
+  const withOverviewProgress = pruneLiveProgress(live, [friend({ did: 'did:plc:b', progress: p })]);
+  assert.deepEqual([...withOverviewProgress.keys()], ['did:plc:b']);
+});
+
+test('storage summary', () => {
+  assert.deepEqual(storageSummary({ usedBytes: 349e6, limitBytes: 20e9, perFriend: [] }), {
+    text: '349 MB of 20 GB used',
+    fraction: 349e6 / 20e9,
+  });
+  assert.deepEqual(storageSummary({ usedBytes: 0, limitBytes: null, perFriend: [] }), { text: '0 bytes used', fraction: null });
+  assert.equal(storageSummary({ usedBytes: 30e9, limitBytes: 20e9, perFriend: [] }).fraction, 1);
+});
+
+test('member chips: you first, accepted or waiting', () => {
+  const chips = memberChips(circle());
+  assert.deepEqual(chips.map((c) => c.text), ['You', 'bob.test', 'carol.test']);
+  assert.deepEqual(chips.map((c) => c.accepted), [true, true, false]);
+  assert.equal(chips[2].title, 'Waiting for carol.test to accept');
+});
+
+test('who can be picked for a circle, and whether one can be made', () => {
+  const o = overview({
+    friends: [friend({ did: 'did:plc:a' }), friend({ did: 'did:plc:b', state: 'gone' }), friend({ did: 'did:plc:c', state: 'failing' })],
+  });
+  assert.deepEqual(circleChoices(o).map((f) => f.did), ['did:plc:a', 'did:plc:c']);
+  assert.deepEqual(canCreateCircle(o), { ok: true, reason: null });
+  const signedOut = canCreateCircle(overview({ me: null }));
+  assert.ok(!signedOut.ok && /Sign in/.test(signedOut.reason ?? ''));
+  const lonely = canCreateCircle(overview({ friends: [] }));
+  assert.ok(!lonely.ok && /Add a friend/.test(lonely.reason ?? ''));
+  assert.match(copiesHint(2, 3), /at least 2 other computers.*one of them is off/);
+  assert.match(copiesHint(3, 3), /2 of them are/);
+  assert.match(copiesHint(1, 1), /one other computer/);
+  assert.match(copiesHint(1, 0), /Pick/);
+});
+
+test('leave dialog: asks once about the copies this computer holds', () => {
+  const friends = [
+    friend({ did: 'did:plc:bob', name: 'bob.test', sizeBytes: 100e6 }),
+    friend({ did: 'did:plc:carol', name: 'carol.test', sizeBytes: 20e6 }),
+    friend({ did: 'did:plc:zed', name: 'zed.test', sizeBytes: 999e6 }),
+  ];
+  const d = leaveDialog(circle(), friends);
+  assert.equal(d.title, 'Leave “Family”?');
+  assert.equal(d.askCopies, true);
+  assert.match(d.body, /^bob\.test and carol\.test will be told you left/);
+  assert.match(d.keepHint, /bob\.test and carol\.test stay on this computer/);
+  assert.equal(d.deleteHint, 'Frees about 120 MB on this computer.', 'only the members’ copies count');
+  assert.equal(d.confirm, 'Leave circle');
+
+  // Nothing held and the circle never started: nothing to ask.
+  const waiting = leaveDialog(circle({ state: 'waiting' }), []);
+  assert.equal(waiting.askCopies, false);
+  // An active circle may hold copies even if sizes are not known yet: ask.
+  const active = leaveDialog(circle(), []);
+  assert.equal(active.askCopies, true);
+  assert.equal(active.deleteHint, 'Frees the space they use on this computer.');
+});
+
+test('stop backing up: says what happens, and which circles count on the copy', () => {
+  const plain = removeFriendDialog(friend());
+  assert.equal(plain.title, 'Stop backing up bob.test?');
+  assert.match(plain.body, /\(120 MB\)\.$/);
+  const inCircles = removeFriendDialog(friend({ circles: ['Family', 'Book club'] }));
+  assert.match(inCircles.body, /in your circles “Family” and “Book club”, which still count on this copy\./);
+  const inOne = removeFriendDialog(friend({ circles: ['Family'], sizeBytes: 0 }));
+  assert.match(inOne.body, /computer\. bob\.test is in your circle “Family”, which still counts on this copy\./);
+});
+
+test('names in a sentence', () => {
+  assert.equal(names([]), '');
+  assert.equal(names(['a']), 'a');
+  assert.equal(names(['a', 'b']), 'a and b');
+  assert.equal(names(['a', 'b', 'c']), 'a, b and c');
+});
+
+test('timeline: newest first, grouped by day', () => {
+  const now = new Date(2026, 2, 10, 15, 0).getTime();
+  const t = (/** @type {number} */ d, /** @type {number} */ h) => new Date(2026, 2, d, h, 0).toISOString();
+  const groups = groupTimeline(
+    [
+      { at: t(9, 10), kind: 'check', text: 'all copies checked' },
+      { at: t(10, 14), kind: 'sync', text: 'backed up bob.test' },
+      { at: t(10, 9), kind: 'alert', text: 'carol.test stopped answering' },
+      { at: t(3, 9), kind: 'circle', text: 'dave.test joined' },
+    ],
+    now,
+  );
+  assert.deepEqual(groups.map((g) => g.label).slice(0, 2), ['Today', 'Yesterday']);
+  assert.equal(groups.length, 3);
+  assert.deepEqual(groups[0].items.map((i) => i.text), ['Backed up bob.test', 'carol.test stopped answering']);
+  assert.equal(groups[0].items[0].ago, 'an hour ago');
+  assert.deepEqual(groups[2].items.map((i) => i.kind), ['circle']);
+  assert.deepEqual(groupTimeline([], now), []);
+});
+
+test('account line', () => {
+  assert.deepEqual(accountInfo(overview()), { signedIn: true, text: 'Signed in as @alice.test.' });
+  assert.equal(accountInfo(overview({ me: { did: 'did:plc:x', handle: null } })).text, 'Signed in as your Bluesky account.');
+  assert.equal(accountInfo(overview({ me: null })).signedIn, false);
+});

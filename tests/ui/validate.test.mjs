@@ -1,0 +1,128 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import {
+  checkCircle,
+  checkFriend,
+  checkSettings,
+  checkSignIn,
+  GB,
+  isDid,
+  isHandle,
+  looksLikeAppPassword,
+  minCopiesBounds,
+  normalizeHandle,
+  settingsToForm,
+} from '../../ui/lib/validate.js';
+import { settings } from './fixtures.mjs';
+
+test('handle syntax', () => {
+  for (const ok of ['alice.bsky.social', 'a.co', 'xn--ls8h.test', 'john-doe.example.com', 'A.Bsky.Social']) {
+    assert.ok(isHandle(ok), ok);
+  }
+  for (const bad of ['alice', '', 'alice.', '.alice.com', 'al ice.com', '-alice.com', 'alice-.com', 'alice.123', 'a_b.com', `${'a'.repeat(64)}.com`, `${'a.'.repeat(127)}com`]) {
+    assert.ok(!isHandle(bad), bad);
+  }
+});
+
+test('DIDs pass where handles do', () => {
+  assert.ok(isDid('did:plc:z72i7hdynmk6r22z27h6tvur'));
+  assert.ok(isDid('did:web:example.com'));
+  assert.ok(!isDid('did:plc:'));
+  assert.ok(!isDid('did:PLC:abc'));
+  assert.ok(!isDid('plc:abc'));
+});
+
+test('what people paste is tidied', () => {
+  assert.equal(normalizeHandle('  @Alice.Bsky.Social '), 'alice.bsky.social');
+  assert.equal(normalizeHandle('https://bsky.app/profile/carol.example.com'), 'carol.example.com');
+  assert.equal(normalizeHandle('bsky.app/profile/carol.example.com/post/3k'), 'carol.example.com');
+  assert.equal(normalizeHandle('https://bsky.app/profile/did:plc:AbC'), 'did:plc:AbC');
+});
+
+test('add a friend: accepts handles and DIDs, explains the rest', () => {
+  assert.deepEqual(checkFriend('@Bob.bsky.social'), { ok: true, value: 'bob.bsky.social' });
+  assert.deepEqual(checkFriend('did:plc:abc123'), { ok: true, value: 'did:plc:abc123' });
+  const empty = checkFriend('   ');
+  assert.ok(!empty.ok && /handle/.test(empty.error));
+  const noDot = checkFriend('bob');
+  assert.ok(!noDot.ok && noDot.error.includes('bob.bsky.social'), 'suggests the bsky.social handle');
+  const bad = checkFriend('bob smith');
+  assert.ok(!bad.ok && /doesn’t look like a handle/.test(bad.error));
+});
+
+test('sign in: handle first, then the password', () => {
+  const r = checkSignIn(' @Alice.bsky.social ', ' abcd-efgh-ijkl-mnop ');
+  assert.deepEqual(r, { ok: true, value: { handle: 'alice.bsky.social', password: 'abcd-efgh-ijkl-mnop' } });
+  const noHandle = checkSignIn('', 'x');
+  assert.ok(!noHandle.ok && noHandle.field === 'handle');
+  const badHandle = checkSignIn('alice', 'x');
+  assert.ok(!badHandle.ok && badHandle.field === 'handle' && badHandle.error.includes('alice.bsky.social'));
+  const noPassword = checkSignIn('alice.bsky.social', '  ');
+  assert.ok(!noPassword.ok && noPassword.field === 'password');
+  assert.ok(looksLikeAppPassword('abcd-efgh-ijkl-mnop'));
+  assert.ok(!looksLikeAppPassword('hunter2'));
+});
+
+test('min copies: 1 to the number of picked friends, default 2 where possible', () => {
+  assert.deepEqual(minCopiesBounds(0), { min: 1, max: 1, value: 1 });
+  assert.deepEqual(minCopiesBounds(1), { min: 1, max: 1, value: 1 });
+  assert.deepEqual(minCopiesBounds(2), { min: 1, max: 2, value: 2 });
+  assert.deepEqual(minCopiesBounds(5), { min: 1, max: 5, value: 2 });
+});
+
+test('create a circle: name, friends, and copies within bounds', () => {
+  assert.deepEqual(checkCircle('  Book   club ', ['did:plc:a', 'did:plc:b', 'did:plc:a'], 2), {
+    ok: true,
+    value: { name: 'Book club', members: ['did:plc:a', 'did:plc:b'], minCopies: 2 },
+  });
+  const noName = checkCircle(' ', ['did:plc:a'], 1);
+  assert.ok(!noName.ok && noName.field === 'name');
+  const long = checkCircle('x'.repeat(65), ['did:plc:a'], 1);
+  assert.ok(!long.ok && long.field === 'name');
+  const nobody = checkCircle('Family', [], 1);
+  assert.ok(!nobody.ok && nobody.field === 'members');
+  for (const n of [0, 3, 1.5, Number.NaN]) {
+    const r = checkCircle('Family', ['did:plc:a', 'did:plc:b'], n);
+    assert.ok(!r.ok && r.field === 'minCopies', String(n));
+    assert.ok(!r.ok && r.error.includes('from 1 to 2'));
+  }
+  const one = checkCircle('Family', ['did:plc:a'], 2);
+  assert.ok(!one.ok && /one friend/.test(one.error));
+});
+
+test('settings: the form round-trips and checks what is typed', () => {
+  const base = settings({ storageLimitBytes: 20 * GB, serve: true, endpoint: 'https://me.example' });
+  const form = settingsToForm(base);
+  assert.equal(form.limitGb, '20');
+  assert.equal(form.endpoint, 'https://me.example');
+  assert.deepEqual(checkSettings(base, form), { ok: true, value: base });
+
+  const noLimit = checkSettings(base, { ...form, limitGb: '  ', endpoint: '' });
+  assert.ok(noLimit.ok && noLimit.value.storageLimitBytes === null && noLimit.value.endpoint === null);
+  const comma = checkSettings(base, { ...form, limitGb: '2,5' });
+  assert.ok(comma.ok && comma.value.storageLimitBytes === 2.5 * GB);
+  assert.equal(settingsToForm(settings({ storageLimitBytes: 1_234_567_890 })).limitGb, '1.23');
+
+  const cases = /** @type {const} */ ([
+    ['limitGb', '-1'],
+    ['limitGb', 'lots'],
+    ['checkEveryMinutes', '0'],
+    ['checkEveryMinutes', '2.5'],
+    ['checkEveryMinutes', '20000'],
+    ['listen', 'localhost'],
+    ['listen', '0.0.0.0:99999'],
+    ['endpoint', 'me.example'],
+  ]);
+  for (const [field, value] of cases) {
+    const r = checkSettings(base, { ...form, [field]: value });
+    assert.ok(!r.ok && r.field === field, `${field}=${value}`);
+  }
+  // The listen address only matters while serving.
+  const off = checkSettings(base, { ...form, serve: false, listen: '' });
+  assert.ok(off.ok && off.value.listen === base.listen && off.value.serve === false);
+  // What the form does not show is kept.
+  const kept = checkSettings(base, form);
+  assert.ok(kept.ok && kept.value.dataDir === '/data/p2pds');
+  assert.ok(checkSettings(base, { ...form, listen: '[::1]:2583' }).ok);
+  assert.equal(/** @type {any} */ (checkSettings(base, { ...form, endpoint: 'https://me.example/' })).value.endpoint, 'https://me.example');
+});

@@ -1,0 +1,163 @@
+// P2PDS desktop app: the main window. Fetches the overview, shows the screen it calls for,
+// and follows the engine's events (changes, backup progress, alerts).
+
+import { api, coalesce, errorText, onEngineEvent, tauri } from './lib/api.js';
+import { byId } from './lib/dom.js';
+import { pruneLiveProgress } from './lib/model.js';
+import { initCircles, renderCircles } from './lib/views/circles.js';
+import { initFriends, renderFriends, updateProgress } from './lib/views/friends.js';
+import { initHeader, renderHeader } from './lib/views/header.js';
+import { initLeave, loadHealth, renderHealth } from './lib/views/health.js';
+import { confirm, initMessages, notify, showError } from './lib/views/messages.js';
+import { initSettings, loadSettings, renderAccount } from './lib/views/settings.js';
+import { initWelcome } from './lib/views/welcome.js';
+
+/** @typedef {import('./lib/ctx.js').Ctx} Ctx */
+/** @typedef {import('./lib/ctx.js').View} View */
+/** @typedef {import('./types').Overview} Overview */
+
+/** @type {Ctx} */
+const ctx = {
+  state: {
+    overview: null,
+    view: 'friends',
+    live: new Map(),
+    healthUri: null,
+    health: null,
+    healthError: null,
+    errors: new Map(),
+  },
+  setOverview,
+  refresh: async () => refresh(),
+  go,
+  openHealth,
+  showError,
+  notify,
+  confirm,
+  render,
+};
+
+const VIEWS = /** @type {const} */ ({
+  friends: 'view-friends',
+  circles: 'view-circles',
+  settings: 'view-settings',
+  health: 'health',
+});
+
+/**
+ * @param {Overview} o
+ */
+function setOverview(o) {
+  const wasWelcomed = ctx.state.overview?.welcomed ?? true;
+  ctx.state.overview = o;
+  ctx.state.live = pruneLiveProgress(ctx.state.live, o.friends);
+  render();
+  if (!wasWelcomed && o.welcomed) byId('friends-title', HTMLElement).focus();
+}
+
+const refresh = coalesce(async () => {
+  setOverview(await api.overview());
+  if (ctx.state.view === 'health') await loadHealth(ctx);
+});
+
+/** Shows what the state calls for. */
+function render() {
+  const o = ctx.state.overview;
+  if (!o) return;
+  byId('loading', HTMLElement).hidden = true;
+  byId('welcome', HTMLElement).hidden = o.welcomed;
+  byId('app', HTMLElement).hidden = !o.welcomed;
+  if (!o.welcomed) return;
+  for (const [view, id] of Object.entries(VIEWS)) byId(id, HTMLElement).hidden = view !== ctx.state.view;
+  renderHeader(ctx);
+  renderFriends(ctx);
+  renderCircles(ctx);
+  renderAccount(ctx);
+  if (ctx.state.view === 'health') renderHealth(ctx);
+}
+
+/**
+ * @param {View} view
+ */
+function go(view) {
+  const from = ctx.state.view;
+  ctx.state.view = view;
+  render();
+  const main = byId('main', HTMLElement);
+  if (from !== view) main.scrollTop = 0;
+  if (view === 'settings') loadSettings(ctx);
+  if (from === 'health' && view === 'circles' && ctx.state.healthUri) {
+    // Back on the list: focus the circle that was open.
+    for (const b of document.querySelectorAll('.circle-card')) {
+      if (b instanceof HTMLElement && b.dataset.uri === ctx.state.healthUri) b.querySelector('button')?.focus();
+    }
+  }
+}
+
+/**
+ * @param {string} uri
+ */
+function openHealth(uri) {
+  if (ctx.state.healthUri !== uri) {
+    ctx.state.health = null;
+    ctx.state.healthError = null;
+  }
+  ctx.state.healthUri = uri;
+  go('health');
+  byId('health-title', HTMLElement).focus();
+  loadHealth(ctx).then(() => {
+    if (ctx.state.view === 'health') byId('health-title', HTMLElement).focus();
+  });
+}
+
+async function start() {
+  initMessages();
+  initWelcome(ctx);
+  initHeader(ctx);
+  initFriends(ctx);
+  initCircles(ctx);
+  initLeave(ctx);
+  initSettings(ctx);
+
+  if (!tauri()) {
+    byId('loading-text', HTMLElement).textContent = 'This window only works inside the P2PDS app.';
+    return;
+  }
+
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  let changedTimer;
+  await onEngineEvent((e) => {
+    switch (e.type) {
+      case 'changed':
+        // Changes come in bursts while backups run: fetch once they settle a little.
+        clearTimeout(changedTimer);
+        changedTimer = setTimeout(() => refresh().catch((err) => showError(errorText(err))), 150);
+        break;
+      case 'progress':
+        ctx.state.live.set(e.did, e.progress);
+        updateProgress(e.did, e.progress);
+        break;
+      case 'alert':
+        notify(e.title, e.body, 'warn', e.key);
+        break;
+      default:
+        break;
+    }
+  }).catch((err) => showError(errorText(err)));
+
+  try {
+    await refresh();
+  } catch (err) {
+    byId('loading-text', HTMLElement).textContent = errorText(err);
+    return;
+  }
+  // The first real frame is on screen: tell the app (it measures its start-up time).
+  requestAnimationFrame(() => requestAnimationFrame(() => api.ready().catch(() => {})));
+
+  // Relative times ("3 minutes ago") age while the window is open.
+  setInterval(() => {
+    if (document.visibilityState === 'visible') refresh().catch(() => {});
+  }, 60_000);
+}
+
+start();

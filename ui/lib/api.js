@@ -1,0 +1,123 @@
+// The app's commands and events, through Tauri's global API (`withGlobalTauri`). Every
+// command returns a promise; a failure is a plain-language sentence from the Rust side.
+
+/** @typedef {import('../types').Overview} Overview */
+/** @typedef {import('../types').Health} Health */
+/** @typedef {import('../types').Settings} Settings */
+/** @typedef {import('../types').Event} EngineEvent */
+
+/**
+ * @typedef {object} TauriGlobal
+ * @property {{ invoke: (cmd: string, args?: Record<string, unknown>) => Promise<unknown> }} core
+ * @property {{ listen: (event: string, handler: (e: { payload: unknown }) => void) => Promise<() => void> }} event
+ */
+
+/**
+ * Tauri's global API, when the page runs inside the app.
+ * @returns {TauriGlobal | null}
+ */
+export function tauri() {
+  const g = /** @type {{ __TAURI__?: TauriGlobal }} */ (/** @type {unknown} */ (globalThis));
+  return g.__TAURI__ ?? null;
+}
+
+/**
+ * A rejection's reason as a sentence to show.
+ * @param {unknown} e
+ * @returns {string}
+ */
+export function errorText(e) {
+  if (typeof e === 'string' && e.trim()) return e.trim();
+  if (e instanceof Error && e.message) return e.message;
+  if (e && typeof e === 'object' && 'message' in e && typeof e.message === 'string' && e.message) return e.message;
+  return 'Something went wrong. Please try again.';
+}
+
+/**
+ * @template T
+ * @param {string} cmd
+ * @param {Record<string, unknown>} [args]
+ * @returns {Promise<T>}
+ */
+async function call(cmd, args) {
+  const t = tauri();
+  if (!t) throw new Error('This window only works inside the P2PDS app.');
+  return /** @type {T} */ (await t.core.invoke(cmd, args));
+}
+
+export const api = {
+  /** @returns {Promise<Overview>} */
+  overview: () => call('overview'),
+  /** The first frame is painted. @returns {Promise<null>} */
+  ready: () => call('ready'),
+  /** @param {string} handle @param {string} password @returns {Promise<Overview>} */
+  signIn: (handle, password) => call('sign_in', { handle, password }),
+  /** @returns {Promise<Overview>} */
+  skipSignIn: () => call('skip_sign_in'),
+  /** @returns {Promise<Overview>} */
+  signOut: () => call('sign_out'),
+  /** @param {string} who @returns {Promise<Overview>} */
+  addFriend: (who) => call('add_friend', { who }),
+  /** @param {string} did @returns {Promise<Overview>} */
+  removeFriend: (did) => call('remove_friend', { did }),
+  /** @returns {Promise<null>} */
+  syncNow: () => call('sync_now'),
+  /** @param {number} minutes @returns {Promise<Overview>} */
+  pause: (minutes) => call('pause', { minutes }),
+  /** @returns {Promise<Overview>} */
+  resume: () => call('resume'),
+  /** @param {string} name @param {string[]} members @param {number} minCopies @returns {Promise<Overview>} */
+  createCircle: (name, members, minCopies) => call('create_circle', { name, members, minCopies }),
+  /** @param {string} uri @returns {Promise<Overview>} */
+  acceptInvitation: (uri) => call('accept_invitation', { uri }),
+  /** @param {string} uri @returns {Promise<Overview>} */
+  declineInvitation: (uri) => call('decline_invitation', { uri }),
+  /** @param {string} uri @param {boolean} keepCopies @returns {Promise<Overview>} */
+  leaveCircle: (uri, keepCopies) => call('leave_circle', { uri, keepCopies }),
+  /** @param {string} uri @returns {Promise<Health>} */
+  circleHealth: (uri) => call('circle_health', { uri }),
+  /** @returns {Promise<Settings>} */
+  getSettings: () => call('get_settings'),
+  /** @param {Settings} settings @returns {Promise<Settings>} */
+  saveSettings: (settings) => call('save_settings', { settings }),
+};
+
+/**
+ * Calls `handler` with each engine event.
+ * @param {(e: EngineEvent) => void} handler
+ * @returns {Promise<() => void>} stops listening
+ */
+export async function onEngineEvent(handler) {
+  const t = tauri();
+  if (!t) return () => {};
+  return t.event.listen('engine', (e) => handler(/** @type {EngineEvent} */ (e.payload)));
+}
+
+/**
+ * Runs `fn` at most once at a time: calls while it runs make one more run after it.
+ * @param {() => Promise<void>} fn
+ * @returns {() => Promise<void>}
+ */
+export function coalesce(fn) {
+  /** @type {Promise<void> | null} */
+  let running = null;
+  let again = false;
+  const run = async () => {
+    if (running) {
+      again = true;
+      return running;
+    }
+    running = (async () => {
+      try {
+        do {
+          again = false;
+          await fn();
+        } while (again);
+      } finally {
+        running = null;
+      }
+    })();
+    return running;
+  };
+  return run;
+}

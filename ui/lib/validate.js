@@ -1,0 +1,217 @@
+// Checks of what people type, before anything is sent. Pure: node's tests import it.
+// Messages are sentences for people, shown next to the field.
+
+/** @typedef {import('../types').Settings} Settings */
+
+/**
+ * @template T
+ * @typedef {{ ok: true, value: T } | { ok: false, error: string, field?: string }} Checked
+ */
+
+/** Bytes in a gigabyte, as the storage limit field counts them (decimal, like sizes). */
+export const GB = 1_000_000_000;
+
+/**
+ * What someone typed or pasted for an account, tidied: spaces and a leading "@" dropped,
+ * a Bluesky profile link ("https://bsky.app/profile/alice.bsky.social") reduced to the handle,
+ * lower case (handles are case-insensitive; DIDs are left as they are).
+ * @param {string} input
+ * @returns {string}
+ */
+export function normalizeHandle(input) {
+  let s = input.trim();
+  const link = s.match(/^(?:https?:\/\/)?(?:www\.)?bsky\.app\/profile\/([^/?#\s]+)/i);
+  if (link) s = decodeURIComponent(link[1]);
+  s = s.replace(/^@/, '');
+  return s.startsWith('did:') ? s : s.toLowerCase();
+}
+
+/**
+ * The AT Protocol handle syntax: dot-separated labels of letters, digits and hyphens
+ * (not at a label's ends), at least two labels, the last not starting with a digit.
+ * @param {string} s
+ * @returns {boolean}
+ */
+export function isHandle(s) {
+  if (s.length > 253) return false;
+  const labels = s.split('.');
+  if (labels.length < 2) return false;
+  const ok = labels.every((l) => /^[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$/.test(l));
+  return ok && /^[a-zA-Z]/.test(labels[labels.length - 1]);
+}
+
+/**
+ * A DID ("did:plc:…", "did:web:…"): accepted where a handle is, for people who have one.
+ * @param {string} s
+ * @returns {boolean}
+ */
+export function isDid(s) {
+  return /^did:[a-z]+:[a-zA-Z0-9._:%-]*[a-zA-Z0-9._-]$/.test(s) && s.length <= 2048;
+}
+
+/**
+ * The "add a friend" field.
+ * @param {string} input
+ * @returns {Checked<string>}
+ */
+export function checkFriend(input) {
+  const who = normalizeHandle(input);
+  if (!who) return { ok: false, error: 'Type your friend’s handle, like alice.bsky.social.' };
+  if (isHandle(who) || isDid(who)) return { ok: true, value: who };
+  if (!who.includes('.') && /^[a-z0-9-]+$/.test(who)) {
+    return { ok: false, error: `Handles have a dot in them. Did you mean ${who}.bsky.social?` };
+  }
+  return { ok: false, error: 'That doesn’t look like a handle. Handles look like alice.bsky.social.' };
+}
+
+/**
+ * The sign-in form.
+ * @param {string} handle
+ * @param {string} password
+ * @returns {Checked<{ handle: string, password: string }>}
+ */
+export function checkSignIn(handle, password) {
+  const who = normalizeHandle(handle);
+  if (!who) return { ok: false, field: 'handle', error: 'Type your handle, like alice.bsky.social.' };
+  if (!isHandle(who) && !isDid(who)) {
+    return {
+      ok: false,
+      field: 'handle',
+      error: who.includes('.')
+        ? 'That doesn’t look like a handle. Handles look like alice.bsky.social.'
+        : `Handles have a dot in them. Did you mean ${who}.bsky.social?`,
+    };
+  }
+  if (!password.trim()) {
+    return { ok: false, field: 'password', error: 'Paste the app password you created in Bluesky.' };
+  }
+  return { ok: true, value: { handle: who, password: password.trim() } };
+}
+
+/**
+ * Whether a password has the shape of a Bluesky app password ("abcd-efgh-ijkl-mnop"):
+ * only a hint, the server decides.
+ * @param {string} password
+ * @returns {boolean}
+ */
+export function looksLikeAppPassword(password) {
+  return /^[a-z0-9]{4}-[a-z0-9]{4}-[a-z0-9]{4}-[a-z0-9]{4}$/i.test(password.trim());
+}
+
+/**
+ * The choices for "each account kept by at least N friends", for a circle of you and
+ * `picked` friends: every account can be kept by at most the other members, so 1..picked;
+ * the default is 2 where possible (one computer can be off), else 1.
+ * @param {number} picked
+ * @returns {{ min: number, max: number, value: number }}
+ */
+export function minCopiesBounds(picked) {
+  const max = Math.max(1, picked);
+  return { min: 1, max, value: Math.min(2, max) };
+}
+
+/**
+ * The "create a circle" form.
+ * @param {string} name
+ * @param {string[]} members the picked friends' DIDs
+ * @param {number} minCopies
+ * @returns {Checked<{ name: string, members: string[], minCopies: number }>}
+ */
+export function checkCircle(name, members, minCopies) {
+  const n = name.trim().replace(/\s+/g, ' ');
+  if (!n) return { ok: false, field: 'name', error: 'Give the circle a name, like “Family” or “Book club”.' };
+  if (n.length > 64) return { ok: false, field: 'name', error: 'Please use a shorter name (64 letters at most).' };
+  if (members.length === 0) {
+    return { ok: false, field: 'members', error: 'Pick at least one friend to share backups with.' };
+  }
+  const { min, max } = minCopiesBounds(members.length);
+  if (!Number.isInteger(minCopies) || minCopies < min || minCopies > max) {
+    return {
+      ok: false,
+      field: 'minCopies',
+      error:
+        max === 1
+          ? 'With one friend, each account can be kept by 1 friend.'
+          : `Choose a number from ${min} to ${max}: each account can be kept by at most the ${max} other members.`,
+    };
+  }
+  return { ok: true, value: { name: n, members: [...new Set(members)], minCopies } };
+}
+
+/**
+ * What the settings form holds (text as typed).
+ * @typedef {object} SettingsForm
+ * @property {string} limitGb empty for no limit
+ * @property {boolean} startAtLogin
+ * @property {string} checkEveryMinutes
+ * @property {boolean} pauseOnBattery
+ * @property {boolean} serve
+ * @property {string} listen
+ * @property {string} endpoint empty for none
+ */
+
+/**
+ * The form's fields for some settings.
+ * @param {Settings} s
+ * @returns {SettingsForm}
+ */
+export function settingsToForm(s) {
+  return {
+    limitGb: s.storageLimitBytes == null ? '' : String(Math.round((s.storageLimitBytes / GB) * 100) / 100),
+    startAtLogin: s.startAtLogin,
+    checkEveryMinutes: String(s.checkEveryMinutes),
+    pauseOnBattery: s.pauseOnBattery,
+    serve: s.serve,
+    listen: s.listen,
+    endpoint: s.endpoint ?? '',
+  };
+}
+
+/**
+ * The settings to save from the form, on top of the ones loaded (which keep what the form
+ * does not show, like the storage location).
+ * @param {Settings} base
+ * @param {SettingsForm} form
+ * @returns {Checked<Settings>}
+ */
+export function checkSettings(base, form) {
+  /** @type {number | null} */
+  let limit = null;
+  const gb = form.limitGb.trim().replace(',', '.');
+  if (gb) {
+    const v = Number(gb);
+    if (!Number.isFinite(v) || v <= 0) {
+      return { ok: false, field: 'limitGb', error: 'Type a size in GB, like 20, or leave it empty for no limit.' };
+    }
+    limit = Math.round(v * GB);
+  }
+  const minutes = Number(form.checkEveryMinutes.trim());
+  if (!Number.isInteger(minutes) || minutes < 1 || minutes > 10_080) {
+    return { ok: false, field: 'checkEveryMinutes', error: 'Type a number of minutes from 1 to 10080 (a week).' };
+  }
+  const listen = form.listen.trim();
+  if (form.serve && !/^(?:\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9.-]+):\d{1,5}$/.test(listen)) {
+    return { ok: false, field: 'listen', error: 'Type an address and port, like 0.0.0.0:2583.' };
+  }
+  const port = Number(listen.split(':').pop());
+  if (form.serve && (port < 1 || port > 65_535)) {
+    return { ok: false, field: 'listen', error: 'The port must be between 1 and 65535.' };
+  }
+  const endpoint = form.endpoint.trim().replace(/\/+$/, '');
+  if (endpoint && !/^https?:\/\/[^\s/]+(?:\/\S*)?$/.test(endpoint)) {
+    return { ok: false, field: 'endpoint', error: 'Type a web address, like https://alice.example.com.' };
+  }
+  return {
+    ok: true,
+    value: {
+      ...base,
+      storageLimitBytes: limit,
+      startAtLogin: form.startAtLogin,
+      checkEveryMinutes: minutes,
+      pauseOnBattery: form.pauseOnBattery,
+      serve: form.serve,
+      listen: listen || base.listen,
+      endpoint: endpoint || null,
+    },
+  };
+}
