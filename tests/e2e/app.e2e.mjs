@@ -10,7 +10,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
-import { Builder, By, until } from 'selenium-webdriver'
+import { Builder, By } from 'selenium-webdriver'
 
 const root = resolve(import.meta.dirname, '../..')
 const shots = process.env.P2PDS_SCREENSHOTS
@@ -70,7 +70,37 @@ async function app(port, dataDir, bed) {
     .build()
 }
 
-const el = (d, css) => d.wait(until.elementLocated(By.css(css)), WAIT)
+/** The element once it is shown and enabled (the page renders after its data arrives). */
+async function el(d, css) {
+  const deadline = Date.now() + WAIT
+  let last
+  while (Date.now() < deadline) {
+    try {
+      const e = await d.findElement(By.css(css))
+      if ((await e.isDisplayed()) && (await e.isEnabled())) return e
+    } catch (err) {
+      last = err
+    }
+    await d.sleep(200)
+  }
+  throw new Error(`${css} never became usable${last ? `: ${last.message}` : ''}`)
+}
+
+/** Finds `css` and does `f` to it, again if the page re-rendered it in between. */
+async function act(d, css, f) {
+  const deadline = Date.now() + WAIT
+  for (;;) {
+    try {
+      return await f(await el(d, css))
+    } catch (err) {
+      const retry = ['StaleElementReferenceError', 'ElementNotInteractableError', 'ElementClickInterceptedError']
+      if (!retry.includes(err.name) || Date.now() > deadline) throw err
+      await d.sleep(300)
+    }
+  }
+}
+const click = (d, css) => act(d, css, (e) => e.click())
+const type = (d, css, text) => act(d, css, (e) => e.sendKeys(text))
 
 /** Waits until `css`'s text satisfies `ok`, clicking "Sync now" now and then. */
 async function waitText(d, css, ok, what) {
@@ -104,9 +134,9 @@ async function shot(d, name) {
 
 async function signIn(d, who) {
   await el(d, '#welcome')
-  await (await el(d, '#signin-handle')).sendKeys(who.handle)
-  await (await el(d, '#signin-password')).sendKeys(who.password)
-  await (await el(d, '#signin-submit')).click()
+  await type(d, '#signin-handle', who.handle)
+  await type(d, '#signin-password', who.password)
+  await click(d, '#signin-submit')
   await waitText(d, '#headline', (t) => t.length > 0, 'the main window')
 }
 
@@ -143,9 +173,9 @@ test('two people, two app windows: backup, circle, invitation, healthy', async (
   await signIn(a, alice)
 
   // Add Bob and watch the first backup finish.
-  await (await el(a, '#nav-friends')).click()
-  await (await el(a, '#add-friend-input')).sendKeys(bob.handle)
-  await (await el(a, '#add-friend-submit')).click()
+  await click(a, '#nav-friends')
+  await type(a, '#add-friend-input', bob.handle)
+  await click(a, '#add-friend-submit')
   const card = `.friend-card[data-did="${bob.did}"] .friend-status`
   const status = await waitText(a, card, (s) => /^backed up/i.test(s), "Bob's backup")
   assert.match(status, /^backed up/i)
@@ -162,39 +192,40 @@ test('two people, two app windows: backup, circle, invitation, healthy', async (
   await shot(a, 'friends')
 
   // A circle with Bob.
-  await (await el(a, '#nav-circles')).click()
-  await (await el(a, '#create-circle')).click()
-  await (await el(a, '#circle-name')).sendKeys('Kitchen table')
-  await (await el(a, `.circle-friend-checkbox[value="${bob.did}"]`)).click()
-  const copies = await el(a, '#circle-min-copies')
-  await copies.clear()
-  await copies.sendKeys('1')
-  await (await el(a, '#circle-submit')).click()
+  await click(a, '#nav-circles')
+  await click(a, '#create-circle')
+  await type(a, '#circle-name', 'Kitchen table')
+  await click(a, `.circle-friend-checkbox[value="${bob.did}"]`)
+  await act(a, '#circle-min-copies', async (e) => {
+    await e.clear()
+    await e.sendKeys('1')
+  })
+  await click(a, '#circle-submit')
   await waitText(a, '.circle-card .circle-state', (s) => /wait/i.test(s), 'the new circle')
 
   // Bob, on his own app: the invitation, in words; he accepts.
   const b = await app(4446, dirs[1], bed)
   drivers.push(b)
   await signIn(b, bob)
-  await (await el(b, '#nav-circles')).click()
+  await click(b, '#nav-circles')
   const inv = await waitText(b, '.invitation-card', (s) => s.includes('Kitchen table'), 'the invitation')
   assert.ok(inv.includes(alice.handle), inv)
   assert.ok(!inv.includes('did:'), inv)
   await shot(b, 'invitation')
-  await (await el(b, '.invitation-card .accept')).click()
+  await click(b, '.invitation-card .accept')
   await waitText(b, '.circle-card .circle-state', (s) => /active/i.test(s), "Bob's circle active")
 
   // Both windows: the circle turns healthy.
   for (const [d, who] of [[a, 'Alice'], [b, 'Bob']]) {
-    await (await el(d, '#nav-circles')).click()
+    await click(d, '#nav-circles')
     await waitText(d, '.circle-card .circle-health', (s) => /^ok$/i.test(s.trim()), `${who}'s circle healthy`)
   }
   await shot(a, 'circles')
-  await (await el(a, '.circle-card')).click()
+  await click(a, '.circle-card')
   const state = await waitText(a, '#health-state', (s) => s.length > 0, 'the dashboard')
   assert.match(state, /ok|safe/i)
   await shot(a, 'health')
-  await (await el(a, '#nav-settings')).click()
+  await click(a, '#nav-settings')
   await shot(a, 'settings')
   const tray = await a.executeScript(() => document.querySelector('#tray-state')?.textContent)
   assert.match(tray.trim(), /^(ok|syncing|needs-attention)$/)
