@@ -159,12 +159,8 @@ impl Syncer {
         result
     }
 
-    async fn sync_repo_inner(
-        &self,
-        did: &str,
-        progress: &(dyn Fn(SyncProgress) + Send + Sync),
-    ) -> Result<SyncReport, SyncError> {
-        progress(SyncProgress::Checking);
+    /// A backed-up account's row, its DID document and its PDS.
+    async fn locate(&self, did: &str) -> Result<(store::RepoRow, DidDoc, String), SyncError> {
         let owned = did.to_string();
         let row = self
             .store
@@ -176,6 +172,16 @@ impl Syncer {
             .pds
             .clone()
             .ok_or_else(|| SyncError::NoPds { did: did.into() })?;
+        Ok((row, doc, pds))
+    }
+
+    async fn sync_repo_inner(
+        &self,
+        did: &str,
+        progress: &(dyn Fn(SyncProgress) + Send + Sync),
+    ) -> Result<SyncReport, SyncError> {
+        progress(SyncProgress::Checking);
+        let (row, doc, pds) = self.locate(did).await?;
         {
             let (d, h, p) = (did.to_string(), doc.handle.clone(), pds.clone());
             self.store
@@ -247,16 +253,7 @@ impl Syncer {
         progress: &(dyn Fn(SyncProgress) + Send + Sync),
     ) -> Result<SyncReport, SyncError> {
         progress(SyncProgress::Checking);
-        let owned = did.to_string();
-        self.store
-            .read(move |c| store::get_repo(c, &owned))
-            .await?
-            .ok_or_else(|| SyncError::NotBackedUp(did.to_string()))?;
-        let doc = self.resolver.resolve_did(did, false).await?;
-        let pds = doc
-            .pds
-            .clone()
-            .ok_or_else(|| SyncError::NoPds { did: did.into() })?;
+        let (_, doc, pds) = self.locate(did).await?;
         let status = self.repo_status(&pds, did).await?;
         {
             let (d, s) = (did.to_string(), status.clone());

@@ -286,6 +286,26 @@ pub fn remember_claim(
     Ok(())
 }
 
+/// Remembers every holding of one status record `node` published.
+pub fn remember_status(
+    conn: &Connection,
+    node: &str,
+    status: &crate::policy::records::StatusRecord,
+    at: &str,
+) -> Result<(), StoreError> {
+    for h in &status.holdings {
+        remember_claim(conn, node, &h.did, &h.rev, &h.data, at)?;
+    }
+    Ok(())
+}
+
+/// Whether a challenge to `target` about `subject` is still open.
+pub fn challenge_open(conn: &Connection, target: &str, subject: &str) -> Result<bool, StoreError> {
+    Ok(open_issued(conn)?
+        .iter()
+        .any(|i| i.target == target && i.subject == subject))
+}
+
 /// The data roots `node` said it held for `subject` since `since`, newest first.
 pub fn claims(
     conn: &Connection,

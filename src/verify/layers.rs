@@ -318,20 +318,8 @@ pub async fn blocks(http: &reqwest::Client, base: &str, cids: &[Cid]) -> Check {
         }
     }
     let n = cids.len();
-    if !missing.is_empty() || !bad.is_empty() {
-        let mut parts = Vec::new();
-        if !missing.is_empty() {
-            let first: Vec<&str> = missing.iter().take(3).map(String::as_str).collect();
-            parts.push(format!(
-                "{} of {n} sampled blocks missing (e.g. {})",
-                missing.len(),
-                first.join(", ")
-            ));
-        }
-        if let Some(b) = bad.first() {
-            parts.push(format!("{} of {n} wrong: {b}", bad.len()));
-        }
-        return Check::new(1, Outcome::Fail, started, Some(parts.join("; ")));
+    if let Some(reason) = failures(&format!("of {n} sampled blocks"), &missing, &bad) {
+        return Check::new(1, Outcome::Fail, started, Some(reason));
     }
     match unreachable {
         Some(r) => Check::new(1, Outcome::Unreachable, started, Some(r)),
@@ -408,24 +396,8 @@ pub async fn walk(http: &reqwest::Client, base: &str, root: Cid, k: usize) -> Ch
             }
         }
     }
-    if !missing.is_empty() || !bad.is_empty() {
-        let mut parts = Vec::new();
-        if !missing.is_empty() {
-            parts.push(format!(
-                "{} blocks of its tree missing (e.g. {})",
-                missing.len(),
-                missing
-                    .iter()
-                    .take(3)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-        if let Some(b) = bad.first() {
-            parts.push(format!("{} wrong: {b}", bad.len()));
-        }
-        return Check::new(1, Outcome::Fail, started, Some(parts.join("; ")));
+    if let Some(reason) = failures("blocks of its tree", &missing, &bad) {
+        return Check::new(1, Outcome::Fail, started, Some(reason));
     }
     match unreachable {
         Some(r) => Check::new(1, Outcome::Unreachable, started, Some(r)),
@@ -438,6 +410,24 @@ pub async fn walk(http: &reqwest::Client, base: &str, root: Cid, k: usize) -> Ch
             )),
         ),
     }
+}
+
+/// "3 of 20 sampled blocks missing (e.g. …); 1 of 20 sampled blocks wrong: …", or `None`
+/// when everything came back right.
+fn failures(what: &str, missing: &[String], bad: &[String]) -> Option<String> {
+    let mut parts = Vec::new();
+    if !missing.is_empty() {
+        let first: Vec<&str> = missing.iter().take(3).map(String::as_str).collect();
+        parts.push(format!(
+            "{} {what} missing (e.g. {})",
+            missing.len(),
+            first.join(", ")
+        ));
+    }
+    if let Some(b) = bad.first() {
+        parts.push(format!("{} {what} wrong: {b}", bad.len()));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// One layer's checks made of parts: the worst outcome (fail, then unreachable, then pass),

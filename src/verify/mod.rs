@@ -275,12 +275,7 @@ impl Verifier {
             .circles
             .syncer
             .store
-            .read(move |c| {
-                let open = db::open_issued(c)?
-                    .iter()
-                    .any(|i| i.target == t && i.subject == s);
-                Ok((db::last_round(c, &t, &s)?, open))
-            })
+            .read(move |c| Ok((db::last_round(c, &t, &s)?, db::challenge_open(c, &t, &s)?)))
             .await?;
         if open {
             return Ok(false);
@@ -397,11 +392,7 @@ impl Verifier {
                 .circles
                 .syncer
                 .store
-                .read(move |c| {
-                    Ok(db::open_issued(c)?
-                        .iter()
-                        .any(|i| i.target == t && i.subject == s))
-                })
+                .read(move |c| db::challenge_open(c, &t, &s))
                 .await?;
             if !open {
                 issued = Some(self.issue(session, policy, duty, &repo, &head).await?);
@@ -434,12 +425,7 @@ impl Verifier {
             .circles
             .syncer
             .store
-            .write(move |c| {
-                for h in &status.holdings {
-                    db::remember_claim(c, &node, &h.did, &h.rev, &h.data, &at)?;
-                }
-                Ok::<_, StoreError>(())
-            })
+            .write(move |c| db::remember_status(c, &node, &status, &at))
             .await;
         match result {
             Ok(Ok(())) => {}

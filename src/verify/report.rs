@@ -64,12 +64,7 @@ pub async fn compliance_inputs(
                 let remembered = circles
                     .syncer
                     .store
-                    .write(move |c| {
-                        for h in &s.holdings {
-                            db::remember_claim(c, &n, &h.did, &h.rev, &h.data, &at)?;
-                        }
-                        Ok::<_, crate::store::StoreError>(())
-                    })
+                    .write(move |c| db::remember_status(c, &n, &s, &at))
                     .await;
                 if let Ok(Err(e)) | Err(e) = remembered {
                     warnings.push(format!("could not remember {node}'s holdings: {e}"));
