@@ -85,6 +85,38 @@ pub fn write_car<W: Write>(
     let head = head
         .and_then(|b| Cid::try_from(b.as_slice()).ok())
         .ok_or_else(|| ExportError::NotSynced(did.to_string()))?;
+    write_commit_car(conn, repo_id, head, rev.unwrap_or_default(), out)
+}
+
+/// Writes one kept state of `did` (see [`crate::history`]), named by its rev, as a CAR.
+pub fn write_state_car<W: Write>(
+    conn: &Connection,
+    did: &str,
+    rev: &str,
+    out: W,
+) -> Result<ExportReport, ExportError> {
+    let found: Option<(i64, Vec<u8>)> = conn
+        .query_row(
+            "SELECT c.repo_id, c.cid FROM commits c JOIN repos r ON r.id = c.repo_id
+             WHERE r.did = ?1 AND c.rev = ?2",
+            [did, rev],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (repo_id, cid) =
+        found.ok_or_else(|| ExportError::Unknown(format!("version {rev} of {did}")))?;
+    let cid = Cid::try_from(cid.as_slice())
+        .map_err(|e| ExportError::Damaged(format!("commit CID of {rev}: {e}")))?;
+    write_commit_car(conn, repo_id, cid, rev.to_string(), out)
+}
+
+fn write_commit_car<W: Write>(
+    conn: &Connection,
+    repo_id: i64,
+    head: Cid,
+    rev: String,
+    out: W,
+) -> Result<ExportReport, ExportError> {
     let commit_bytes = get_block(conn, repo_id, &head)?
         .ok_or_else(|| ExportError::Damaged(format!("commit {head} missing")))?;
     let commit = crate::repo::commit::Commit::decode(&commit_bytes)
@@ -93,7 +125,7 @@ pub fn write_car<W: Write>(
     car.write_block(&head, &commit_bytes)?;
     let mut report = ExportReport {
         commit: head.to_string(),
-        rev: rev.unwrap_or_default(),
+        rev,
         blocks: 1,
         bytes: commit_bytes.len() as u64,
         ..Default::default()

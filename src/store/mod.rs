@@ -13,6 +13,7 @@ use std::thread;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 pub mod schema;
+pub mod space;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

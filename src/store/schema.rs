@@ -191,6 +191,24 @@ const MIGRATIONS: &[&str] = &[
         first_seen_at TEXT NOT NULL,
         PRIMARY KEY (node, subject, rev)
     ) WITHOUT ROWID;",
+    // 4: history that survives upstream loss (see `history`): the key that verified each
+    // commit and the records it held, the identity last seen per account, when its PDS
+    // stopped answering, and flags raised by upstream events (each keeps the last good state).
+    "ALTER TABLE commits ADD COLUMN signing_key TEXT;
+    ALTER TABLE commits ADD COLUMN records INTEGER;
+    CREATE INDEX commits_by_time ON commits (repo_id, synced_at);
+    ALTER TABLE repos ADD COLUMN signing_key TEXT;
+    ALTER TABLE repos ADD COLUMN unreachable_since TEXT;
+    CREATE TABLE upstream_flags (
+        id INTEGER PRIMARY KEY,
+        repo_id INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        detected_at TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        good_rev TEXT,
+        cleared_at TEXT
+    );
+    CREATE INDEX upstream_flags_by_repo ON upstream_flags (repo_id, cleared_at);",
 ];
 
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

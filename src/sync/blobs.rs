@@ -94,12 +94,26 @@ pub async fn sync_blobs(
     let dir = syncer.blob_dir();
     tokio::fs::create_dir_all(&dir).await?;
     let total = missing.len() as u64;
+    let room = syncer.room().await?;
+    let name = syncer.display_name(did).await;
+    let mut budget = Budget {
+        room,
+        name,
+        spent: 0,
+    };
     for (i, cid) in missing.into_iter().enumerate() {
         progress(SyncProgress::Blobs {
             done: i as u64,
             total,
         });
-        let outcome = fetch_blob(syncer, pds, did, &cid, &dir).await;
+        let outcome = fetch_blob(syncer, pds, did, &cid, &dir, &mut budget).await;
+        if let Err(BlobError::Sync(
+            e @ (SyncError::DiskFull { .. } | SyncError::StorageLimit { .. }),
+        )) = outcome
+        {
+            // No room: the blobs stored so far stay; the rest wait for room.
+            return Err(e);
+        }
         let (state, size, error) = match &outcome {
             Ok(size) => {
                 report.fetched += 1;
@@ -132,6 +146,13 @@ pub async fn sync_blobs(
     Ok(report)
 }
 
+/// What the blobs of one pass may still take.
+struct Budget {
+    room: crate::store::space::Room,
+    name: String,
+    spent: u64,
+}
+
 enum BlobError {
     /// The server's bytes are wrong: recorded, not retried soon.
     Bad(String),
@@ -144,6 +165,7 @@ async fn fetch_blob(
     did: &str,
     cid_text: &str,
     dir: &std::path::Path,
+    budget: &mut Budget,
 ) -> Result<u64, BlobError> {
     let cid: Cid = cid_text
         .parse()
@@ -175,6 +197,12 @@ async fn fetch_blob(
             })
         })?;
         size += chunk.len() as u64;
+        let spent = budget.spent + size;
+        if let Err(e) = budget.room.fits(spent, spent) {
+            drop(file);
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(BlobError::Sync(super::no_room(&budget.name, e)));
+        }
         if size > MAX_BLOB_BYTES {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(BlobError::Bad(format!(
@@ -193,5 +221,6 @@ async fn fetch_blob(
     file.sync_all().await.map_err(io)?;
     drop(file);
     tokio::fs::rename(&tmp, &final_path).await.map_err(io)?;
+    budget.spent += size;
     Ok(size)
 }

@@ -356,8 +356,9 @@ fn ingest(
         ],
     )?;
     tx.execute(
-        "INSERT INTO commits (repo_id, rev, cid, data, synced_at, creates, updates, deletes)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+        "INSERT INTO commits (repo_id, rev, cid, data, synced_at, creates, updates, deletes,
+           signing_key, records)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT (repo_id, rev) DO NOTHING",
         rusqlite::params![
             repo_id,
@@ -367,8 +368,14 @@ fn ingest(
             now_text,
             creates as i64,
             updates as i64,
-            deletes as i64
+            deletes as i64,
+            key.to_did_key(),
+            records
         ],
+    )?;
+    tx.execute(
+        "UPDATE repos SET signing_key = ?2 WHERE id = ?1",
+        rusqlite::params![repo_id, key.to_did_key()],
     )?;
     tx.commit()?;
     tracing::debug!(

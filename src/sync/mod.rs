@@ -11,6 +11,7 @@
 
 pub mod blobs;
 pub mod ingest;
+pub mod loss;
 pub mod selfcheck;
 
 use std::path::{Path, PathBuf};
@@ -46,6 +47,19 @@ pub enum SyncError {
     Store(#[from] StoreError),
     #[error("could not write a temporary file: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the disk holding your backups is nearly full: backing up {name} needs about {} more, and {} is free. Nothing was changed: free some space, or move the backups to a larger disk in Settings", crate::store::space::size_words(*needed), crate::store::space::size_words(*free))]
+    DiskFull {
+        name: String,
+        needed: u64,
+        free: u64,
+    },
+    #[error("{name}'s backup does not fit within your storage limit: it needs about {} more, and {} of {} is used. Nothing was changed: raise the limit in Settings, or stop backing up someone", crate::store::space::size_words(*needed), crate::store::space::size_words(*used), crate::store::space::size_words(*limit))]
+    StorageLimit {
+        name: String,
+        needed: u64,
+        used: u64,
+        limit: u64,
+    },
     #[error("{0} is not backed up: add it first")]
     NotBackedUp(String),
     #[error("{0} has no verified copy yet: nothing to check")]
@@ -117,6 +131,8 @@ pub struct Syncer {
     pub http: reqwest::Client,
     pub resolver: Arc<Resolver>,
     pub data_dir: PathBuf,
+    /// How long an account's PDS may stay unreachable before it is flagged as gone.
+    pub pds_grace: std::time::Duration,
 }
 
 impl Syncer {
@@ -131,6 +147,7 @@ impl Syncer {
             http,
             resolver,
             data_dir: data_dir.to_path_buf(),
+            pds_grace: loss::default_pds_grace(),
         }
     }
 
@@ -184,8 +201,12 @@ impl Syncer {
         let (row, doc, pds) = self.locate(did).await?;
         {
             let (d, h, p) = (did.to_string(), doc.handle.clone(), pds.clone());
+            let key = doc.signing_key.as_ref().map(|k| k.to_did_key());
             self.store
-                .write(move |c| store::add_repo(c, &d, h.as_deref(), Some(&p)))
+                .write(move |c| {
+                    loss::observe_identity(c, &d, &p, key.as_deref())?;
+                    store::add_repo(c, &d, h.as_deref(), Some(&p))
+                })
                 .await??;
         }
         let mut report = SyncReport {
@@ -193,12 +214,24 @@ impl Syncer {
             ..Default::default()
         };
 
-        let status = self.repo_status(&pds, did).await?;
+        let status = match self.repo_status(&pds, did).await {
+            Err(e) if loss::is_unreachable(&e) => {
+                let (d, grace, reason) = (did.to_string(), self.pds_grace, e.to_string());
+                self.store
+                    .write(move |c| loss::observe_unreachable(c, &d, grace, &reason))
+                    .await??;
+                return Err(e);
+            }
+            other => other?,
+        };
         report.upstream_status = status.clone();
         {
             let (d, s) = (did.to_string(), status.clone());
             self.store
-                .write(move |c| store::set_upstream_status(c, &d, &s))
+                .write(move |c| {
+                    loss::observe_status(c, &d, &s)?;
+                    store::set_upstream_status(c, &d, &s)
+                })
                 .await??;
         }
         if status != "active" {
@@ -230,6 +263,15 @@ impl Syncer {
             };
             report.full = since.is_none();
             tracing::info!(%did, rev = %outcome.rev, latest = %latest.rev, "synced");
+            {
+                let (d, before, good) = (did.to_string(), row.records, row.rev.clone());
+                let (after, deleted) = (outcome.records, outcome.deletes as i64);
+                self.store
+                    .write(move |c| {
+                        loss::observe_deletions(c, &d, before, after, deleted, good.as_deref())
+                    })
+                    .await??;
+            }
             report.ingest = Some(outcome);
             self.store.checkpoint().await?;
         }
@@ -356,8 +398,14 @@ impl Syncer {
         if let Some(since) = since {
             query.push(("since", since));
         }
+        let room = self.room().await?;
+        let name = self.display_name(did).await;
         let resp = self.send(self.http.get(&url).query(&query), &url).await?;
         let total = resp.content_length();
+        // The CAR is written twice (the temporary file, then the store): both must fit.
+        if let Some(t) = total {
+            room.fits(2 * t, t).map_err(|e| no_room(&name, e))?;
+        }
         tokio::fs::create_dir_all(self.tmp_dir()).await?;
         let path = self
             .tmp_dir()
@@ -371,8 +419,13 @@ impl Syncer {
                 url: url.clone(),
                 reason: e.to_string(),
             })?;
-            out.write_all(&chunk).await?;
             bytes += chunk.len() as u64;
+            if let Err(e) = room.fits(2 * bytes, bytes) {
+                drop(out);
+                let _ = tokio::fs::remove_file(&path).await;
+                return Err(no_room(&name, e));
+            }
+            out.write_all(&chunk).await?;
             if bytes - last_report >= 1 << 20 {
                 last_report = bytes;
                 progress(SyncProgress::Downloading { bytes, total });
@@ -381,6 +434,27 @@ impl Syncer {
         out.flush().await?;
         progress(SyncProgress::Downloading { bytes, total });
         Ok(path)
+    }
+
+    /// What may still be written (free disk space, the storage limit).
+    pub async fn room(&self) -> Result<crate::store::space::Room, SyncError> {
+        let dir = self.data_dir.clone();
+        Ok(self
+            .store
+            .read(move |c| crate::store::space::Room::measure(c, &dir))
+            .await?)
+    }
+
+    /// The handle of a backed-up account, else its DID.
+    pub async fn display_name(&self, did: &str) -> String {
+        let d = did.to_string();
+        self.store
+            .read(move |c| store::get_repo(c, &d))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|r| r.handle)
+            .unwrap_or_else(|| did.to_string())
     }
 
     /// Reads one record from its account's own PDS with `sync.getRecord` and
@@ -502,5 +576,26 @@ impl Syncer {
         query: &[(&str, &str)],
     ) -> Result<reqwest::Response, SyncError> {
         self.send(self.http.get(url).query(query), url).await
+    }
+}
+
+/// The error for a sync that does not fit.
+pub(crate) fn no_room(name: &str, e: crate::store::space::NoRoom) -> SyncError {
+    match e {
+        crate::store::space::NoRoom::Disk { needed, free } => SyncError::DiskFull {
+            name: name.to_string(),
+            needed,
+            free,
+        },
+        crate::store::space::NoRoom::Limit {
+            needed,
+            used,
+            limit,
+        } => SyncError::StorageLimit {
+            name: name.to_string(),
+            needed,
+            used,
+            limit,
+        },
     }
 }

@@ -13,6 +13,7 @@ mod lexicons;
 mod pds;
 mod policy;
 mod replication;
+mod restore;
 mod selfcheck;
 mod serve;
 mod verify;

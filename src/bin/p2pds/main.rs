@@ -1,6 +1,7 @@
 //! `p2pds`: the headless P2PDS engine, for terminals and home servers.
 
 mod circle_cmd;
+mod history_cmd;
 mod policy_cmd;
 mod verify_cmd;
 
@@ -71,6 +72,72 @@ enum Command {
         car: PathBuf,
         #[arg(long)]
         blobs: Option<PathBuf>,
+        /// The version kept from this time (RFC 3339 or a date) instead of the newest.
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// The kept versions of an account and the upstream events flagged for it.
+    History {
+        /// A DID, or the handle of an account backed up here.
+        account: String,
+        /// Check every kept version: hashes, signatures and whole record trees.
+        #[arg(long)]
+        verify: bool,
+        /// Accept the account's current state: clear its flags (their versions then age out).
+        #[arg(long)]
+        dismiss: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove versions older than the retention window, and what only they needed.
+    Gc {
+        /// Keep this much history: days (30) or a duration (12h); default: the setting.
+        #[arg(long)]
+        retention: Option<String>,
+        /// Show what would be freed, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give an account back: restore the copy held here into an account on a new PDS.
+    Restore {
+        /// A DID, or the handle of an account backed up here.
+        did: String,
+        /// The version kept from this time (RFC 3339 or a date); default: the last good one.
+        #[arg(long)]
+        at: Option<String>,
+        /// The new PDS, e.g. https://pds.example.net.
+        #[arg(long)]
+        to_pds: String,
+        /// The handle on the new PDS.
+        #[arg(long)]
+        handle: String,
+        /// The environment variable holding the new account's password.
+        #[arg(long)]
+        password_env: String,
+        /// The environment variable holding the owner's password on the current PDS (default:
+        /// the same as --password-env).
+        #[arg(long)]
+        old_password_env: Option<String>,
+        /// The account's email on the new PDS (default: the one the current PDS has).
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        invite_code: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Space used by backups, the storage limit and the free disk space.
+    Storage {
+        /// Set the storage limit, e.g. 500MB or 2GB.
+        #[arg(long)]
+        limit: Option<String>,
+        /// Remove the storage limit.
+        #[arg(long, conflicts_with = "limit")]
+        no_limit: bool,
+        #[arg(long)]
+        json: bool,
     },
     /// Serve replicated accounts to peers and their owners (RASL and sync reads).
     Serve {
@@ -256,7 +323,53 @@ async fn run_async(cli: Cli) -> anyhow::Result<i32> {
             collection,
             json,
         } => records(&ctx, did, collection.clone(), *json).await,
-        Command::Export { did, car, blobs } => export(&ctx, did, car, blobs.as_deref()).await,
+        Command::Export {
+            did,
+            car,
+            blobs,
+            at,
+        } => export(&ctx, did, car, blobs.as_deref(), at.as_deref()).await,
+        Command::History {
+            account,
+            verify,
+            dismiss,
+            json,
+        } => history_cmd::history(&ctx.syncer, account, *verify, *dismiss, *json).await,
+        Command::Gc {
+            retention,
+            dry_run,
+            json,
+        } => history_cmd::gc(&ctx.syncer, retention.as_deref(), *dry_run, *json).await,
+        Command::Restore {
+            did,
+            at,
+            to_pds,
+            handle,
+            password_env,
+            old_password_env,
+            email,
+            invite_code,
+            json,
+        } => {
+            history_cmd::restore(
+                &ctx.syncer,
+                did,
+                at.as_deref(),
+                to_pds,
+                handle,
+                password_env,
+                old_password_env.as_deref(),
+                email.as_deref(),
+                invite_code.as_deref(),
+                *json,
+            )
+            .await
+        }
+        Command::Storage {
+            limit,
+            no_limit,
+            json,
+        } => history_cmd::storage(&ctx.syncer, limit.as_deref(), *no_limit, *json).await,
         Command::Serve { listen, endpoint } => {
             if let Some(url) = endpoint {
                 verify_cmd::endpoint(&ctx.syncer, Some(url), false).await?;
@@ -459,9 +572,17 @@ async fn status(ctx: &Ctx, json: bool) -> anyhow::Result<i32> {
                 let blobs = store::blob_counts(c, r.id)?;
                 out.push((r, blobs));
             }
-            Ok(out)
+            Ok((out, p2pds::history::open_flags(c)?))
         })
         .await?;
+    let (rows, flags) = rows;
+    let flags_of = |did: &str| -> Vec<&p2pds::history::Flag> {
+        flags
+            .iter()
+            .filter(|(d, _, _)| d == did)
+            .map(|(_, _, f)| f)
+            .collect()
+    };
     if json {
         let repos: Vec<_> = rows
             .iter()
@@ -471,6 +592,7 @@ async fn status(ctx: &Ctx, json: bool) -> anyhow::Result<i32> {
                     "records": r.records, "blocks": r.blocks, "bytes": r.bytes,
                     "blobs": blobs, "blobBytes": blob_bytes, "lastSyncAt": r.last_sync_at,
                     "state": r.state, "error": r.error, "upstreamStatus": r.upstream_status,
+                    "flags": flags_of(&r.did),
                 })
             })
             .collect();
@@ -481,7 +603,9 @@ async fn status(ctx: &Ctx, json: bool) -> anyhow::Result<i32> {
     } else if rows.is_empty() {
         println!("No accounts backed up yet. Add one with `p2pds backup add HANDLE`.");
     } else {
-        for (r, (blobs, blob_bytes, missing, bad)) in rows {
+        for (r, (blobs, blob_bytes, missing, bad)) in &rows {
+            let (blobs, blob_bytes, missing, bad) = (*blobs, *blob_bytes, *missing, *bad);
+            let r = r.clone();
             let name = r.handle.as_deref().unwrap_or(&r.did);
             let when = r.last_sync_at.as_deref().unwrap_or("never");
             println!(
@@ -492,6 +616,12 @@ async fn status(ctx: &Ctx, json: bool) -> anyhow::Result<i32> {
                 r.state,
                 r.error.map(|e| format!("\n  problem: {e}")).unwrap_or_default()
             );
+            for f in flags_of(&r.did) {
+                println!(
+                    "  warning: {} (see `p2pds history {name}`; `p2pds restore` gives the account back)",
+                    f.detail
+                );
+            }
         }
     }
     Ok(0)
@@ -536,7 +666,15 @@ async fn records(
     Ok(0)
 }
 
-async fn export(ctx: &Ctx, did: &str, car: &Path, blobs: Option<&Path>) -> anyhow::Result<i32> {
+async fn export(
+    ctx: &Ctx,
+    did: &str,
+    car: &Path,
+    blobs: Option<&Path>,
+    at: Option<&str>,
+) -> anyhow::Result<i32> {
+    let did = &history_cmd::did_of(&ctx.syncer, did).await?;
+    let at = at.map(history_cmd::parse_at).transpose()?;
     let (d, car_path, blob_out) = (
         did.to_string(),
         car.to_path_buf(),
@@ -549,8 +687,15 @@ async fn export(ctx: &Ctx, did: &str, car: &Path, blobs: Option<&Path>) -> anyho
             // Written beside the target, then renamed: never a half-written export.
             let tmp = car_path.with_extension("car.part");
             let file = std::fs::File::create(&tmp)?;
-            let mut report = p2pds::export::write_car(c, &d, std::io::BufWriter::new(file))
-                .map_err(|e| store::StoreError::Io(std::io::Error::other(e.to_string())))?;
+            let out = std::io::BufWriter::new(file);
+            let written = match at {
+                None => p2pds::export::write_car(c, &d, out),
+                Some(at) => p2pds::history::pick(c, &d, Some(at))
+                    .map_err(|e| p2pds::export::ExportError::Unknown(e.to_string()))
+                    .and_then(|p| p2pds::export::write_state_car(c, &d, &p.state.rev, out)),
+            };
+            let mut report =
+                written.map_err(|e| store::StoreError::Io(std::io::Error::other(e.to_string())))?;
             std::fs::rename(&tmp, &car_path)?;
             if let Some(dir) = blob_out {
                 p2pds::export::copy_blobs(c, &d, &blob_dir, &dir, &mut report)

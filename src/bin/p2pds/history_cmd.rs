@@ -1,0 +1,374 @@
+//! `p2pds history`, `p2pds gc`, `p2pds restore` and `p2pds storage`: the kept versions of
+//! each account, their collection, giving an account back, and the room backups may take.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use chrono::{DateTime, Utc};
+use p2pds::history::{self, check, gc};
+use p2pds::restore::{self, RestoreProgress, RestoreRequest};
+use p2pds::store::{self, space};
+use p2pds::sync::Syncer;
+
+/// A DID, or the handle of an account backed up here.
+pub async fn did_of(syncer: &Syncer, account: &str) -> anyhow::Result<String> {
+    if account.starts_with("did:") {
+        return Ok(account.to_string());
+    }
+    let name = account.trim_start_matches('@').to_lowercase();
+    let repos = syncer.store.read(store::list_repos).await?;
+    if let Some(r) = repos
+        .iter()
+        .find(|r| r.handle.as_deref().map(str::to_lowercase).as_deref() == Some(name.as_str()))
+    {
+        return Ok(r.did.clone());
+    }
+    let doc = syncer
+        .resolver
+        .resolve_account(account)
+        .await
+        .with_context(|| format!("looking up {account}"))?;
+    Ok(doc.did)
+}
+
+/// `--at`: RFC 3339, or a date (midnight UTC).
+pub fn parse_at(text: &str) -> anyhow::Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        if let Some(t) = d.and_hms_opt(0, 0, 0) {
+            return Ok(t.and_utc());
+        }
+    }
+    bail!("{text:?} is not a time: write it like 2026-11-20T18:00:00Z or 2026-11-20")
+}
+
+/// `--retention`: days (`30`) or a duration (`12h`, `90s`, `7d`).
+pub fn parse_retention(text: &str) -> anyhow::Result<Duration> {
+    if let Ok(days) = text.parse::<u32>() {
+        return Ok(Duration::from_secs(u64::from(days) * 86_400));
+    }
+    let d = p2pds::policy::time::Duration::parse(text).map_err(|_| {
+        anyhow::anyhow!("{text:?} is not a retention: write days (30) or a duration (12h, 7d)")
+    })?;
+    Ok(Duration::from_secs(d.secs()))
+}
+
+pub async fn history(
+    syncer: &Syncer,
+    account: &str,
+    verify: bool,
+    dismiss: bool,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let did = did_of(syncer, account).await?;
+    let d = did.clone();
+    let (states, flags, dismissed) = syncer
+        .store
+        .write(move |c| {
+            let id = history::repo_id(c, &d)?;
+            let dismissed = if dismiss { history::dismiss(c, id)? } else { 0 };
+            let states = history::states(c, id)?;
+            Ok::<_, history::HistoryError>((states, history::flags(c, id)?, dismissed))
+        })
+        .await??;
+    let checked = if verify {
+        let d = did.clone();
+        Some(syncer.store.read(move |c| check::check(c, &d)).await?)
+    } else {
+        None
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "did": did, "states": states, "flags": flags, "dismissed": dismissed,
+                "check": checked,
+            }))?
+        );
+    } else {
+        println!("{} kept version(s) of {account}:", states.len());
+        for s in &states {
+            println!(
+                "  {}  {} records  (rev {}, synced {}; +{} ~{} -{})",
+                s.time,
+                s.records
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|| "?".into()),
+                s.rev,
+                s.synced_at,
+                s.creates,
+                s.updates,
+                s.deletes
+            );
+        }
+        for f in &flags {
+            let state = match &f.cleared_at {
+                None => "OPEN".to_string(),
+                Some(t) => format!("cleared {t}"),
+            };
+            println!(
+                "  flag [{state}] {} since {}: {}{}",
+                f.kind,
+                f.detected_at,
+                f.detail,
+                f.good_rev
+                    .as_ref()
+                    .map(|r| format!(" (last good version kept: {r})"))
+                    .unwrap_or_default()
+            );
+        }
+        if dismissed > 0 {
+            println!("Dismissed {dismissed} flag(s): their versions are now kept for the retention window only.");
+        }
+        if let Some(c) = &checked {
+            if c.ok() {
+                println!(
+                    "History verifies: {} versions, {} trees, {} records, {} blocks hashed.",
+                    c.states_checked, c.trees_walked, c.records_checked, c.blocks_hashed
+                );
+            } else {
+                println!("History has {} problem(s):", c.problems.len());
+                for p in &c.problems {
+                    println!("  {p}");
+                }
+            }
+        }
+    }
+    Ok(match &checked {
+        Some(c) if !c.ok() => 1,
+        _ => 0,
+    })
+}
+
+pub async fn gc(
+    syncer: &Syncer,
+    retention: Option<&str>,
+    dry_run: bool,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let retention = match retention {
+        Some(r) => parse_retention(r)?,
+        None => {
+            let limits = syncer.store.read(history::limits).await?;
+            Duration::from_secs(u64::from(limits.retention_days) * 86_400)
+        }
+    };
+    let opts = gc::GcOptions {
+        retention,
+        now: Utc::now(),
+    };
+    let blob_dir = syncer.blob_dir();
+    let report = if dry_run {
+        syncer
+            .store
+            .read(move |c| gc::plan(c, &blob_dir, &opts))
+            .await?
+    } else {
+        syncer
+            .store
+            .write(move |c| gc::run(c, &blob_dir, &opts))
+            .await??
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let verb = if dry_run { "Would free" } else { "Freed" };
+        println!(
+            "{verb} {} ({} old version(s), {} blocks, {} image/file(s)), keeping {} days of history.",
+            space::size_words(report.reclaimable_bytes),
+            report.states_removed,
+            report.blocks_removed,
+            report.blob_files_removed,
+            report.retention_days
+        );
+        for a in &report.accounts {
+            println!(
+                "  {}: {} version(s) kept since {}, {} removed, {}",
+                a.handle.as_deref().unwrap_or(&a.did),
+                a.states_kept,
+                a.keep_since,
+                a.states_removed,
+                space::size_words(a.bytes_removed + a.blob_bytes_removed)
+            );
+        }
+    }
+    Ok(0)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn restore(
+    syncer: &Syncer,
+    account: &str,
+    at: Option<&str>,
+    to_pds: &str,
+    handle: &str,
+    password_env: &str,
+    old_password_env: Option<&str>,
+    email: Option<&str>,
+    invite_code: Option<&str>,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let did = did_of(syncer, account).await?;
+    let password = std::env::var(password_env).with_context(|| {
+        format!("the environment variable {password_env} (the new account's password) is not set")
+    })?;
+    let old_password = match old_password_env {
+        Some(var) => Some(std::env::var(var).with_context(|| {
+            format!("the environment variable {var} (the password on the old server) is not set")
+        })?),
+        None => None,
+    };
+    let req = RestoreRequest {
+        did,
+        at: at.map(parse_at).transpose()?,
+        to_pds: to_pds.to_string(),
+        handle: handle.to_string(),
+        password,
+        old_password,
+        email: email.map(str::to_string),
+        invite_code: invite_code.map(str::to_string),
+    };
+    let show = |p: RestoreProgress| {
+        if !json {
+            match p {
+                RestoreProgress::Preparing => eprintln!("Preparing the kept copy…"),
+                RestoreProgress::Account => eprintln!("Setting up the account on {to_pds}…"),
+                RestoreProgress::Importing { bytes } => {
+                    eprintln!("Sending the records ({})…", space::size_words(bytes))
+                }
+                RestoreProgress::Blobs { done, total } if done == total => {
+                    eprintln!("Images and files: {done}/{total}")
+                }
+                RestoreProgress::Blobs { .. } => {}
+            }
+        }
+    };
+    let report = restore::restore(syncer, &req, &show).await?;
+    if json {
+        let mut value = serde_json::to_value(&report)?;
+        value["complete"] = serde_json::json!(report.complete());
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!(
+            "Restored {} ({}) into the {} account on {}: {} records, {} of {} images and files sent.",
+            account,
+            report.why,
+            report.account,
+            report.to_pds,
+            report.records,
+            report.blobs_uploaded,
+            report.blobs_referenced
+        );
+        for n in &report.not_restored {
+            println!("  not restored: {}: {}", n.what, n.reason);
+        }
+        for step in &report.next_steps {
+            println!("Next: {step}");
+        }
+    }
+    Ok(if report.complete() { 0 } else { 3 })
+}
+
+pub async fn storage(
+    syncer: &Syncer,
+    limit: Option<&str>,
+    no_limit: bool,
+    json: bool,
+) -> anyhow::Result<i32> {
+    if no_limit || limit.is_some() {
+        let bytes = match limit {
+            Some(l) => Some(parse_size(l)?),
+            None => None,
+        };
+        syncer
+            .store
+            .write(move |c| history::set_storage_limit(c, bytes))
+            .await??;
+    }
+    let dir = syncer.data_dir.clone();
+    let (limits, used, room) = syncer
+        .store
+        .read(move |c| {
+            Ok((
+                history::limits(c)?,
+                space::used_bytes(c)?,
+                space::Room::measure(c, &dir)?,
+            ))
+        })
+        .await?;
+    let free = space::free_space(&syncer.data_dir);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "usedBytes": used, "limitBytes": limits.storage_limit_bytes,
+                "freeBytes": free, "reserveBytes": space::RESERVE_BYTES,
+                "retentionDays": limits.retention_days,
+                "roomBytes": room.limit.map(|l| l.0),
+            })
+        );
+    } else {
+        println!(
+            "Backups use {}{}; {} free on the disk; history kept for {} days.",
+            space::size_words(used),
+            limits
+                .storage_limit_bytes
+                .map(|l| format!(" of a {} limit", space::size_words(l)))
+                .unwrap_or_default(),
+            free.map(space::size_words)
+                .unwrap_or_else(|| "unknown".into()),
+            limits.retention_days
+        );
+    }
+    Ok(0)
+}
+
+/// `500MB`, `2GB`, `1.5G`, `1000000`.
+pub fn parse_size(text: &str) -> anyhow::Result<u64> {
+    let t = text.trim().to_uppercase();
+    let (num, mult) = [
+        ("TB", 1e12),
+        ("GB", 1e9),
+        ("MB", 1e6),
+        ("KB", 1e3),
+        ("T", 1e12),
+        ("G", 1e9),
+        ("M", 1e6),
+        ("K", 1e3),
+        ("B", 1.0),
+    ]
+    .iter()
+    .find_map(|(s, m)| t.strip_suffix(s).map(|n| (n.trim().to_string(), *m)))
+    .unwrap_or((t.clone(), 1.0));
+    match num.parse::<f64>() {
+        Ok(n) if n > 0.0 && n.is_finite() => Ok((n * mult) as u64),
+        _ => bail!("{text:?} is not a size: write it like 500MB or 2GB"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_times_and_retentions_parse() {
+        assert_eq!(parse_size("500MB").unwrap(), 500_000_000);
+        assert_eq!(parse_size("1.5g").unwrap(), 1_500_000_000);
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("0").is_err());
+        assert_eq!(
+            parse_retention("30").unwrap(),
+            Duration::from_secs(30 * 86_400)
+        );
+        assert_eq!(parse_retention("90s").unwrap(), Duration::from_secs(90));
+        assert!(parse_retention("soon").is_err());
+        assert_eq!(
+            parse_at("2026-11-20").unwrap().to_rfc3339(),
+            "2026-11-20T00:00:00+00:00"
+        );
+        assert!(parse_at("yesterday").is_err());
+    }
+}
