@@ -8,8 +8,9 @@ import { initCircles, renderCircles } from './lib/views/circles.js';
 import { initFriends, renderFriends, updateProgress } from './lib/views/friends.js';
 import { initHeader, renderHeader } from './lib/views/header.js';
 import { initLeave, loadHealth, renderHealth } from './lib/views/health.js';
+import { initHelp } from './lib/views/help.js';
 import { confirm, initMessages, notify, showError } from './lib/views/messages.js';
-import { initSettings, loadSettings, renderAccount } from './lib/views/settings.js';
+import { initSettings, loadSettings, renderAccount, updateMoveProgress } from './lib/views/settings.js';
 import { initWelcome } from './lib/views/welcome.js';
 
 /** @typedef {import('./lib/ctx.js').Ctx} Ctx */
@@ -118,6 +119,7 @@ async function start() {
   initCircles(ctx);
   initLeave(ctx);
   initSettings(ctx);
+  initHelp();
 
   if (!tauri()) {
     byId('loading-text', HTMLElement).textContent = 'This window only works inside the P2PDS app.';
@@ -136,6 +138,9 @@ async function start() {
       case 'progress':
         ctx.state.live.set(e.did, e.progress);
         updateProgress(e.did, e.progress);
+        break;
+      case 'moving':
+        updateMoveProgress(e.progress);
         break;
       case 'alert':
         notify(e.title, e.body, 'warn', e.key);

@@ -145,9 +145,25 @@ export type Storage = { usedBytes: number, limitBytes: number | null, perFriend:
 
 export type Settings = { 
 /**
- * Where the copies are kept (read-only in the app for now).
+ * Where the copies are kept. Changed with the shell's `move_storage` command, not by
+ * saving the settings (a changed value here is ignored).
  */
-dataDir: string, storageLimitBytes: number | null, startAtLogin: boolean, 
+dataDir: string, 
+/**
+ * The folder was given on the command line (`--data-dir`) or in `P2PDS_DATA_DIR`: the app
+ * can't move it. Ignored when saving.
+ */
+dataDirFixed: boolean, 
+/**
+ * A copy left behind by a move, still on disk: it can be deleted
+ * (`delete_old_copy`). Ignored when saving.
+ */
+oldDataDir: string | null, storageLimitBytes: number | null, 
+/**
+ * Days of history kept for each friend's account: older versions are removed by garbage
+ * collection, never the newest.
+ */
+retentionDays: number, startAtLogin: boolean, 
 /**
  * Minutes between backups of each friend.
  */
@@ -165,4 +181,28 @@ listen: string,
  */
 endpoint: string | null, };
 
-export type Event = { "type": "changed" } | { "type": "progress", did: string, progress: Progress, } | { "type": "alert", key: string, title: string, body: string, };
+export type MoveReport = { 
+/**
+ * The folder the copies were in (left in place until deleted).
+ */
+from: string, 
+/**
+ * The folder they are in now.
+ */
+to: string, 
+/**
+ * Bytes copied: the database and the images.
+ */
+bytes: number, 
+/**
+ * Image files copied.
+ */
+files: number, };
+
+export type MoveProgress = { 
+/**
+ * "waiting" (for the current backup to finish), "copying", "checking".
+ */
+phase: string, doneBytes: number, totalBytes: number, };
+
+export type Event = { "type": "changed" } | { "type": "progress", did: string, progress: Progress, } | { "type": "moving", progress: MoveProgress, } | { "type": "alert", key: string, title: string, body: string, };

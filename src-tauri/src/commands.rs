@@ -1,8 +1,8 @@
 //! The window's commands: each one line over the engine, errors as plain-language text.
 
-use p2pds::app::dto::{Health, Overview, Settings};
+use p2pds::app::dto::{Health, MoveReport, Overview, Settings};
 use p2pds::app::AppError;
-use tauri::State;
+use tauri::{AppHandle, State};
 
 use crate::AppState;
 
@@ -105,6 +105,85 @@ pub async fn save_settings(s: State<'_, AppState>, settings: Settings) -> Answer
     s.engine.save_settings(settings).await.map_err(text)
 }
 
+/// Copies the data to `dir`, checks the copy, records the new place and restarts the app there.
+/// The old folder is left as it was: the settings then offer to delete it.
+#[tauri::command]
+pub async fn move_storage(
+    app: AppHandle,
+    s: State<'_, AppState>,
+    dir: String,
+) -> Answer<MoveReport> {
+    let report = s.engine.move_storage(&dir).await.map_err(text)?;
+    let to = std::path::PathBuf::from(&report.to);
+    if let Err(e) =
+        crate::location::record(s.location_file.as_deref(), s.default_dir.as_deref(), &to)
+    {
+        s.engine.cancel_move();
+        return Err(format!(
+            "{e} Nothing changed: your copies are still kept in {}. (The copy made in {} can be deleted.)",
+            report.from, report.to
+        ));
+    }
+    crate::restart_soon(&app);
+    Ok(report)
+}
+
+/// Deletes the copy a move left behind.
+#[tauri::command]
+pub async fn delete_old_copy(s: State<'_, AppState>) -> Answer<Settings> {
+    s.engine.delete_old_copy().await.map_err(text)
+}
+
+/// The help pages the app links to: a fixed list, so the page can't open any other address.
+pub fn help_url(topic: &str) -> Option<&'static str> {
+    match topic {
+        "app-passwords" => Some("https://bsky.app/settings/app-passwords"),
+        _ => None,
+    }
+}
+
+/// Opens a help page in the person's browser, through the system's opener (started, not
+/// waited for).
+#[tauri::command]
+pub fn open_help(topic: String) -> Answer<()> {
+    let url = help_url(&topic).ok_or_else(|| format!("There is no help page called {topic:?}."))?;
+    open_in_browser(url).map_err(|_| format!("Couldn't open your browser. The page is: {url}"))
+}
+
+fn open_in_browser(url: &'static str) -> std::io::Result<()> {
+    use std::process::{Command, Stdio};
+    #[cfg(target_os = "macos")]
+    let mut cmd = {
+        let mut c = Command::new("open");
+        c.arg(url);
+        c
+    };
+    #[cfg(windows)]
+    let mut cmd = {
+        use std::os::windows::process::CommandExt;
+        let mut c = Command::new("cmd");
+        // `start` takes a window title first; no console window flashes up.
+        c.args(["/C", "start", "", url]).creation_flags(0x0800_0000);
+        c
+    };
+    #[cfg(not(any(target_os = "macos", windows)))]
+    let mut cmd = {
+        let mut c = Command::new("xdg-open");
+        c.arg(url);
+        c
+    };
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    // Reaped in the background: the command does not wait for the browser.
+    std::thread::spawn(move || {
+        let _ = child.wait();
+    });
+    Ok(())
+}
+
 /// The page drew its first frame. With `P2PDS_BENCH_STARTUP` set, prints the time since the
 /// process started (`scripts/bench-desktop` reads it).
 #[tauri::command]
@@ -118,4 +197,29 @@ pub fn ready() {
             );
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn help_topics_map_to_fixed_pages_only() {
+        assert_eq!(
+            help_url("app-passwords"),
+            Some("https://bsky.app/settings/app-passwords")
+        );
+        for other in [
+            "",
+            "https://example.com",
+            "app-passwords ",
+            "APP-PASSWORDS",
+            "../x",
+        ] {
+            assert_eq!(help_url(other), None, "{other:?}");
+        }
+        assert!(open_help("https://example.com".into())
+            .unwrap_err()
+            .contains("no help page"));
+    }
 }

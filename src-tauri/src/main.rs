@@ -7,15 +7,22 @@
 //!
 //! Options (or the environment variables the `p2pds` command reads): `--data-dir DIR`
 //! (`P2PDS_DATA_DIR`), `--plc-url URL` (`P2PDS_PLC_URL`), `--resolver-url URL`
-//! (`P2PDS_RESOLVER_URL`).
+//! (`P2PDS_RESOLVER_URL`). Without `--data-dir`, the folder the copies were moved to in the app
+//! (the `location` file, see [`location`]) is used, else the per-user data folder.
+//!
+//! Moving the copies restarts the app: the `move_storage` command records the new folder, asks
+//! the app to exit, and on exit starts it again (shown, even if it was started `--hidden`).
 
 // No console window on Windows release builds.
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
 mod commands;
+mod location;
 mod tray;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use p2pds::app::dto::Event;
 use p2pds::app::{Engine, EngineConfig};
@@ -25,9 +32,16 @@ use tauri::{Emitter, Manager};
 pub static STARTED: std::sync::LazyLock<std::time::Instant> =
     std::sync::LazyLock::new(std::time::Instant::now);
 
+/// Start again once the app has exited (after a move of the storage folder).
+static RESTART: AtomicBool = AtomicBool::new(false);
+
 /// What the commands reach.
 pub struct AppState {
     pub engine: Engine,
+    /// The file recording where the copies were moved to.
+    pub location_file: Option<PathBuf>,
+    /// The per-user data folder (moving back there needs no record).
+    pub default_dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -43,6 +57,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("p2pds-desktop: {e}");
+            // Started from a menu, nobody reads the terminal: say it on the desktop too.
+            let _ = notify_rust::Notification::new()
+                .appname("P2PDS")
+                .summary("P2PDS could not start")
+                .body(&e.to_string())
+                .show();
             ExitCode::FAILURE
         }
     }
@@ -56,29 +76,57 @@ fn option(args: &[String], name: &str, var: &str) -> Option<String> {
         .or_else(|| std::env::var(var).ok())
 }
 
-fn config(args: &[String]) -> Result<EngineConfig, String> {
-    let data_dir = match option(args, "--data-dir", "P2PDS_DATA_DIR") {
-        Some(d) => d.into(),
-        None => directories::ProjectDirs::from("org", "p2pds", "p2pds")
-            .map(|d| d.data_dir().to_path_buf())
-            .ok_or("no per-user data folder on this system: set P2PDS_DATA_DIR")?,
-    };
-    Ok(EngineConfig {
-        data_dir,
+/// The engine's configuration, and whether the data folder is fixed by an option.
+fn config(args: &[String]) -> Result<(EngineConfig, bool), String> {
+    let dir = location::data_dir(option(args, "--data-dir", "P2PDS_DATA_DIR"))?;
+    let config = EngineConfig {
+        data_dir: dir.path,
         plc_url: option(args, "--plc-url", "P2PDS_PLC_URL")
             .unwrap_or_else(|| p2pds::identity::DEFAULT_PLC_URL.to_string()),
         resolver_url: option(args, "--resolver-url", "P2PDS_RESOLVER_URL"),
-    })
+    };
+    Ok((config, dir.fixed))
+}
+
+/// Asks the app to exit and start again (a moment later, so the command's answer reaches
+/// the window first).
+pub fn restart_soon(app: &tauri::AppHandle) {
+    RESTART.store(true, Ordering::SeqCst);
+    let app = app.clone();
+    tauri::async_runtime::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        app.exit(0);
+    });
+}
+
+/// Starts the app again, with the same options but shown.
+fn relaunch(app: &tauri::AppHandle) {
+    let env = app.env();
+    let exe = match tauri::process::current_binary(&env) {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("p2pds-desktop: can't find the app to start it again: {e}");
+            return;
+        }
+    };
+    let args = env.args_os.iter().skip(1).filter(|a| *a != "--hidden");
+    if let Err(e) = std::process::Command::new(exe).args(args).spawn() {
+        eprintln!("p2pds-desktop: can't start the app again: {e}");
+    }
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let hidden = args.iter().any(|a| a == "--hidden");
-    let engine = Engine::open(config(&args)?)?;
+    let (config, fixed) = config(&args)?;
+    let engine = Engine::open(config)?;
+    engine.set_location_fixed(fixed);
     let for_exit = engine.clone();
     let app = tauri::Builder::default()
         .manage(AppState {
             engine: engine.clone(),
+            location_file: p2pds::app::platform::location_file(),
+            default_dir: p2pds::app::platform::default_data_dir(),
         })
         .setup(move |app| {
             let handle = app.handle().clone();
@@ -117,12 +165,20 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             commands::circle_health,
             commands::get_settings,
             commands::save_settings,
+            commands::move_storage,
+            commands::delete_old_copy,
+            commands::open_help,
             commands::ready,
         ])
         .build(tauri::generate_context!())?;
-    app.run(move |_, event| {
+    app.run(move |handle, event| {
         if let tauri::RunEvent::Exit = event {
             for_exit.stop();
+            if RESTART.load(Ordering::SeqCst) {
+                // Let the server give up its port before the new instance asks for it.
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                relaunch(handle);
+            }
         }
     });
     Ok(())
@@ -146,7 +202,7 @@ fn forward(app: &tauri::AppHandle, engine: Engine) {
                     }
                 }
                 Event::Alert { title, body, .. } => notify(&engine, title, body).await,
-                Event::Progress { .. } => {}
+                Event::Progress { .. } | Event::Moving { .. } => {}
             }
             let _ = app.emit("engine", &event);
         }
@@ -193,7 +249,8 @@ mod tests {
             Some("/x".into())
         );
         assert_eq!(option(&args, "--plc-url", "P2PDS_TEST_UNSET_VAR"), None);
-        let c = config(&args).unwrap();
+        let (c, fixed) = config(&args).unwrap();
         assert_eq!(c.data_dir, std::path::PathBuf::from("/x"));
+        assert!(fixed);
     }
 }

@@ -220,9 +220,19 @@ pub struct Storage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(rename_all = "camelCase")]
 pub struct Settings {
-    /// Where the copies are kept (read-only in the app for now).
+    /// Where the copies are kept. Changed with the shell's `move_storage` command, not by
+    /// saving the settings (a changed value here is ignored).
     pub data_dir: String,
+    /// The folder was given on the command line (`--data-dir`) or in `P2PDS_DATA_DIR`: the app
+    /// can't move it. Ignored when saving.
+    pub data_dir_fixed: bool,
+    /// A copy left behind by a move, still on disk: it can be deleted
+    /// (`delete_old_copy`). Ignored when saving.
+    pub old_data_dir: Option<String>,
     pub storage_limit_bytes: Option<u64>,
+    /// Days of history kept for each friend's account: older versions are removed by garbage
+    /// collection, never the newest.
+    pub retention_days: u32,
     pub start_at_login: bool,
     /// Minutes between backups of each friend.
     pub check_every_minutes: u32,
@@ -235,6 +245,30 @@ pub struct Settings {
     pub endpoint: Option<String>,
 }
 
+/// What a move of the storage folder did (the app restarts at the new place next).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct MoveReport {
+    /// The folder the copies were in (left in place until deleted).
+    pub from: String,
+    /// The folder they are in now.
+    pub to: String,
+    /// Bytes copied: the database and the images.
+    pub bytes: u64,
+    /// Image files copied.
+    pub files: u64,
+}
+
+/// Progress of a move of the storage folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct MoveProgress {
+    /// "waiting" (for the current backup to finish), "copying", "checking".
+    pub phase: String,
+    pub done_bytes: u64,
+    pub total_bytes: u64,
+}
+
 /// What the engine tells the window, through one forwarder.
 #[derive(Debug, Clone, PartialEq, Serialize, TS)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -243,6 +277,8 @@ pub enum Event {
     Changed,
     /// A backup is running.
     Progress { did: String, progress: Progress },
+    /// The storage folder is being moved.
+    Moving { progress: MoveProgress },
     /// A notification was raised (also shown in the app).
     Alert {
         key: String,
@@ -277,6 +313,8 @@ pub fn typescript() -> String {
         TimelineEvent::decl(&cfg),
         Storage::decl(&cfg),
         Settings::decl(&cfg),
+        MoveReport::decl(&cfg),
+        MoveProgress::decl(&cfg),
         Event::decl(&cfg),
     ];
     for d in decls {

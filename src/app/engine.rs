@@ -10,12 +10,13 @@
 //! "pause on battery": does nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::{broadcast, Notify, RwLock, RwLockReadGuard};
 use tokio_util::sync::CancellationToken;
 
 use crate::group::plan::{human_every, CircleState};
@@ -30,7 +31,7 @@ use crate::verify::{self, RoundOptions, Verifier};
 
 use super::alerts::{self, FriendFacts, InvitationFacts, MemberFacts};
 use super::dto::*;
-use super::words;
+use super::{relocate, words};
 
 /// How often the loop looks at what is due.
 const TICK: StdDuration = StdDuration::from_secs(20);
@@ -48,6 +49,13 @@ const MAX_DELIVERED: usize = 2000;
 const SETTINGS_KEY: &str = "app.settings";
 const WELCOMED_KEY: &str = "app.welcomed";
 const DELIVERED_KEY: &str = "app.alerts";
+/// The folder a move copied this store from (the copy left there can be deleted).
+const PREVIOUS_DIR_KEY: &str = "app.previousDataDir";
+/// History kept per account, in days: the default and the bounds.
+const RETENTION_DEFAULT_DAYS: u32 = 30;
+const RETENTION_MAX_DAYS: u32 = 3650;
+/// The longest wait between two backups of an account, in minutes (a week).
+const CHECK_EVERY_MAX_MINUTES: u32 = 10_080;
 
 /// Why an operation failed, in words for the person.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +110,14 @@ struct Inner {
     wake: Notify,
     stop: CancellationToken,
     serving: Mutex<Option<CancellationToken>>,
+    /// Work that writes (the loop's passes, the window's actions) holds this shared; a move of
+    /// the storage folder holds it alone, so nothing writes while it copies.
+    work: RwLock<()>,
+    /// A move of the storage folder started: no more writes until the app restarts (or the
+    /// move fails).
+    moving: AtomicBool,
+    /// The folder was fixed by the command line or the environment: it can't be moved.
+    location_fixed: AtomicBool,
 }
 
 /// The engine; cheap to clone (one shared state).
@@ -153,6 +169,9 @@ impl Engine {
                 wake: Notify::new(),
                 stop: CancellationToken::new(),
                 serving: Mutex::new(None),
+                work: RwLock::new(()),
+                moving: AtomicBool::new(false),
+                location_fixed: AtomicBool::new(false),
             }),
         })
     }
@@ -198,6 +217,34 @@ impl Engine {
                 t.cancel();
             }
         }
+    }
+
+    /// The folder the copies are kept in.
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.config.data_dir
+    }
+
+    /// The folder was given on the command line or in the environment: the settings say so
+    /// and [`Engine::move_storage`] refuses.
+    pub fn set_location_fixed(&self, fixed: bool) {
+        self.inner.location_fixed.store(fixed, Ordering::Relaxed);
+    }
+
+    fn moving(&self) -> bool {
+        self.inner.moving.load(Ordering::Relaxed)
+    }
+
+    /// Permission to write (shared with other work): refused once a move of the storage folder
+    /// has started.
+    async fn guard(&self) -> Result<RwLockReadGuard<'_, ()>, AppError> {
+        let g = self.inner.work.read().await;
+        if self.moving() {
+            return Err(AppError::Other(
+                "P2PDS is moving your copies to a new folder. Try again once it has restarted."
+                    .into(),
+            ));
+        }
+        Ok(g)
     }
 
     /// Whether desktop notifications work here (the shell reports what it saw).
@@ -583,6 +630,7 @@ impl Engine {
 
     /// Signs in (the app password goes to the OS keyring).
     pub async fn sign_in(&self, handle: &str, password: &str) -> Result<Overview, AppError> {
+        let _work = self.guard().await?;
         let handle = handle.trim().trim_start_matches('@');
         let syncer = self.syncer();
         let session = Session::login(
@@ -602,11 +650,13 @@ impl Engine {
 
     /// Goes on without an account: only back up friends.
     pub async fn skip_sign_in(&self) -> Result<Overview, AppError> {
+        let _work = self.guard().await?;
         self.set_meta(WELCOMED_KEY, "1").await?;
         self.overview().await
     }
 
     pub async fn sign_out(&self) -> Result<Overview, AppError> {
+        let _work = self.guard().await?;
         let syncer = self.syncer();
         Session::logout(syncer.http.clone(), &syncer.store).await?;
         {
@@ -626,6 +676,7 @@ impl Engine {
                 "type your friend's handle, e.g. alice.bsky.social".into(),
             ));
         }
+        let _work = self.guard().await?;
         let doc = self
             .syncer()
             .resolver
@@ -643,6 +694,7 @@ impl Engine {
 
     /// Stops backing up an account and deletes its copy.
     pub async fn remove_friend(&self, did: &str) -> Result<Overview, AppError> {
+        let _work = self.guard().await?;
         let d = did.to_string();
         self.store()
             .write(move |c| store::remove_repo(c, &d))
@@ -693,6 +745,7 @@ impl Engine {
                 "pick at least one friend for the circle".into(),
             ));
         }
+        let _work = self.guard().await?;
         let s = self.session().await?;
         self.inner
             .circles
@@ -704,6 +757,7 @@ impl Engine {
     }
 
     pub async fn accept(&self, uri: &str) -> Result<Overview, AppError> {
+        let _work = self.guard().await?;
         let s = self.session().await?;
         self.inner.circles.accept(&s, uri).await?;
         self.refresh_circles(false).await;
@@ -712,6 +766,7 @@ impl Engine {
     }
 
     pub async fn decline(&self, uri: &str) -> Result<Overview, AppError> {
+        let _work = self.guard().await?;
         let s = self.session().await?;
         self.inner.circles.decline(&s, uri, None).await?;
         self.refresh_circles(false).await;
@@ -719,6 +774,7 @@ impl Engine {
     }
 
     pub async fn leave(&self, uri: &str, keep_copies: bool) -> Result<Overview, AppError> {
+        let _work = self.guard().await?;
         let s = self.session().await?;
         let copies = if keep_copies {
             Copies::Keep
@@ -733,24 +789,39 @@ impl Engine {
     // ---- settings ------------------------------------------------------------------------------
 
     pub async fn settings(&self) -> Result<Settings, AppError> {
-        let stored = self
+        let (stored, endpoint, previous) = self
             .store()
-            .read(|c| Ok((gdb::meta(c, SETTINGS_KEY)?, gdb::meta(c, "endpoint")?)))
+            .read(|c| {
+                Ok((
+                    gdb::meta(c, SETTINGS_KEY)?,
+                    gdb::meta(c, "endpoint")?,
+                    gdb::meta(c, PREVIOUS_DIR_KEY)?,
+                ))
+            })
             .await?;
-        let mut s = stored
-            .0
-            .and_then(|t| serde_json::from_str::<StoredSettings>(&t).ok())
-            .unwrap_or_default()
-            .into_settings(&self.inner.config.data_dir);
-        s.endpoint = stored.1;
+        let data_dir = self.data_dir();
+        let mut s = StoredSettings::parse(stored.as_deref()).into_settings(data_dir);
+        s.endpoint = endpoint;
+        s.data_dir_fixed = self.inner.location_fixed.load(Ordering::Relaxed);
+        s.old_data_dir = previous
+            .map(PathBuf::from)
+            .filter(|p| relocate::has_store(p) && !relocate::same_dir(p, data_dir))
+            .map(|p| p.display().to_string());
         Ok(s)
     }
 
     pub async fn save_settings(&self, s: Settings) -> Result<Settings, AppError> {
-        if s.check_every_minutes == 0 {
+        let _work = self.guard().await?;
+        if !(1..=CHECK_EVERY_MAX_MINUTES).contains(&s.check_every_minutes) {
             return Err(AppError::Other(
-                "check at least every 24 hours (1 to 1440 minutes)".into(),
+                "check for new posts at least once a week (1 to 10080 minutes)".into(),
             ));
+        }
+        if !(1..=RETENTION_MAX_DAYS).contains(&s.retention_days) {
+            return Err(AppError::Other(format!(
+                "keep older versions for 1 to {RETENTION_MAX_DAYS} days (10 years at most); {} days is not possible",
+                s.retention_days
+            )));
         }
         if s.serve {
             s.listen.parse::<std::net::SocketAddr>().map_err(|_| {
@@ -766,7 +837,10 @@ impl Engine {
             .map(str::trim)
             .filter(|e| !e.is_empty());
         self.inner.circles.set_endpoint(endpoint).await?;
-        let stored = StoredSettings::from(&s);
+        // Keys this version does not know (written by a newer one) are kept.
+        let before = self.store().read(|c| gdb::meta(c, SETTINGS_KEY)).await?;
+        let mut stored = StoredSettings::from(&s);
+        stored.other = StoredSettings::parse(before.as_deref()).other;
         let text = serde_json::to_string(&stored)
             .map_err(|e| AppError::Other(format!("saving the settings: {e}")))?;
         self.set_meta(SETTINGS_KEY, &text).await?;
@@ -824,6 +898,132 @@ impl Engine {
         Ok(())
     }
 
+    // ---- the storage folder ----------------------------------------------------------------------
+
+    /// Copies the store and the image files to `to` (a full path; `~` is the home folder),
+    /// checks the copy, and returns; the folder the copies were in is left as it was (the copy
+    /// records it, so the settings can offer to delete it once the app runs from `to`).
+    ///
+    /// The engine's work pauses first (the loop finishes its current step, the window's actions
+    /// finish), and after a successful move stays paused: the app is meant to restart at `to`
+    /// now. A failed move removes what it wrote and resumes.
+    pub async fn move_storage(&self, to: &str) -> Result<MoveReport, AppError> {
+        if self.inner.location_fixed.load(Ordering::Relaxed) {
+            return Err(AppError::Other(
+                "The folder is set when P2PDS is started (--data-dir or P2PDS_DATA_DIR), so it can't be changed here.".into(),
+            ));
+        }
+        let home = directories::BaseDirs::new().map(|d| d.home_dir().to_path_buf());
+        let target = relocate::target_path(to, home.as_deref()).map_err(AppError::Other)?;
+        relocate::check_target(self.data_dir(), &target).map_err(AppError::Other)?;
+        if self.inner.moving.swap(true, Ordering::SeqCst) {
+            return Err(AppError::Other(
+                "P2PDS is already moving your copies. Wait until it is done.".into(),
+            ));
+        }
+        let result = self.copy_storage(target).await;
+        if result.is_err() {
+            self.inner.moving.store(false, Ordering::SeqCst);
+            self.wake();
+        }
+        self.changed();
+        result
+    }
+
+    /// Resumes the work a successful [`Engine::move_storage`] paused, when the app will not
+    /// restart at the new place after all.
+    pub fn cancel_move(&self) {
+        self.inner.moving.store(false, Ordering::SeqCst);
+        self.wake();
+    }
+
+    fn emit_move(&self, phase: &str, done_bytes: u64, total_bytes: u64) {
+        self.emit(Event::Moving {
+            progress: MoveProgress {
+                phase: phase.into(),
+                done_bytes,
+                total_bytes,
+            },
+        });
+    }
+
+    async fn copy_storage(&self, target: PathBuf) -> Result<MoveReport, AppError> {
+        self.emit_move("waiting", 0, 0);
+        // Alone: the loop's pass and the window's actions have finished, and wait.
+        let _work = self.inner.work.write().await;
+        let stopped =
+            || AppError::Other("The move stopped unexpectedly. Nothing was moved.".into());
+        let from = self.data_dir().to_path_buf();
+        let plan = {
+            let (f, t) = (from.clone(), target.clone());
+            tokio::task::spawn_blocking(move || relocate::prepare(&f, &t, &relocate::free_space))
+                .await
+                .map_err(|_| stopped())?
+                .map_err(AppError::Other)?
+        };
+        let total = plan.total_bytes();
+        self.emit_move("copying", 0, total);
+        let copied = async {
+            let p = plan.clone();
+            let counts = self
+                .store()
+                .write(move |c| relocate::snapshot(c, &p))
+                .await?
+                .map_err(AppError::Other)?;
+            self.emit_move("copying", plan.db_bytes, total);
+            let (engine, p) = (self.clone(), plan.clone());
+            tokio::task::spawn_blocking(move || {
+                let mut last = std::time::Instant::now();
+                relocate::copy_blobs(&p, &mut |done| {
+                    if last.elapsed() >= PROGRESS_EVERY {
+                        last = std::time::Instant::now();
+                        engine.emit_move("copying", done, total);
+                    }
+                })?;
+                engine.emit_move("checking", total, total);
+                relocate::finish(&p, &counts, PREVIOUS_DIR_KEY)
+            })
+            .await
+            .map_err(|_| stopped())?
+            .map_err(AppError::Other)
+        }
+        .await;
+        match copied {
+            Ok((bytes, files)) => Ok(MoveReport {
+                from: from.display().to_string(),
+                to: target.display().to_string(),
+                bytes,
+                files,
+            }),
+            Err(e) => {
+                let p = plan.clone();
+                let _ = tokio::task::spawn_blocking(move || relocate::cleanup(&p)).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Deletes the copy a move left in the old folder (only P2PDS's own files there, only while
+    /// it still holds a store and is not the folder in use).
+    pub async fn delete_old_copy(&self) -> Result<Settings, AppError> {
+        let _work = self.guard().await?;
+        let previous = self
+            .store()
+            .read(|c| gdb::meta(c, PREVIOUS_DIR_KEY))
+            .await?
+            .ok_or_else(|| AppError::Other("There is no old copy to delete.".into()))?;
+        let (old, current) = (PathBuf::from(previous), self.data_dir().to_path_buf());
+        tokio::task::spawn_blocking(move || relocate::delete_copy(&old, &current))
+            .await
+            .map_err(|_| AppError::Other("Deleting the old copy stopped unexpectedly.".into()))?
+            .map_err(AppError::Other)?;
+        self.store()
+            .write(|c| gdb::delete_meta(c, PREVIOUS_DIR_KEY))
+            .await??;
+        self.changed();
+        self.settings().await
+    }
+
     // ---- the loop --------------------------------------------------------------------------------
 
     /// Runs the scheduler until [`Engine::stop`].
@@ -843,7 +1043,10 @@ impl Engine {
             });
             let paused = self.live().paused_until.is_some_and(|u| u > now());
             let on_battery = settings.pause_on_battery && super::platform::on_battery();
-            if !paused && !on_battery {
+            // The pass holds the work lock shared: a move of the storage folder waits for it,
+            // and each step below stops early once a move has started.
+            let work = self.inner.work.read().await;
+            if !paused && !on_battery && !self.moving() {
                 let circles_due = woken || last_circles.is_none_or(|t| t.elapsed() >= CIRCLE_EVERY);
                 if circles_due {
                     // Looking for new invitations reads every known account's repo: when
@@ -855,8 +1058,10 @@ impl Engine {
                         last_discover = Some(std::time::Instant::now());
                     }
                 }
-                self.sync_due(&settings, woken).await;
-                if self.session().await.is_ok() {
+                if !self.moving() {
+                    self.sync_due(&settings, woken).await;
+                }
+                if !self.moving() && self.session().await.is_ok() {
                     let self_check =
                         last_self_check.is_none_or(|t| t.elapsed() >= SELF_CHECK_EVERY);
                     self.verify_round(self_check).await;
@@ -864,13 +1069,16 @@ impl Engine {
                         last_self_check = Some(std::time::Instant::now());
                     }
                 }
-                if circles_due {
+                if circles_due && !self.moving() {
                     self.evaluate_health().await;
                     last_circles = Some(std::time::Instant::now());
                 }
-                self.raise_alerts().await;
+                if !self.moving() {
+                    self.raise_alerts().await;
+                }
                 self.changed();
             }
+            drop(work);
             woken = false;
             tokio::select! {
                 _ = self.inner.stop.cancelled() => break,
@@ -904,7 +1112,7 @@ impl Engine {
         let every = i64::from(settings.check_every_minutes.max(1)) * 60_000;
         let now = now();
         for r in repos {
-            if self.inner.stop.is_cancelled() {
+            if self.inner.stop.is_cancelled() || self.moving() {
                 return;
             }
             let last = parse_time(r.last_sync_at.as_deref());
@@ -1104,7 +1312,9 @@ impl Engine {
     }
 }
 
-/// The settings as stored (the endpoint lives with the circles' data).
+/// The settings as stored: JSON in `group_meta` under [`SETTINGS_KEY`] (the endpoint lives with
+/// the circles' data). Library code outside the app reads `retentionDays` and
+/// `storageLimitBytes` from it: keep those names.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 struct StoredSettings {
@@ -1114,6 +1324,10 @@ struct StoredSettings {
     pause_on_battery: bool,
     serve: bool,
     listen: String,
+    retention_days: u32,
+    /// Keys this version does not know, kept as they were.
+    #[serde(flatten)]
+    other: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Default for StoredSettings {
@@ -1125,17 +1339,28 @@ impl Default for StoredSettings {
             pause_on_battery: false,
             serve: false,
             listen: "0.0.0.0:2585".into(),
+            retention_days: RETENTION_DEFAULT_DAYS,
+            other: serde_json::Map::new(),
         }
     }
 }
 
 impl StoredSettings {
+    /// The stored JSON; the defaults when there is none or it can't be read.
+    fn parse(text: Option<&str>) -> StoredSettings {
+        text.and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or_default()
+    }
+
     fn into_settings(self, data_dir: &std::path::Path) -> Settings {
         Settings {
             data_dir: data_dir.display().to_string(),
+            data_dir_fixed: false,
+            old_data_dir: None,
             storage_limit_bytes: self.storage_limit_bytes,
+            retention_days: self.retention_days.clamp(1, RETENTION_MAX_DAYS),
             start_at_login: self.start_at_login,
-            check_every_minutes: self.check_every_minutes.clamp(1, 1440),
+            check_every_minutes: self.check_every_minutes.clamp(1, CHECK_EVERY_MAX_MINUTES),
             pause_on_battery: self.pause_on_battery,
             serve: self.serve,
             listen: self.listen,
@@ -1149,10 +1374,12 @@ impl From<&Settings> for StoredSettings {
         StoredSettings {
             storage_limit_bytes: s.storage_limit_bytes,
             start_at_login: s.start_at_login,
-            check_every_minutes: s.check_every_minutes.clamp(1, 1440),
+            check_every_minutes: s.check_every_minutes.clamp(1, CHECK_EVERY_MAX_MINUTES),
             pause_on_battery: s.pause_on_battery,
             serve: s.serve,
             listen: s.listen.clone(),
+            retention_days: s.retention_days.clamp(1, RETENTION_MAX_DAYS),
+            other: serde_json::Map::new(),
         }
     }
 }
@@ -1265,5 +1492,236 @@ fn invitation_card(i: &crate::group::Invitation) -> InvitationCard {
         member_names: i.facts.others.clone(),
         estimated_bytes: i.facts.estimated_bytes,
         check_every: human_every(i.facts.check_interval),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path) -> Engine {
+        Engine::open(EngineConfig {
+            data_dir: dir.to_path_buf(),
+            plc_url: "http://127.0.0.1:9".into(),
+            resolver_url: None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn stored_settings_keep_their_names_defaults_and_unknown_keys() {
+        let s = StoredSettings::parse(None);
+        assert_eq!(s.retention_days, 30);
+        let text = serde_json::to_string(&StoredSettings::default()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["retentionDays"], 30);
+        assert!(v.get("storageLimitBytes").is_some());
+        // Older settings without the field get the default; out of range is clamped.
+        let old = StoredSettings::parse(Some(r#"{"checkEveryMinutes":45,"futureKey":[1]}"#));
+        assert_eq!(old.retention_days, 30);
+        assert_eq!(old.check_every_minutes, 45);
+        let wild = StoredSettings::parse(Some(r#"{"retentionDays":999999}"#));
+        assert_eq!(wild.into_settings(Path::new("/d")).retention_days, 3650);
+        // A key this version doesn't know survives a save.
+        let mut saved = StoredSettings::from(&old.clone().into_settings(Path::new("/d")));
+        saved.other = old.other;
+        let v: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&saved).unwrap()).unwrap();
+        assert_eq!(v["futureKey"], serde_json::json!([1]));
+        assert_eq!(v["retentionDays"], 30);
+    }
+
+    #[tokio::test]
+    async fn retention_is_read_from_the_stored_json_and_checked_on_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = open(dir.path());
+        let s = e.settings().await.unwrap();
+        assert_eq!(s.retention_days, 30);
+        assert!(!s.data_dir_fixed && s.old_data_dir.is_none());
+        e.set_meta(
+            SETTINGS_KEY,
+            r#"{"retentionDays":90,"storageLimitBytes":5}"#,
+        )
+        .await
+        .unwrap();
+        let s = e.settings().await.unwrap();
+        assert_eq!((s.retention_days, s.storage_limit_bytes), (90, Some(5)));
+        for days in [0, 3651] {
+            let err = e
+                .save_settings(Settings {
+                    retention_days: days,
+                    ..s.clone()
+                })
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("1 to 3650 days"), "{err}");
+        }
+        e.set_location_fixed(true);
+        assert!(e.settings().await.unwrap().data_dir_fixed);
+    }
+
+    /// A store with two accounts, a setting and three image files.
+    async fn some_data(e: &Engine) {
+        e.store()
+            .write(|c| {
+                store::add_repo(c, "did:plc:bob", Some("bob.test"), None)?;
+                store::add_repo(c, "did:plc:carol", Some("carol.test"), None)?;
+                gdb::set_meta(c, SETTINGS_KEY, r#"{"retentionDays":7}"#)
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let blobs = e.data_dir().join("blobs");
+        std::fs::create_dir_all(&blobs).unwrap();
+        for (name, len) in [("bafya", 10), ("bafyb", 20_000), ("bafyc", 1)] {
+            std::fs::write(blobs.join(name), vec![7u8; len]).unwrap();
+        }
+    }
+
+    fn files(dir: &Path) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    e.metadata().unwrap().len(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[tokio::test]
+    async fn moving_the_storage_copies_everything_and_keeps_the_old_copy() {
+        let root = tempfile::tempdir().unwrap();
+        let (a, b) = (root.path().join("a"), root.path().join("new/b"));
+        let e = open(&a);
+        some_data(&e).await;
+
+        let report = e.move_storage(&b.display().to_string()).await.unwrap();
+        assert_eq!(report.files, 3);
+        assert!(report.bytes >= 20_011);
+        assert_eq!(PathBuf::from(&report.from), a);
+        assert_eq!(PathBuf::from(&report.to), b);
+        // The old copy is untouched, nothing temporary is left.
+        assert!(a.join("p2pds.sqlite").is_file());
+        assert_eq!(files(&a.join("blobs")), files(&b.join("blobs")));
+        let names: Vec<String> = files(&b).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            ["blobs", "p2pds.sqlite"],
+            "nothing temporary is left"
+        );
+        // The engine stays paused for the restart: actions are refused in words.
+        let err = e
+            .remove_friend("did:plc:bob")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("moving your copies"), "{err}");
+
+        // The app at the new place: the same accounts and settings, and the old copy on offer.
+        let moved = open(&b);
+        let o = moved.overview().await.unwrap();
+        let names: Vec<&str> = o.friends.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["bob.test", "carol.test"]);
+        let s = moved.settings().await.unwrap();
+        assert_eq!(s.retention_days, 7);
+        assert_eq!(
+            s.old_data_dir.as_deref().map(PathBuf::from),
+            Some(a.clone())
+        );
+        let check: String = rusqlite::Connection::open(b.join("p2pds.sqlite"))
+            .unwrap()
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+
+        // Deleting the old copy removes it, and only it.
+        let s = moved.delete_old_copy().await.unwrap();
+        assert!(s.old_data_dir.is_none());
+        assert!(!a.exists());
+        assert!(b.join("p2pds.sqlite").is_file());
+        assert!(moved.delete_old_copy().await.is_err());
+
+        // The moved engine can move again, back to where it was.
+        let back = moved.move_storage(&a.display().to_string()).await.unwrap();
+        assert_eq!(back.files, 3);
+        assert_eq!(files(&a.join("blobs")), files(&b.join("blobs")));
+    }
+
+    #[tokio::test]
+    async fn a_move_waits_for_work_in_progress_and_then_refuses_new_work() {
+        let root = tempfile::tempdir().unwrap();
+        let (a, b) = (root.path().join("a"), root.path().join("b"));
+        let e = open(&a);
+        some_data(&e).await;
+        let mut events = e.subscribe();
+        // Work in progress (a backup pass, or a window action).
+        let work = e.guard().await.unwrap();
+        let mover = {
+            let (e, to) = (e.clone(), b.display().to_string());
+            tokio::spawn(async move { e.move_storage(&to).await })
+        };
+        tokio::time::sleep(StdDuration::from_millis(200)).await;
+        assert!(!mover.is_finished(), "the move waits");
+        assert!(!b.join("p2pds.sqlite").exists(), "nothing copied yet");
+        drop(work);
+        let report = mover.await.unwrap().unwrap();
+        assert_eq!(report.files, 3);
+        let mut phases = Vec::new();
+        while let Ok(ev) = events.try_recv() {
+            if let Event::Moving { progress } = ev {
+                phases.push(progress.phase);
+            }
+        }
+        phases.dedup();
+        assert_eq!(phases, ["waiting", "copying", "checking"]);
+        assert!(e.guard().await.is_err());
+        // Moving again before the restart is refused; cancelling resumes the work.
+        let again = e
+            .move_storage(&root.path().join("c").display().to_string())
+            .await;
+        assert!(again.unwrap_err().to_string().contains("already moving"));
+        e.cancel_move();
+        assert!(e.guard().await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn moves_that_are_refused_change_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let a = root.path().join("a");
+        let e = open(&a);
+        some_data(&e).await;
+        let busy = root.path().join("busy");
+        std::fs::create_dir(&busy).unwrap();
+        std::fs::write(busy.join("photo.jpg"), b"x").unwrap();
+        let cases = [
+            (a.join("inside").display().to_string(), "inside"),
+            (a.display().to_string(), "already kept"),
+            (busy.display().to_string(), "other files"),
+            ("relative/path".to_string(), "not a full path"),
+            (String::new(), "full path"),
+        ];
+        for (to, why) in cases {
+            let err = e.move_storage(&to).await.unwrap_err().to_string();
+            assert!(err.contains(why), "{to}: {err}");
+        }
+        assert!(!a.join("inside").exists());
+        assert_eq!(files(&busy).len(), 1);
+        // Not paused: the engine still works.
+        e.remove_friend("did:plc:carol").await.unwrap();
+        // Fixed by the command line: refused.
+        e.set_location_fixed(true);
+        let err = e
+            .move_storage(&root.path().join("c").display().to_string())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--data-dir"), "{err}");
+        assert!(!root.path().join("c").exists());
     }
 }

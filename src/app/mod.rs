@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod dto;
 pub mod engine;
 pub mod platform;
+pub mod relocate;
 pub mod words;
 
 pub use engine::{AppError, Engine, EngineConfig};

@@ -1,7 +1,9 @@
-//! What the app asks of the operating system: whether it runs on battery, and starting at
-//! login. Linux (freedesktop) is implemented; elsewhere the app says it is not available.
+//! What the app asks of the operating system: whether it runs on battery, starting at login
+//! (Linux (freedesktop) is implemented; elsewhere the app says it is not available), and where
+//! the copies are kept after the person moved them (the `location` file).
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 /// The computer runs on battery: it has a battery and no mains supply is online. Unknown
 /// (no power-supply information) counts as not on battery.
@@ -63,6 +65,89 @@ pub fn set_autostart(enabled: bool) -> Result<(), String> {
     std::fs::write(&file, text).map_err(|e| format!("could not turn on start at login: {e}"))
 }
 
+fn project_dirs() -> Option<directories::ProjectDirs> {
+    directories::ProjectDirs::from("org", "p2pds", "p2pds")
+}
+
+/// The per-user data folder: where the copies are kept unless told otherwise.
+pub fn default_data_dir() -> Option<PathBuf> {
+    project_dirs().map(|d| d.data_dir().to_path_buf())
+}
+
+/// The file naming the folder the copies were moved to: `location` in the per-user config
+/// folder (not in the data folder, which it points away from).
+pub fn location_file() -> Option<PathBuf> {
+    project_dirs().map(|d| d.config_dir().join("location"))
+}
+
+/// The folder a location file names; `None` when there is no file, or it is empty.
+pub fn read_location(file: &Path) -> Result<Option<PathBuf>, String> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(format!(
+                "P2PDS can't read {} ({e}), the file that says where your copies are kept.",
+                file.display()
+            ))
+        }
+    };
+    let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
+    if line.trim().is_empty() {
+        return Ok(None);
+    }
+    let dir = PathBuf::from(line);
+    if !dir.is_absolute() {
+        return Err(format!(
+            "{} should name a folder by its full path, but says \u{201c}{line}\u{201d}. Delete that file to use the usual folder.",
+            file.display()
+        ));
+    }
+    Ok(Some(dir))
+}
+
+/// Records the folder the copies are kept in, atomically: a temporary file, synced, renamed
+/// over the old one.
+pub fn write_location(file: &Path, dir: &Path) -> Result<(), String> {
+    let text = dir
+        .to_str()
+        .ok_or("the folder's name has characters P2PDS can't record")?;
+    let fail = |e: std::io::Error| {
+        format!(
+            "P2PDS can't record the new folder in {} ({e}).",
+            file.display()
+        )
+    };
+    let parent = file
+        .parent()
+        .ok_or_else(|| fail(std::io::ErrorKind::NotFound.into()))?;
+    std::fs::create_dir_all(parent).map_err(fail)?;
+    let tmp = file.with_extension("tmp");
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, file)?;
+        #[cfg(unix)]
+        std::fs::File::open(parent)?.sync_all()?;
+        Ok(())
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(fail)
+}
+
+/// Forgets the recorded folder: the usual one is used again.
+pub fn clear_location(file: &Path) -> Result<(), String> {
+    match std::fs::remove_file(file) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("P2PDS can't remove {} ({e}).", file.display())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +165,27 @@ mod tests {
         set_autostart(false).unwrap();
         assert!(!file.exists());
         set_autostart(false).unwrap();
+    }
+
+    #[test]
+    fn the_location_file_is_written_whole_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config/location");
+        assert_eq!(read_location(&file).unwrap(), None);
+        let target = dir.path().join("Backups/p2pds");
+        write_location(&file, &target).unwrap();
+        assert_eq!(read_location(&file).unwrap(), Some(target.clone()));
+        assert!(!file.with_extension("tmp").exists());
+        // Rewritten in place.
+        let other = dir.path().join("elsewhere");
+        write_location(&file, &other).unwrap();
+        assert_eq!(read_location(&file).unwrap(), Some(other));
+        std::fs::write(&file, "\n").unwrap();
+        assert_eq!(read_location(&file).unwrap(), None);
+        std::fs::write(&file, "relative/dir\n").unwrap();
+        assert!(read_location(&file).unwrap_err().contains("full path"));
+        clear_location(&file).unwrap();
+        clear_location(&file).unwrap();
+        assert_eq!(read_location(&file).unwrap(), None);
     }
 }

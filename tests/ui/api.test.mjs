@@ -40,7 +40,7 @@ test('outside the app, commands fail with a sentence', async () => {
 
 test('commands and their arguments, camelCase as Tauri expects', async () => {
   fakeTauri();
-  const settings = { dataDir: '/d', storageLimitBytes: null, startAtLogin: false, checkEveryMinutes: 30, pauseOnBattery: false, serve: false, listen: '127.0.0.1:1', endpoint: null };
+  const settings = { dataDir: '/d', dataDirFixed: false, oldDataDir: null, storageLimitBytes: null, retentionDays: 30, startAtLogin: false, checkEveryMinutes: 30, pauseOnBattery: false, serve: false, listen: '127.0.0.1:1', endpoint: null };
   await api.overview();
   await api.signIn('alice.test', 'abcd-efgh-ijkl-mnop');
   await api.skipSignIn();
@@ -56,6 +56,9 @@ test('commands and their arguments, camelCase as Tauri expects', async () => {
   await api.circleHealth('at://c');
   await api.getSettings();
   await api.saveSettings(settings);
+  await api.moveStorage('/mnt/disk/p2pds');
+  await api.deleteOldCopy();
+  await api.openHelp('app-passwords');
   assert.deepEqual(calls, [
     { cmd: 'overview', args: undefined },
     { cmd: 'sign_in', args: { handle: 'alice.test', password: 'abcd-efgh-ijkl-mnop' } },
@@ -72,6 +75,9 @@ test('commands and their arguments, camelCase as Tauri expects', async () => {
     { cmd: 'circle_health', args: { uri: 'at://c' } },
     { cmd: 'get_settings', args: undefined },
     { cmd: 'save_settings', args: { settings } },
+    { cmd: 'move_storage', args: { dir: '/mnt/disk/p2pds' } },
+    { cmd: 'delete_old_copy', args: undefined },
+    { cmd: 'open_help', args: { topic: 'app-passwords' } },
   ]);
   await assert.rejects(api.addFriend('nobody.test'), (e) => errorText(e) === 'No account called nobody.test.');
   assert.deepEqual(calls.at(-1), { cmd: 'add_friend', args: { who: 'nobody.test' } });

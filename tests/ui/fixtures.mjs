@@ -74,7 +74,10 @@ export function overview(over = {}) {
 export function settings(over = {}) {
   return {
     dataDir: '/data/p2pds',
+    dataDirFixed: false,
+    oldDataDir: null,
     storageLimitBytes: null,
+    retentionDays: 30,
     startAtLogin: false,
     checkEveryMinutes: 30,
     pauseOnBattery: true,

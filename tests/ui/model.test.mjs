@@ -8,13 +8,18 @@ import {
   circleSections,
   circleStateInfo,
   copiesHint,
+  deleteOldCopyDialog,
   friendFacts,
   friendTone,
   groupTimeline,
   healthInfo,
   isPastCircle,
   leaveDialog,
+  locationInfo,
   memberChips,
+  moveDialog,
+  movedText,
+  moveProgressText,
   names,
   pauseControl,
   progressView,
@@ -24,7 +29,7 @@ import {
   trayInfo,
   withLiveProgress,
 } from '../../ui/lib/model.js';
-import { circle, friend, invitation, overview } from './fixtures.mjs';
+import { circle, friend, invitation, overview, settings } from './fixtures.mjs';
 
 const NOW = Date.parse('2026-03-10T12:00:00Z');
 
@@ -227,4 +232,29 @@ test('account line', () => {
   assert.deepEqual(accountInfo(overview()), { signedIn: true, text: 'Signed in as @alice.test.' });
   assert.equal(accountInfo(overview({ me: { did: 'did:plc:x', handle: null } })).text, 'Signed in as your Bluesky account.');
   assert.equal(accountInfo(overview({ me: null })).signedIn, false);
+});
+
+test('moving the copies: the question, the progress and the result in words', () => {
+  const d = moveDialog('/home/alice/.local/share/p2pds', '/mnt/usb/P2PDS');
+  assert.match(d.body, /\/mnt\/usb\/P2PDS/);
+  assert.match(d.body, /restart/);
+  assert.match(d.body, /old folder is kept/);
+  assert.equal(d.confirm, 'Move and restart');
+  assert.equal(moveProgressText({ phase: 'waiting', doneBytes: 0, totalBytes: 0 }), 'Waiting for the current backup to finish…');
+  assert.equal(moveProgressText({ phase: 'copying', doneBytes: 0, totalBytes: 0 }), 'Copying…');
+  assert.equal(moveProgressText({ phase: 'copying', doneBytes: 600_000_000, totalBytes: 1_200_000_000 }), 'Copying… 600 MB of 1.2 GB');
+  assert.equal(moveProgressText({ phase: 'copying', doneBytes: 9e9, totalBytes: 1e9 }), 'Copying… 1 GB of 1 GB');
+  assert.equal(moveProgressText({ phase: 'checking', doneBytes: 1, totalBytes: 1 }), 'Checking the copy…');
+  assert.equal(movedText({ from: '/a', to: '/b', bytes: 1_200_000_000, files: 3 }), 'Moved 1.2 GB to /b. P2PDS is restarting…');
+});
+
+test('where copies are kept: fixed by the command line, and the old copy on offer', () => {
+  assert.deepEqual(locationInfo(settings()), { canMove: true, fixedNote: null, oldCopy: null });
+  const fixed = locationInfo(settings({ dataDirFixed: true }));
+  assert.ok(!fixed.canMove && /--data-dir or P2PDS_DATA_DIR/.test(fixed.fixedNote ?? ''));
+  const old = locationInfo(settings({ oldDataDir: '/home/alice/.local/share/p2pds' }));
+  assert.ok(old.canMove && old.oldCopy?.includes('/home/alice/.local/share/p2pds') && /delete/.test(old.oldCopy));
+  const q = deleteOldCopyDialog('/old');
+  assert.match(q.body, /\/old/);
+  assert.match(q.body, /not touched/);
 });

@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import {
   checkCircle,
   checkFriend,
+  checkMoveTarget,
   checkSettings,
   checkSignIn,
   GB,
@@ -10,7 +11,10 @@ import {
   isHandle,
   looksLikeAppPassword,
   minCopiesBounds,
+  folderExample,
+  isWindowsPath,
   normalizeHandle,
+  RETENTION_DAYS,
   settingsToForm,
 } from '../../ui/lib/validate.js';
 import { settings } from './fixtures.mjs';
@@ -106,6 +110,11 @@ test('settings: the form round-trips and checks what is typed', () => {
   const cases = /** @type {const} */ ([
     ['limitGb', '-1'],
     ['limitGb', 'lots'],
+    ['retentionDays', '0'],
+    ['retentionDays', '3651'],
+    ['retentionDays', '7.5'],
+    ['retentionDays', ''],
+    ['retentionDays', 'a month'],
     ['checkEveryMinutes', '0'],
     ['checkEveryMinutes', '2.5'],
     ['checkEveryMinutes', '20000'],
@@ -125,4 +134,43 @@ test('settings: the form round-trips and checks what is typed', () => {
   assert.ok(kept.ok && kept.value.dataDir === '/data/p2pds');
   assert.ok(checkSettings(base, { ...form, listen: '[::1]:2583' }).ok);
   assert.equal(/** @type {any} */ (checkSettings(base, { ...form, endpoint: 'https://me.example/' })).value.endpoint, 'https://me.example');
+});
+
+test('settings: days of older versions, 1 to 3650, as typed', () => {
+  const base = settings({ retentionDays: 30 });
+  const form = settingsToForm(base);
+  assert.equal(form.retentionDays, '30');
+  const r = checkSettings(base, { ...form, retentionDays: ' 90 ' });
+  assert.ok(r.ok && r.value.retentionDays === 90);
+  for (const days of [String(RETENTION_DAYS.min), String(RETENTION_DAYS.max)]) {
+    assert.ok(checkSettings(base, { ...form, retentionDays: days }).ok, days);
+  }
+  const bad = checkSettings(base, { ...form, retentionDays: '0' });
+  assert.ok(!bad.ok && bad.field === 'retentionDays' && bad.error.includes('from 1 to 3650'));
+});
+
+test('moving the copies: a full path, not the folder in use nor one inside it', () => {
+  const s = settings({ dataDir: '/home/alice/.local/share/p2pds' });
+  assert.deepEqual(checkMoveTarget(s, '  /mnt/usb/P2PDS '), { ok: true, value: '/mnt/usb/P2PDS' });
+  assert.ok(checkMoveTarget(s, '~/Backups/P2PDS').ok, 'the home folder as ~');
+  const empty = checkMoveTarget(s, ' ');
+  assert.ok(!empty.ok && empty.error.includes('/home/alice/Backups/P2PDS'), 'an example in the person’s own home');
+  const relative = checkMoveTarget(s, 'Backups/P2PDS');
+  assert.ok(!relative.ok && /whole path/.test(relative.error));
+  const same = checkMoveTarget(s, '/home/alice/.local/share/p2pds/');
+  assert.ok(!same.ok && /already kept/.test(same.error));
+  const inside = checkMoveTarget(s, '/home/alice/.local/share/p2pds/more');
+  assert.ok(!inside.ok && /inside/.test(inside.error));
+  assert.ok(checkMoveTarget(s, '/home/alice/.local/share/p2pds-2').ok, 'a sibling with a longer name is not inside');
+  const fixed = checkMoveTarget(settings({ dataDirFixed: true }), '/mnt/usb');
+  assert.ok(!fixed.ok && /P2PDS_DATA_DIR/.test(fixed.error));
+
+  // Windows: drive letters, either slash, any case.
+  const w = settings({ dataDir: 'C:\\Users\\Alice\\AppData\\Roaming\\p2pds\\data' });
+  assert.ok(isWindowsPath(w.dataDir) && !isWindowsPath('/home/alice'));
+  assert.equal(folderExample(w.dataDir), 'D:\\Backups\\P2PDS');
+  assert.ok(checkMoveTarget(w, 'D:\\P2PDS').ok);
+  assert.ok(!checkMoveTarget(w, 'c:/users/alice/appdata/roaming/p2pds/data/x').ok);
+  assert.ok(!checkMoveTarget(w, 'C:\\Users\\Alice\\AppData\\Roaming\\p2pds\\data\\').ok);
+  assert.equal(folderExample('/Users/bob/Library/Application Support/org.p2pds.p2pds'), '/Users/bob/Backups/P2PDS');
 });

@@ -4,6 +4,7 @@
 /** @typedef {import('../types').Overview} Overview */
 /** @typedef {import('../types').Health} Health */
 /** @typedef {import('../types').Settings} Settings */
+/** @typedef {import('../types').MoveReport} MoveReport */
 /** @typedef {import('../types').Event} EngineEvent */
 
 /**
@@ -80,6 +81,12 @@ export const api = {
   getSettings: () => call('get_settings'),
   /** @param {Settings} settings @returns {Promise<Settings>} */
   saveSettings: (settings) => call('save_settings', { settings }),
+  /** Copies everything to `dir`, then the app restarts there. @param {string} dir @returns {Promise<MoveReport>} */
+  moveStorage: (dir) => call('move_storage', { dir }),
+  /** @returns {Promise<Settings>} */
+  deleteOldCopy: () => call('delete_old_copy'),
+  /** Opens a help page (a topic of lib/help.js) in the browser. @param {string} topic @returns {Promise<null>} */
+  openHelp: (topic) => call('open_help', { topic }),
 };
 
 /**

@@ -12,6 +12,9 @@ import { ago, capitalize, humanBytes, parseTime, plural, whenText, dayLabel, clo
 /** @typedef {import('../types').InvitationCard} InvitationCard */
 /** @typedef {import('../types').TimelineEvent} TimelineEvent */
 /** @typedef {import('../types').Storage} Storage */
+/** @typedef {import('../types').Settings} Settings */
+/** @typedef {import('../types').MoveProgress} MoveProgress */
+/** @typedef {import('../types').MoveReport} MoveReport */
 
 /** @typedef {'ok' | 'busy' | 'warn' | 'danger' | 'muted'} Tone */
 
@@ -442,4 +445,77 @@ export function copiesHint(n, picked) {
       : 'Each account is on one other computer.';
   }
   return `Each account is on at least ${n} other computers, so it stays safe even if ${n - 1 === 1 ? 'one of them is' : `${n - 1} of them are`} off or lost.`;
+}
+
+/**
+ * The question before moving the copies.
+ * @param {string} from
+ * @param {string} to
+ * @returns {{ title: string, body: string, confirm: string }}
+ */
+export function moveDialog(from, to) {
+  return {
+    title: 'Move your copies?',
+    body:
+      `P2PDS will copy everything from ${from} to ${to}, check the copy, and then restart to use the new folder. ` +
+      'Backups pause while it copies, which can take a while for large backups. ' +
+      'The old folder is kept until you delete it here in Settings.',
+    confirm: 'Move and restart',
+  };
+}
+
+/**
+ * A move's progress, in words.
+ * @param {MoveProgress} p
+ * @returns {string}
+ */
+export function moveProgressText(p) {
+  switch (p.phase) {
+    case 'waiting':
+      return 'Waiting for the current backup to finish…';
+    case 'checking':
+      return 'Checking the copy…';
+    default:
+      if (p.totalBytes <= 0) return 'Copying…';
+      return `Copying… ${humanBytes(Math.min(p.doneBytes, p.totalBytes))} of ${humanBytes(p.totalBytes)}`;
+  }
+}
+
+/**
+ * What the page says once a move is done (the app restarts at once).
+ * @param {MoveReport} r
+ * @returns {string}
+ */
+export function movedText(r) {
+  return `Moved ${humanBytes(r.bytes)} to ${r.to}. P2PDS is restarting…`;
+}
+
+/**
+ * The storage location part of Settings: whether it can be moved, and the old copy on offer.
+ * @param {Settings} s
+ * @returns {{ canMove: boolean, fixedNote: string | null, oldCopy: string | null }}
+ */
+export function locationInfo(s) {
+  return {
+    canMove: !s.dataDirFixed,
+    fixedNote: s.dataDirFixed
+      ? 'This folder was chosen when P2PDS was started (with --data-dir or P2PDS_DATA_DIR), so it can’t be changed here.'
+      : null,
+    oldCopy: s.oldDataDir
+      ? `An older copy is still in ${s.oldDataDir}. Your copies are now kept in the folder above, so you can delete the old one to free the space.`
+      : null,
+  };
+}
+
+/**
+ * The question before deleting the copy a move left behind.
+ * @param {string} dir
+ * @returns {{ title: string, body: string, confirm: string }}
+ */
+export function deleteOldCopyDialog(dir) {
+  return {
+    title: 'Delete the old copy?',
+    body: `P2PDS will delete its files in ${dir}. Your copies in the current folder are not touched.`,
+    confirm: 'Delete the old copy',
+  };
 }

@@ -11,6 +11,9 @@
 /** Bytes in a gigabyte, as the storage limit field counts them (decimal, like sizes). */
 export const GB = 1_000_000_000;
 
+/** Days older versions of an account are kept: what the app accepts (as the engine checks). */
+export const RETENTION_DAYS = /** @type {const} */ ({ min: 1, max: 3650 });
+
 /**
  * What someone typed or pasted for an account, tidied: spaces and a leading "@" dropped,
  * a Bluesky profile link ("https://bsky.app/profile/alice.bsky.social") reduced to the handle,
@@ -142,6 +145,7 @@ export function checkCircle(name, members, minCopies) {
  * What the settings form holds (text as typed).
  * @typedef {object} SettingsForm
  * @property {string} limitGb empty for no limit
+ * @property {string} retentionDays days older versions are kept
  * @property {boolean} startAtLogin
  * @property {string} checkEveryMinutes
  * @property {boolean} pauseOnBattery
@@ -158,6 +162,7 @@ export function checkCircle(name, members, minCopies) {
 export function settingsToForm(s) {
   return {
     limitGb: s.storageLimitBytes == null ? '' : String(Math.round((s.storageLimitBytes / GB) * 100) / 100),
+    retentionDays: String(s.retentionDays),
     startAtLogin: s.startAtLogin,
     checkEveryMinutes: String(s.checkEveryMinutes),
     pauseOnBattery: s.pauseOnBattery,
@@ -185,6 +190,14 @@ export function checkSettings(base, form) {
     }
     limit = Math.round(v * GB);
   }
+  const days = Number(form.retentionDays.trim());
+  if (!Number.isInteger(days) || days < RETENTION_DAYS.min || days > RETENTION_DAYS.max) {
+    return {
+      ok: false,
+      field: 'retentionDays',
+      error: `Type a number of days from ${RETENTION_DAYS.min} to ${RETENTION_DAYS.max} (10 years), like 30.`,
+    };
+  }
   const minutes = Number(form.checkEveryMinutes.trim());
   if (!Number.isInteger(minutes) || minutes < 1 || minutes > 10_080) {
     return { ok: false, field: 'checkEveryMinutes', error: 'Type a number of minutes from 1 to 10080 (a week).' };
@@ -206,6 +219,7 @@ export function checkSettings(base, form) {
     value: {
       ...base,
       storageLimitBytes: limit,
+      retentionDays: days,
       startAtLogin: form.startAtLogin,
       checkEveryMinutes: minutes,
       pauseOnBattery: form.pauseOnBattery,
@@ -214,4 +228,67 @@ export function checkSettings(base, form) {
       endpoint: endpoint || null,
     },
   };
+}
+
+/**
+ * Whether a folder path looks like a Windows one ("C:\\…", "\\\\server\\…").
+ * @param {string} path
+ * @returns {boolean}
+ */
+export function isWindowsPath(path) {
+  return /^(?:[A-Za-z]:[\\/]|\\\\)/.test(path);
+}
+
+/**
+ * An example folder to move the copies to, in the style of the current one.
+ * @param {string} current
+ * @returns {string}
+ */
+export function folderExample(current) {
+  if (isWindowsPath(current)) return 'D:\\Backups\\P2PDS';
+  const home = current.match(/^(\/(?:home|Users)\/[^/]+)\//);
+  return `${home ? home[1] : '/home/alice'}/Backups/P2PDS`;
+}
+
+/**
+ * A folder path without the separators at its end (the root stays as it is).
+ * @param {string} path
+ * @returns {string}
+ */
+function trimSeparators(path) {
+  const t = path.replace(/[\\/]+$/, '');
+  return t === '' || /^[A-Za-z]:$/.test(t) ? path : t;
+}
+
+/**
+ * The "move to another folder" field: a full path (or one starting with ~, the home folder),
+ * not the folder in use nor one inside it. The app checks the rest (an empty folder, room).
+ * @param {Settings} current the settings shown
+ * @param {string} input
+ * @returns {Checked<string>}
+ */
+export function checkMoveTarget(current, input) {
+  if (current.dataDirFixed) {
+    return {
+      ok: false,
+      error: 'The folder was chosen when P2PDS was started (with --data-dir or P2PDS_DATA_DIR), so it can’t be changed here.',
+    };
+  }
+  const example = folderExample(current.dataDir);
+  const dir = input.trim();
+  if (!dir) return { ok: false, error: `Type the full path of the new folder, like ${example}.` };
+  const full = dir === '~' || /^~[\\/]/.test(dir) || dir.startsWith('/') || isWindowsPath(dir);
+  if (!full) {
+    return { ok: false, error: `Type the whole path of the folder, starting from the top, like ${example}.` };
+  }
+  const windows = isWindowsPath(current.dataDir);
+  /** @param {string} p */
+  const norm = (p) => (windows ? trimSeparators(p).replace(/\//g, '\\').toLowerCase() : trimSeparators(p));
+  const [from, to] = [norm(current.dataDir), norm(dir)];
+  const sep = windows ? '\\' : '/';
+  if (from === to) return { ok: false, error: 'Your copies are already kept in that folder.' };
+  if (to.startsWith(from.endsWith(sep) ? from : from + sep)) {
+    return { ok: false, error: 'The new folder can’t be inside the folder the copies are in now. Pick a folder somewhere else.' };
+  }
+  return { ok: true, value: dir };
 }

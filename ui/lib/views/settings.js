@@ -1,14 +1,16 @@
-// Settings: the account (sign in or out), storage, backups, serving to friends.
+// Settings: the account (sign in or out), where the copies are kept (moving them, deleting the
+// copy a move left behind), storage, backups, serving to friends.
 
 import { api, errorText } from '../api.js';
 import { busy, byId } from '../dom.js';
-import { accountInfo } from '../model.js';
-import { checkSettings, settingsToForm } from '../validate.js';
+import { accountInfo, deleteOldCopyDialog, locationInfo, moveDialog, movedText, moveProgressText } from '../model.js';
+import { checkMoveTarget, checkSettings, folderExample, settingsToForm } from '../validate.js';
 import { setError } from './common.js';
 import { bindSignIn } from './welcome.js';
 
 /** @typedef {import('../ctx.js').Ctx} Ctx */
 /** @typedef {import('../../types').Settings} Settings */
+/** @typedef {import('../../types').MoveProgress} MoveProgress */
 /** @typedef {import('../validate.js').SettingsForm} SettingsForm */
 
 /** The settings as loaded (the form edits a copy). */
@@ -16,9 +18,12 @@ import { bindSignIn } from './welcome.js';
 let loaded = null;
 /** The form was changed since it was filled. */
 let dirty = false;
+/** A move runs (or finished: the app is restarting). */
+let moving = false;
 
 const fields = {
   limitGb: () => byId('settings-limit', HTMLInputElement),
+  retentionDays: () => byId('settings-retention', HTMLInputElement),
   checkEveryMinutes: () => byId('settings-check-every', HTMLInputElement),
   startAtLogin: () => byId('settings-start-login', HTMLInputElement),
   pauseOnBattery: () => byId('settings-pause-battery', HTMLInputElement),
@@ -66,6 +71,8 @@ export function initSettings(ctx) {
     }
   });
 
+  initLocation(ctx);
+
   bindSignIn(ctx, {
     form: 'account-form',
     handle: 'account-handle',
@@ -87,6 +94,88 @@ export function initSettings(ctx) {
       ctx.showError(errorText(err));
     }
   });
+}
+
+/**
+ * The storage location: moving the copies, and deleting the copy a move left behind.
+ * @param {Ctx} ctx
+ */
+function initLocation(ctx) {
+  const form = byId('move-form', HTMLFormElement);
+  const input = byId('move-input', HTMLInputElement);
+  const submit = byId('move-submit', HTMLButtonElement);
+  const error = byId('move-error', HTMLElement);
+  const status = byId('move-status', HTMLElement);
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    if (!loaded || moving) return;
+    const checked = checkMoveTarget(loaded, input.value);
+    if (!checked.ok) {
+      setError(error, checked.error, input);
+      return;
+    }
+    setError(error, null);
+    const ok = await ctx.confirm(moveDialog(loaded.dataDir, checked.value));
+    if (!ok) return;
+    moving = true;
+    input.disabled = true;
+    status.textContent = 'Getting ready to move…';
+    try {
+      const report = await busy(submit, 'Moving…', () => api.moveStorage(checked.value));
+      status.textContent = movedText(report);
+      submit.disabled = true;
+    } catch (err) {
+      moving = false;
+      input.disabled = false;
+      status.textContent = '';
+      setError(error, errorText(err), input);
+    }
+  });
+
+  const del = byId('old-copy-delete', HTMLButtonElement);
+  const delError = byId('old-copy-error', HTMLElement);
+  del.addEventListener('click', async () => {
+    const old = loaded?.oldDataDir;
+    if (!loaded || !old) return;
+    const ok = await ctx.confirm(deleteOldCopyDialog(old));
+    if (!ok) return;
+    setError(delError, null);
+    try {
+      const s = await busy(del, 'Deleting…', () => api.deleteOldCopy());
+      if (loaded) loaded = { ...loaded, oldDataDir: s.oldDataDir };
+      if (loaded) fillLocation(loaded);
+      ctx.notify('The old copy was deleted', undefined, 'ok');
+    } catch (err) {
+      setError(delError, errorText(err));
+    }
+  });
+}
+
+/**
+ * Shows a move's progress (from the engine's events).
+ * @param {MoveProgress} p
+ */
+export function updateMoveProgress(p) {
+  if (!moving) return;
+  byId('move-status', HTMLElement).textContent = moveProgressText(p);
+}
+
+/**
+ * The location part of the form.
+ * @param {Settings} s
+ */
+function fillLocation(s) {
+  const info = locationInfo(s);
+  byId('settings-data-dir', HTMLOutputElement).value = s.dataDir;
+  const fixed = byId('location-fixed', HTMLElement);
+  fixed.textContent = info.fixedNote ?? '';
+  fixed.hidden = !info.fixedNote;
+  const input = byId('move-input', HTMLInputElement);
+  input.placeholder = folderExample(s.dataDir);
+  input.disabled = !info.canMove || moving;
+  byId('move-submit', HTMLButtonElement).disabled = !info.canMove || moving;
+  byId('old-copy-text', HTMLElement).textContent = info.oldCopy ?? '';
+  byId('old-copy', HTMLElement).hidden = !info.oldCopy;
 }
 
 /**
@@ -125,8 +214,9 @@ export function renderAccount(ctx) {
  */
 function fillForm(s) {
   const f = settingsToForm(s);
-  byId('settings-data-dir', HTMLOutputElement).value = s.dataDir;
+  fillLocation(s);
   fields.limitGb().value = f.limitGb;
+  fields.retentionDays().value = f.retentionDays;
   fields.checkEveryMinutes().value = f.checkEveryMinutes;
   fields.startAtLogin().checked = f.startAtLogin;
   fields.pauseOnBattery().checked = f.pauseOnBattery;
@@ -140,6 +230,7 @@ function fillForm(s) {
 function readForm() {
   return {
     limitGb: fields.limitGb().value,
+    retentionDays: fields.retentionDays().value,
     checkEveryMinutes: fields.checkEveryMinutes().value,
     startAtLogin: fields.startAtLogin().checked,
     pauseOnBattery: fields.pauseOnBattery().checked,
