@@ -1289,6 +1289,16 @@ impl Circles {
             .collect())
     }
 
+    /// How long an account's PDS may stay unreachable before it counts as gone: the
+    /// shortest offline grace period of the circles in force (`None` outside circles).
+    pub async fn pds_grace(&self) -> Option<std::time::Duration> {
+        let policies = self.in_force().await.ok()?;
+        policies
+            .iter()
+            .map(|p| std::time::Duration::from_secs(p.compliance.offline_grace_period.secs()))
+            .min()
+    }
+
     /// What a compliance report of one circle starts from: the version in force (else the
     /// latest) and the verified acks. `None` for a circle this node does not know.
     pub async fn report_basis(

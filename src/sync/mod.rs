@@ -167,6 +167,15 @@ impl Syncer {
         progress: &(dyn Fn(SyncProgress) + Send + Sync),
     ) -> Result<SyncReport, SyncError> {
         let result = self.sync_repo_inner(did, progress).await;
+        if let Err(SyncError::Identity(IdentityError::Fetch { reason, .. })) = &result {
+            // The PLC directory answers 410 Gone for a tombstoned (deleted) identity.
+            if reason.contains("410") {
+                let d = did.to_string();
+                self.store
+                    .write(move |c| loss::observe_status(c, &d, "deleted"))
+                    .await??;
+            }
+        }
         if let Err(e) = &result {
             let (did, msg) = (did.to_string(), e.to_string());
             self.store

@@ -477,6 +477,14 @@ fn progress_bar(did: &str) -> Option<ProgressBar> {
 
 async fn sync_all(ctx: &Ctx) -> anyhow::Result<bool> {
     let circles = circle_cmd::before_sync(&ctx.syncer).await;
+    // A PDS gone longer than the circles' grace period is flagged.
+    let mut syncer = ctx.syncer.clone();
+    if let Some(grace) = match &circles {
+        Some(c) => c.pds_grace().await,
+        None => None,
+    } {
+        syncer.pds_grace = grace;
+    }
     let repos = ctx.store.read(store::list_repos).await?;
     let mut all_ok = true;
     for repo in repos {
@@ -508,7 +516,7 @@ async fn sync_all(ctx: &Ctx) -> anyhow::Result<bool> {
                 });
             }
         };
-        let result = ctx.syncer.sync_repo(&repo.did, &show).await;
+        let result = syncer.sync_repo(&repo.did, &show).await;
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
