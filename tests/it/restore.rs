@@ -511,7 +511,48 @@ async fn upstream_loss_is_flagged_and_the_copy_kept() {
         "the copy held stays as it was: {status}"
     );
     run(bed, node, &["storage", "--no-limit"]).await;
+
+    // A full disk: found before writing, said in words, the copy kept.
+    let full = (64 * 1024 * 1024 + 1000).to_string();
+    let out = p2pds_env(
+        bed,
+        node,
+        &["sync", "--once"],
+        &[("P2PDS_FREE_SPACE", &full)],
+    )
+    .await;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("the disk holding your backups is nearly full"),
+        "{said}"
+    );
+    assert!(said.contains(&carol.handle), "{said}");
+    let status = run_json(bed, node, &["status", "--json"]).await;
+    let held = status["repos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["did"] == carol.did.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(
+        held["records"], 3,
+        "the copy held stays as it was: {status}"
+    );
     run(bed, node, &["sync", "--once"]).await;
+    let status = run_json(bed, node, &["status", "--json"]).await;
+    let held = status["repos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["did"] == carol.did.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(held["records"], 43, "{status}");
 
     // Dave's PDS goes away: past the grace period it is flagged, his copy kept.
     drop(second);

@@ -559,9 +559,19 @@ async fn sync(ctx: &Ctx, once: bool, interval: u64) -> anyhow::Result<i32> {
     }
     let mut tick = tokio::time::interval(Duration::from_secs(interval.max(5)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last_gc: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
-            _ = tick.tick() => { sync_all(ctx).await?; }
+            _ = tick.tick() => {
+                sync_all(ctx).await?;
+                // Old versions go once a day, after the retention window (the setting).
+                if last_gc.is_none_or(|t| t.elapsed() >= Duration::from_secs(86_400)) {
+                    last_gc = Some(std::time::Instant::now());
+                    if let Err(e) = history_cmd::collect(&ctx.syncer).await {
+                        eprintln!("removing old versions failed: {e:#}");
+                    }
+                }
+            }
             _ = tokio::signal::ctrl_c() => {
                 eprintln!("stopping");
                 return Ok(0);
