@@ -387,3 +387,178 @@ pub fn run(
     conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::mst::MstError;
+    use ipld_core::ipld::Ipld;
+    use std::collections::BTreeMap;
+
+    const DAY: i64 = 86_400;
+
+    fn ago(now: DateTime<Utc>, days: i64) -> String {
+        text(now - chrono::Duration::seconds(days * DAY))
+    }
+
+    fn put(c: &Connection, cid: &Cid, bytes: &[u8]) {
+        c.execute(
+            "INSERT OR IGNORE INTO blocks (repo_id, cid, data) VALUES (1, ?1, ?2)",
+            params![cid.to_bytes(), bytes],
+        )
+        .unwrap();
+    }
+
+    fn record(text: &str, blob: Option<Cid>) -> (Cid, Vec<u8>) {
+        let mut map = BTreeMap::new();
+        map.insert("text".to_string(), Ipld::String(text.into()));
+        if let Some(b) = blob {
+            let mut r = BTreeMap::new();
+            r.insert("$type".to_string(), Ipld::String("blob".into()));
+            r.insert("ref".to_string(), Ipld::Link(b));
+            map.insert("image".to_string(), Ipld::Map(r));
+        }
+        let bytes = serde_ipld_dagcbor::to_vec(&Ipld::Map(map)).unwrap();
+        (crate::repo::cid_for_cbor(&bytes), bytes)
+    }
+
+    /// One account with three states synced 40, 25 and 1 days ago:
+    /// s1 = {a: r1, b: r2 (with a picture)}, s2 = {a: r1, b: r3}, s3 = {a: r1} (the head).
+    fn store(now: DateTime<Utc>) -> (Connection, [String; 3], String) {
+        let mut c = Connection::open_in_memory().unwrap();
+        crate::store::schema::migrate(&mut c, Path::new(":memory:")).unwrap();
+        let picture = crate::repo::cid_for(0x55, b"picture");
+        let r1 = record("one", None);
+        let r2 = record("two", Some(picture));
+        let r3 = record("three", None);
+        for (cid, bytes) in [&r1, &r2, &r3] {
+            put(&c, cid, bytes);
+        }
+        let trees: [Vec<(Vec<u8>, Cid)>; 3] = [
+            vec![(b"app.x/a".to_vec(), r1.0), (b"app.x/b".to_vec(), r2.0)],
+            vec![(b"app.x/a".to_vec(), r1.0), (b"app.x/b".to_vec(), r3.0)],
+            vec![(b"app.x/a".to_vec(), r1.0)],
+        ];
+        let revs = [
+            crate::repo::tid::format(1, 0),
+            crate::repo::tid::format(2, 0),
+            crate::repo::tid::format(3, 0),
+        ];
+        let mut roots = Vec::new();
+        for (i, tree) in trees.iter().enumerate() {
+            let root = mst::build(tree, &mut |cid, bytes| put(&c, &cid, &bytes));
+            let commit = crate::repo::cid_for_cbor(format!("commit {i}").as_bytes());
+            put(&c, &commit, format!("commit {i}").as_bytes());
+            c.execute(
+                "INSERT INTO commits (repo_id, rev, cid, data, synced_at, creates, updates, deletes)
+                 VALUES (1, ?1, ?2, ?3, ?4, 0, 0, 0)",
+                params![revs[i], commit.to_bytes(), root.to_bytes(), ago(now, [40, 25, 1][i])],
+            )
+            .unwrap();
+            roots.push(root.to_string());
+        }
+        c.execute(
+            "INSERT INTO repos (id, did, added_at, rev) VALUES (1, 'did:plc:a', 'x', ?1)",
+            [&revs[2]],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO blobs VALUES (1, ?1, 'stored', 7, NULL, 'x')",
+            [picture.to_string()],
+        )
+        .unwrap();
+        (c, revs, roots[0].clone())
+    }
+
+    fn opts(now: DateTime<Utc>, days: u64) -> GcOptions {
+        GcOptions {
+            retention: std::time::Duration::from_secs(days * DAY as u64),
+            now,
+        }
+    }
+
+    fn kept(c: &Connection) -> Vec<String> {
+        super::super::states(c, 1)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.rev)
+            .collect()
+    }
+
+    #[test]
+    fn states_newest_within_the_window_stay_and_only_unneeded_blocks_go() {
+        let now = Utc::now();
+        let dir = tempfile::tempdir().unwrap();
+        let (mut c, revs, _) = store(now);
+        let plan = plan(&c, dir.path(), &opts(now, 7)).unwrap();
+        let done = run(&mut c, dir.path(), &opts(now, 7)).unwrap();
+        // s1 was newest until 25 days ago: out of a 7-day window. s2 was newest until a day ago.
+        assert_eq!(kept(&c), revs[1..].to_vec());
+        assert_eq!(done.states_removed, 1);
+        // s1's root node, its commit and r2 go; r1 (shared) stays; the picture row goes.
+        assert_eq!(done.blocks_removed, 3);
+        assert_eq!(done.accounts[0].blobs_removed, 1);
+        assert_eq!(plan.reclaimable_bytes, done.reclaimable_bytes);
+        assert!(done.bytes_removed > 0);
+        // Every kept tree is still whole.
+        let mut src = crate::export::StoreSource {
+            conn: &c,
+            repo_id: 1,
+        };
+        for s in super::super::states(&c, 1).unwrap() {
+            let root: Cid = s.data.parse().unwrap();
+            let mut leaves = 0;
+            mst::walk(&mut src, root, |_, cid| {
+                assert!(get_block(&c, 1, cid).unwrap().is_some());
+                leaves += 1;
+                Ok::<(), MstError>(())
+            })
+            .unwrap();
+            assert!(leaves >= 1);
+        }
+        let again = run(&mut c, dir.path(), &opts(now, 7)).unwrap();
+        assert_eq!(again.reclaimable_bytes, 0);
+        assert_eq!(again.states_removed, 0);
+    }
+
+    #[test]
+    fn pinned_claimed_and_circle_states_stay() {
+        let now = Utc::now();
+        let dir = tempfile::tempdir().unwrap();
+        // A flag pins s1 as the last good state.
+        let (mut c, revs, _) = store(now);
+        super::super::raise(
+            &c,
+            1,
+            super::super::kind::MASS_DELETION,
+            "all gone",
+            Some(&revs[0]),
+        )
+        .unwrap();
+        run(&mut c, dir.path(), &opts(now, 7)).unwrap();
+        assert_eq!(kept(&c), revs.to_vec());
+        // A peer said it held s1's tree 10 days ago: this node must still be able to check it.
+        let (mut c, revs, root1) = store(now);
+        c.execute(
+            "INSERT INTO holding_claims VALUES ('did:plc:peer', 'did:plc:a', ?1, ?2, ?3)",
+            params![revs[0], root1, ago(now, 10)],
+        )
+        .unwrap();
+        run(&mut c, dir.path(), &opts(now, 7)).unwrap();
+        assert_eq!(kept(&c), revs.to_vec());
+        // A circle covers the account: its window is at least 30 days, and s1 was newest
+        // until 25 days ago.
+        let (mut c, revs, _) = store(now);
+        c.execute(
+            "INSERT INTO circle_subjects VALUES ('at://x', 'did:plc:a', 1, 1)",
+            [],
+        )
+        .unwrap();
+        run(&mut c, dir.path(), &opts(now, 7)).unwrap();
+        assert_eq!(kept(&c), revs.to_vec());
+        // Without any of these, a 7-day window drops it.
+        let (mut c, revs, _) = store(now);
+        run(&mut c, dir.path(), &opts(now, 7)).unwrap();
+        assert_eq!(kept(&c), revs[1..].to_vec());
+    }
+}
