@@ -52,6 +52,10 @@ pub struct RestoreRequest {
     /// The account's email on the new PDS (default: the one the current PDS has).
     pub email: Option<String>,
     pub invite_code: Option<String>,
+    /// The confirmation code the old PDS emailed to the owner: with it the restore also
+    /// moves the identity (the DID document then names the new PDS) and activates the
+    /// account there.
+    pub plc_token: Option<String>,
 }
 
 /// Something that could not be restored, and why.
@@ -83,6 +87,8 @@ pub struct RestoreReport {
     pub new_pds_status: Value,
     /// Whether the account's DID document names the new PDS.
     pub identity_moved: bool,
+    /// The old PDS emailed a confirmation code: restoring again with it moves the identity.
+    pub code_sent: bool,
     /// What is left to do, in words.
     pub next_steps: Vec<String>,
 }
@@ -172,6 +178,18 @@ impl Xrpc<'_> {
             req = req.bearer_auth(t);
         }
         self.call(req, &url).await
+    }
+
+    /// A procedure that takes no input.
+    async fn post_empty(
+        &self,
+        pds: &str,
+        nsid: &str,
+        token: &str,
+    ) -> Result<Result<Value, (u16, String)>, RestoreError> {
+        let url = format!("{pds}/xrpc/{nsid}");
+        self.call(self.http.post(&url).bearer_auth(token), &url)
+            .await
     }
 
     async fn get(
@@ -383,7 +401,15 @@ pub async fn restore(
     )
     .await?;
 
-    // 5. Where things stand.
+    // 5. The identity, then where things stand.
+    let doc = syncer.resolver.resolve_did(&req.did, true).await.ok();
+    let current = doc.as_ref().and_then(|d| d.pds.clone()).unwrap_or_default();
+    report.identity_moved = current.trim_end_matches('/') == to_pds;
+    if !report.identity_moved {
+        identity_step(syncer, &xrpc, req, &to_pds, &token, &current, &mut report).await?;
+    } else {
+        activate(&xrpc, &to_pds, &token, &mut report).await?;
+    }
     if let Ok(Ok(status)) = xrpc
         .get(
             &to_pds,
@@ -395,27 +421,6 @@ pub async fn restore(
     {
         report.new_pds_status = status;
     }
-    let doc = syncer.resolver.resolve_did(&req.did, true).await.ok();
-    let current = doc.as_ref().and_then(|d| d.pds.clone()).unwrap_or_default();
-    report.identity_moved = current.trim_end_matches('/') == to_pds;
-    if !report.identity_moved {
-        report.next_steps.push(format!(
-            "The account's identity still names its old server ({current}), so people still \
-             reach the old account there and the restored one waits, deactivated, on {to_pds}. \
-             To switch over, the identity must name the new server: while the old server works, \
-             sign in there and ask for a confirmation code by email \
-             (com.atproto.identity.requestPlcOperationSignature), then have the old server sign \
-             the change with the new server's recommended credentials \
-             (com.atproto.identity.getRecommendedDidCredentials / signPlcOperation), submit it \
-             from the new server (submitPlcOperation) and activate the account there \
-             (activateAccount). P2PDS does not do this step yet; an account-migration tool can."
-        ));
-    } else {
-        report.next_steps.push(format!(
-            "The identity names {to_pds}: activate the account there \
-             (com.atproto.server.activateAccount) to bring it back online."
-        ));
-    }
     if !report.not_restored.is_empty() {
         report.next_steps.push(format!(
             "{} item(s) could not be restored (listed above); running the same restore again \
@@ -424,6 +429,156 @@ pub async fn restore(
         ));
     }
     Ok(report)
+}
+
+/// Moves the identity when the owner's emailed code is given; otherwise asks the old PDS to
+/// email one and says how to finish.
+async fn identity_step(
+    syncer: &Syncer,
+    xrpc: &Xrpc<'_>,
+    req: &RestoreRequest,
+    to_pds: &str,
+    token: &str,
+    old_pds: &str,
+    report: &mut RestoreReport,
+) -> Result<(), RestoreError> {
+    let old_password = req.old_password.as_deref().unwrap_or(&req.password);
+    let signed_in = xrpc
+        .post(
+            old_pds,
+            "com.atproto.server.createSession",
+            None,
+            &json!({ "identifier": req.did, "password": old_password }),
+        )
+        .await;
+    let old_session = match signed_in {
+        Ok(Ok(session)) => session,
+        Ok(Err((_, reason))) => {
+            report.next_steps.push(rotation_key_explanation(
+                &req.did,
+                old_pds,
+                &format!("signing in there failed ({reason})"),
+            ));
+            return Ok(());
+        }
+        Err(e) => {
+            report.next_steps.push(rotation_key_explanation(
+                &req.did,
+                old_pds,
+                &format!("it cannot be reached ({e})"),
+            ));
+            return Ok(());
+        }
+    };
+    let old_token = str_of(&old_session, "accessJwt").unwrap_or_default();
+    let Some(code) = req.plc_token.as_deref() else {
+        let asked = xrpc
+            .post_empty(
+                old_pds,
+                "com.atproto.identity.requestPlcOperationSignature",
+                &old_token,
+            )
+            .await?;
+        report.code_sent = asked.is_ok();
+        report.next_steps.push(match asked {
+            Ok(_) => format!(
+                "The restored account waits, deactivated, on {to_pds}: people still reach the old \
+                 account on {old_pds}. To switch over, the old server must confirm the move: it \
+                 has just emailed a confirmation code to the account's address. Run the same \
+                 restore again with that code: P2PDS then points the account's identity \
+                 at {to_pds} and activates it there."
+            ),
+            Err((_, reason)) => format!(
+                "The restored account waits, deactivated, on {to_pds}. The old server did not \
+                 send a confirmation code ({reason}); without one, the identity can only move \
+                 with a rotation key."
+            ),
+        });
+        return Ok(());
+    };
+    let mut body = xrpc
+        .get(
+            to_pds,
+            "com.atproto.identity.getRecommendedDidCredentials",
+            Some(token),
+            &[],
+        )
+        .await?
+        .map_err(|(_, reason)| RestoreError::Refused {
+            what: "to describe the new identity".into(),
+            reason,
+        })?;
+    body["token"] = json!(code);
+    let signed = xrpc
+        .post(
+            old_pds,
+            "com.atproto.identity.signPlcOperation",
+            Some(&old_token),
+            &body,
+        )
+        .await?
+        .map_err(|(_, reason)| {
+            RestoreError::NeedsIdentityStep(format!(
+                "The old server refused to sign the move ({reason}). Check the confirmation code \
+                 (it expires after a while: restore again without a code to get a new one)."
+            ))
+        })?;
+    let operation = signed.get("operation").cloned().unwrap_or(Value::Null);
+    xrpc.post(
+        to_pds,
+        "com.atproto.identity.submitPlcOperation",
+        Some(token),
+        &json!({ "operation": operation }),
+    )
+    .await?
+    .map_err(|(_, reason)| RestoreError::Refused {
+        what: "the identity change".into(),
+        reason,
+    })?;
+    let doc = syncer.resolver.resolve_did(&req.did, true).await.ok();
+    let now = doc.as_ref().and_then(|d| d.pds.clone()).unwrap_or_default();
+    report.identity_moved = now.trim_end_matches('/') == to_pds;
+    if !report.identity_moved {
+        return Err(RestoreError::Refused {
+            what: "the identity change".into(),
+            reason: format!("the identity still names {now}"),
+        });
+    }
+    activate(xrpc, to_pds, token, report).await?;
+    // The old account stops answering, so nobody mistakes it for the live one.
+    if let Ok(Err((_, reason))) = xrpc
+        .post(
+            old_pds,
+            "com.atproto.server.deactivateAccount",
+            Some(&old_token),
+            &json!({}),
+        )
+        .await
+    {
+        report.next_steps.push(format!(
+            "The old account on {old_pds} could not be deactivated ({reason}); it no longer \
+             counts, since the identity names {to_pds}."
+        ));
+    }
+    Ok(())
+}
+
+async fn activate(
+    xrpc: &Xrpc<'_>,
+    to_pds: &str,
+    token: &str,
+    report: &mut RestoreReport,
+) -> Result<(), RestoreError> {
+    xrpc.post_empty(to_pds, "com.atproto.server.activateAccount", token)
+        .await?
+        .map_err(|(_, reason)| RestoreError::Refused {
+            what: "to activate the account".into(),
+            reason,
+        })?;
+    report.next_steps.push(format!(
+        "The account is back online on {to_pds}, with its identity pointing there."
+    ));
+    Ok(())
 }
 
 /// Signs in to the account on the new PDS, creating it first when it is not there.

@@ -10,6 +10,7 @@ import { initHeader, renderHeader } from './lib/views/header.js';
 import { initLeave, loadHealth, renderHealth } from './lib/views/health.js';
 import { initHelp } from './lib/views/help.js';
 import { confirm, initMessages, notify, showError } from './lib/views/messages.js';
+import { initRestore, updateRestore } from './lib/views/restore.js';
 import { initSettings, loadSettings, renderAccount, updateMoveProgress } from './lib/views/settings.js';
 import { initWelcome } from './lib/views/welcome.js';
 
@@ -119,6 +120,7 @@ async function start() {
   initCircles(ctx);
   initLeave(ctx);
   initSettings(ctx);
+  initRestore(ctx);
   initHelp();
 
   if (!tauri()) {
@@ -141,6 +143,9 @@ async function start() {
         break;
       case 'moving':
         updateMoveProgress(e.progress);
+        break;
+      case 'restoring':
+        updateRestore(e.did, e.step);
         break;
       case 'alert':
         notify(e.title, e.body, 'warn', e.key);

@@ -61,7 +61,33 @@ problem: string | null,
 /**
  * Circles that ask this node to hold it (names).
  */
-circles: Array<string>, };
+circles: Array<string>, 
+/**
+ * Open upstream events that may mean loss (oldest first).
+ */
+flags: Array<FriendFlag>, 
+/**
+ * A verified copy is held: the account can be given back.
+ */
+canRestore: boolean, };
+
+export type FriendFlag = { id: number, 
+/**
+ * "mass-deletion", "new-pds", "new-key", "pds-gone", "account-<status>".
+ */
+kind: string, 
+/**
+ * What happened and what is kept, in words.
+ */
+text: string, 
+/**
+ * The engine's own sentence (for a "Details" view: may name servers).
+ */
+detail: string, 
+/**
+ * When it was noticed (RFC 3339).
+ */
+detectedAt: string, };
 
 export type FriendState = "first-backup" | "syncing" | "ok" | "failing" | "deactivated" | "gone";
 
@@ -141,7 +167,118 @@ export type TimelineEvent = { at: string,
  */
 kind: string, text: string, };
 
-export type Storage = { usedBytes: number, limitBytes: number | null, perFriend: Array<StorageItem>, };
+export type Storage = { usedBytes: number, limitBytes: number | null, perFriend: Array<StorageItem>, 
+/**
+ * Days older versions are kept (Settings).
+ */
+retentionDays: number, 
+/**
+ * Set when the storage limit is reached (or nearly: a backup did not fit), in words.
+ */
+limitText: string | null, };
+
+export type Collection = { 
+/**
+ * Nothing was changed: these are the figures a collection would have now.
+ */
+dryRun: boolean, bytes: number, 
+/**
+ * Old versions of accounts removed.
+ */
+versions: number, 
+/**
+ * Image files removed.
+ */
+images: number, 
+/**
+ * In words: "About 12 MB of older versions can be freed".
+ */
+text: string, };
+
+export type KeptVersion = { 
+/**
+ * Which one (the restore names it back; shown only in a details view).
+ */
+rev: string, 
+/**
+ * When the account was in this state (RFC 3339).
+ */
+time: string, 
+/**
+ * Records in it, when known.
+ */
+records: number | null, };
+
+export type RestoreChoice = { did: string, name: string, 
+/**
+ * The version a restore uses unless another is picked.
+ */
+suggested: KeptVersion, 
+/**
+ * Why that one, in words.
+ */
+why: string, 
+/**
+ * Every kept version, newest first.
+ */
+versions: Array<KeptVersion>, };
+
+export type RestoreInput = { did: string, 
+/**
+ * A kept version (`KeptVersion.rev`); none: the suggested one.
+ */
+rev: string | null, 
+/**
+ * The new server's address, e.g. https://pds.example.net.
+ */
+toPds: string, 
+/**
+ * The handle on the new server.
+ */
+handle: string, 
+/**
+ * The password of the account on the new server.
+ */
+password: string, 
+/**
+ * The owner's main password on the old server, when different.
+ */
+oldPassword: string | null, email: string | null, inviteCode: string | null, 
+/**
+ * The confirmation code the old server emailed to the owner after a first run: with it
+ * the identity moves to the new server and the account is switched on there.
+ */
+plcToken: string | null, };
+
+export type RestoreStep = { 
+/**
+ * "preparing", "account", "records", "images".
+ */
+phase: string, 
+/**
+ * Bytes of records sent so far.
+ */
+bytes: number, imagesDone: number, imagesTotal: number, };
+
+export type NotRestoredItem = { what: string, reason: string, };
+
+export type RestoreOutcome = { did: string, name: string, 
+/**
+ * The version given back (RFC 3339) and why it was used.
+ */
+time: string, why: string, toPds: string, records: number, images: number, imagesTotal: number, notRestored: Array<NotRestoredItem>, 
+/**
+ * The account's identity now names the new server.
+ */
+identityMoved: boolean, 
+/**
+ * What is left to do, in words.
+ */
+nextSteps: Array<string>, 
+/**
+ * Everything the version names is on the new server.
+ */
+complete: boolean, };
 
 export type Settings = { 
 /**
@@ -205,4 +342,4 @@ export type MoveProgress = {
  */
 phase: string, doneBytes: number, totalBytes: number, };
 
-export type Event = { "type": "changed" } | { "type": "progress", did: string, progress: Progress, } | { "type": "moving", progress: MoveProgress, } | { "type": "alert", key: string, title: string, body: string, };
+export type Event = { "type": "changed" } | { "type": "progress", did: string, progress: Progress, } | { "type": "moving", progress: MoveProgress, } | { "type": "restoring", did: string, step: RestoreStep, } | { "type": "alert", key: string, title: string, body: string, };

@@ -1,6 +1,8 @@
 //! The window's commands: each one line over the engine, errors as plain-language text.
 
-use p2pds::app::dto::{Health, MoveReport, Overview, Settings};
+use p2pds::app::dto::{
+    Collection, Health, MoveReport, Overview, RestoreChoice, RestoreInput, RestoreOutcome, Settings,
+};
 use p2pds::app::AppError;
 use tauri::{AppHandle, State};
 
@@ -93,6 +95,35 @@ pub async fn leave_circle(
 #[tauri::command]
 pub async fn circle_health(s: State<'_, AppState>, uri: String) -> Answer<Health> {
     s.engine.health(&uri).await.map_err(text)
+}
+
+#[tauri::command]
+pub async fn dismiss_flags(s: State<'_, AppState>, did: String) -> Answer<Overview> {
+    s.engine.dismiss_flags(&did).await.map_err(text)
+}
+
+#[tauri::command]
+pub async fn reclaimable(s: State<'_, AppState>) -> Answer<Collection> {
+    s.engine.reclaimable().await.map_err(text)
+}
+
+#[tauri::command]
+pub async fn collect_garbage(s: State<'_, AppState>) -> Answer<Collection> {
+    s.engine.collect_garbage().await.map_err(text)
+}
+
+#[tauri::command]
+pub async fn restore_choice(s: State<'_, AppState>, did: String) -> Answer<RestoreChoice> {
+    s.engine.restore_choice(&did).await.map_err(text)
+}
+
+/// Gives an account back on a new server; the passwords in `input` go to the servers only.
+#[tauri::command]
+pub async fn restore_account(
+    s: State<'_, AppState>,
+    input: RestoreInput,
+) -> Answer<RestoreOutcome> {
+    s.engine.restore_account(input).await.map_err(text)
 }
 
 #[tauri::command]

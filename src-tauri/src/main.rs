@@ -163,6 +163,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             commands::decline_invitation,
             commands::leave_circle,
             commands::circle_health,
+            commands::dismiss_flags,
+            commands::reclaimable,
+            commands::collect_garbage,
+            commands::restore_choice,
+            commands::restore_account,
             commands::get_settings,
             commands::save_settings,
             commands::move_storage,
@@ -202,7 +207,7 @@ fn forward(app: &tauri::AppHandle, engine: Engine) {
                     }
                 }
                 Event::Alert { title, body, .. } => notify(&engine, title, body).await,
-                Event::Progress { .. } | Event::Moving { .. } => {}
+                Event::Progress { .. } | Event::Moving { .. } | Event::Restoring { .. } => {}
             }
             let _ = app.emit("engine", &event);
         }

@@ -5,7 +5,7 @@
 
 use crate::policy::Timestamp;
 
-use super::words::span;
+use super::words::{flag_title, span};
 
 /// One notification.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +44,34 @@ pub struct InvitationFacts {
     pub cid: String,
     pub from: String,
     pub circle: String,
+}
+
+/// An open upstream flag (a mass deletion, a new server or key, a server gone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlagFacts {
+    pub id: i64,
+    pub did: String,
+    pub name: String,
+    pub kind: String,
+    /// What happened, in words (see `words::flag_text`).
+    pub text: String,
+}
+
+/// One alert per open flag, keyed by the flag's id (so each is delivered once). Flags of the
+/// account's status upstream are left out: the "gone" alert already tells those.
+pub fn flag_alerts(flags: &[FlagFacts]) -> Vec<Alert> {
+    flags
+        .iter()
+        .filter(|f| !f.kind.starts_with("account-"))
+        .map(|f| Alert {
+            key: format!("flag:{}", f.id),
+            title: flag_title(&f.kind, &f.name),
+            body: format!(
+                "{} Open P2PDS to give the account back, or dismiss it if it was meant.",
+                f.text
+            ),
+        })
+        .collect()
 }
 
 /// Failure durations that raise an alert, each once.
@@ -194,6 +222,39 @@ mod tests {
             &delivered
         )
         .is_empty());
+    }
+
+    #[test]
+    fn each_flag_alerts_once_and_account_flags_are_left_to_the_gone_alert() {
+        let flag = |id: i64, kind: &str| FlagFacts {
+            id,
+            did: "did:plc:bob".into(),
+            name: "bob.test".into(),
+            kind: kind.into(),
+            text: "All 40 records were deleted on 3 Nov. Your copy from before is kept.".into(),
+        };
+        let flags = [
+            flag(1, "mass-deletion"),
+            flag(2, "account-deleted"),
+            flag(3, "new-pds"),
+        ];
+        let first = flag_alerts(&flags);
+        let keys: Vec<&str> = first.iter().map(|a| a.key.as_str()).collect();
+        assert_eq!(keys, ["flag:1", "flag:3"]);
+        assert_eq!(first[0].title, "Many of bob.test's posts were deleted");
+        assert!(
+            first[0].body.starts_with("All 40 records"),
+            "{}",
+            first[0].body
+        );
+        assert_eq!(first[1].title, "bob.test's account moved to another server");
+        let delivered: BTreeSet<String> = first.into_iter().map(|a| a.key).collect();
+        assert!(fresh(flag_alerts(&flags), &delivered).is_empty());
+        // A new flag of the same kind (after a dismissal) is a new alert.
+        assert_eq!(
+            fresh(flag_alerts(&[flag(4, "mass-deletion")]), &delivered).len(),
+            1
+        );
     }
 
     #[test]

@@ -78,6 +78,26 @@ pub struct Friend {
     pub problem: Option<String>,
     /// Circles that ask this node to hold it (names).
     pub circles: Vec<String>,
+    /// Open upstream events that may mean loss (oldest first).
+    pub flags: Vec<FriendFlag>,
+    /// A verified copy is held: the account can be given back.
+    pub can_restore: bool,
+}
+
+/// Something that happened upstream and may mean loss: a mass deletion, a new server or key,
+/// a server gone, the account's status. The copy from before it is kept until dismissed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct FriendFlag {
+    pub id: i64,
+    /// "mass-deletion", "new-pds", "new-key", "pds-gone", "account-<status>".
+    pub kind: String,
+    /// What happened and what is kept, in words.
+    pub text: String,
+    /// The engine's own sentence (for a "Details" view: may name servers).
+    pub detail: String,
+    /// When it was noticed (RFC 3339).
+    pub detected_at: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
@@ -214,6 +234,126 @@ pub struct Storage {
     pub used_bytes: u64,
     pub limit_bytes: Option<u64>,
     pub per_friend: Vec<StorageItem>,
+    /// Days older versions are kept (Settings).
+    pub retention_days: u32,
+    /// Set when the storage limit is reached (or nearly: a backup did not fit), in words.
+    pub limit_text: Option<String>,
+}
+
+/// What a collection of old versions frees (or would free now).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct Collection {
+    /// Nothing was changed: these are the figures a collection would have now.
+    pub dry_run: bool,
+    pub bytes: u64,
+    /// Old versions of accounts removed.
+    pub versions: u64,
+    /// Image files removed.
+    pub images: u64,
+    /// In words: "About 12 MB of older versions can be freed".
+    pub text: String,
+}
+
+/// One kept version of an account, to restore.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct KeptVersion {
+    /// Which one (the restore names it back; shown only in a details view).
+    pub rev: String,
+    /// When the account was in this state (RFC 3339).
+    pub time: String,
+    /// Records in it, when known.
+    pub records: Option<u64>,
+}
+
+/// What the restore dialog offers for one account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreChoice {
+    pub did: String,
+    pub name: String,
+    /// The version a restore uses unless another is picked.
+    pub suggested: KeptVersion,
+    /// Why that one, in words.
+    pub why: String,
+    /// Every kept version, newest first.
+    pub versions: Vec<KeptVersion>,
+}
+
+/// What to restore and where (the passwords go straight to the servers, never stored).
+#[derive(Clone, PartialEq, Eq, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreInput {
+    pub did: String,
+    /// A kept version (`KeptVersion.rev`); none: the suggested one.
+    pub rev: Option<String>,
+    /// The new server's address, e.g. https://pds.example.net.
+    pub to_pds: String,
+    /// The handle on the new server.
+    pub handle: String,
+    /// The password of the account on the new server.
+    pub password: String,
+    /// The owner's main password on the old server, when different.
+    pub old_password: Option<String>,
+    pub email: Option<String>,
+    pub invite_code: Option<String>,
+    /// The confirmation code the old server emailed to the owner after a first run: with it
+    /// the identity moves to the new server and the account is switched on there.
+    pub plc_token: Option<String>,
+}
+
+impl std::fmt::Debug for RestoreInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestoreInput")
+            .field("did", &self.did)
+            .field("rev", &self.rev)
+            .field("to_pds", &self.to_pds)
+            .field("handle", &self.handle)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Progress of a restore.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreStep {
+    /// "preparing", "account", "records", "images".
+    pub phase: String,
+    /// Bytes of records sent so far.
+    pub bytes: u64,
+    pub images_done: u64,
+    pub images_total: u64,
+}
+
+/// Something a restore could not bring back, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct NotRestoredItem {
+    pub what: String,
+    pub reason: String,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreOutcome {
+    pub did: String,
+    pub name: String,
+    /// The version given back (RFC 3339) and why it was used.
+    pub time: String,
+    pub why: String,
+    pub to_pds: String,
+    pub records: u64,
+    pub images: u64,
+    pub images_total: u64,
+    pub not_restored: Vec<NotRestoredItem>,
+    /// The account's identity now names the new server.
+    pub identity_moved: bool,
+    /// What is left to do, in words.
+    pub next_steps: Vec<String>,
+    /// Everything the version names is on the new server.
+    pub complete: bool,
 }
 
 /// The settings screen.
@@ -279,6 +419,8 @@ pub enum Event {
     Progress { did: String, progress: Progress },
     /// The storage folder is being moved.
     Moving { progress: MoveProgress },
+    /// An account is being given back.
+    Restoring { did: String, step: RestoreStep },
     /// A notification was raised (also shown in the app).
     Alert {
         key: String,
@@ -301,6 +443,7 @@ pub fn typescript() -> String {
         TrayState::decl(&cfg),
         NotificationStatus::decl(&cfg),
         Friend::decl(&cfg),
+        FriendFlag::decl(&cfg),
         FriendState::decl(&cfg),
         Progress::decl(&cfg),
         CircleCard::decl(&cfg),
@@ -312,6 +455,13 @@ pub fn typescript() -> String {
         StorageItem::decl(&cfg),
         TimelineEvent::decl(&cfg),
         Storage::decl(&cfg),
+        Collection::decl(&cfg),
+        KeptVersion::decl(&cfg),
+        RestoreChoice::decl(&cfg),
+        RestoreInput::decl(&cfg),
+        RestoreStep::decl(&cfg),
+        NotRestoredItem::decl(&cfg),
+        RestoreOutcome::decl(&cfg),
         Settings::decl(&cfg),
         MoveReport::decl(&cfg),
         MoveProgress::decl(&cfg),

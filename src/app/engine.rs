@@ -19,8 +19,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, Notify, RwLock, RwLockReadGuard};
 use tokio_util::sync::CancellationToken;
 
-use crate::group::plan::{human_every, CircleState};
+use crate::group::plan::{human_bytes, human_every, CircleState};
 use crate::group::{db as gdb, CircleView, Circles, Copies, GroupError};
+use crate::history;
 use crate::identity::Resolver;
 use crate::policy::lifecycle::AckState;
 use crate::policy::Timestamp;
@@ -29,7 +30,7 @@ use crate::store::{self, Store, StoreError};
 use crate::sync::{SyncProgress, Syncer};
 use crate::verify::{self, RoundOptions, Verifier};
 
-use super::alerts::{self, FriendFacts, InvitationFacts, MemberFacts};
+use super::alerts::{self, FlagFacts, FriendFacts, InvitationFacts, MemberFacts};
 use super::dto::*;
 use super::{relocate, words};
 
@@ -43,6 +44,10 @@ const DISCOVER_EVERY: StdDuration = StdDuration::from_secs(30 * 60);
 const SELF_CHECK_EVERY: StdDuration = StdDuration::from_secs(6 * 3600);
 /// Progress events per account, at most this often.
 const PROGRESS_EVERY: StdDuration = StdDuration::from_millis(250);
+/// How often old versions are collected.
+const GC_EVERY_SECS: i64 = 86_400;
+/// When the last collection ran (RFC 3339).
+const LAST_GC_KEY: &str = "app.lastGc";
 /// Delivered alert keys remembered (the oldest are forgotten).
 const MAX_DELIVERED: usize = 2000;
 
@@ -264,9 +269,10 @@ impl Engine {
     pub async fn overview(&self) -> Result<Overview, AppError> {
         let now = now();
         let settings = self.settings().await?;
-        let (me, welcomed, rows) = self
+        let (me, welcomed, rows, open_flags) = self
             .store()
             .read(|c| {
+                let open_flags = history::open_flags(c)?;
                 let me = session::signed_in(c)?;
                 let welcomed = gdb::meta(c, WELCOMED_KEY)?.is_some() || me.is_some();
                 let mut rows = Vec::new();
@@ -280,9 +286,35 @@ impl Engine {
                     )?;
                     rows.push((r, images, image_bytes, posts));
                 }
-                Ok((me, welcomed, rows))
+                Ok((me, welcomed, rows, open_flags))
             })
             .await?;
+        let names: BTreeMap<String, String> = rows
+            .iter()
+            .filter_map(|(r, ..)| r.handle.clone().map(|h| (r.did.clone(), h)))
+            .collect();
+        let mut flags_of: BTreeMap<String, Vec<FriendFlag>> = BTreeMap::new();
+        // The account's own status upstream is the card's state already ("gone", "deactivated").
+        for (did, handle, f) in open_flags
+            .into_iter()
+            .filter(|(_, _, f)| !f.kind.starts_with(history::kind::ACCOUNT_PREFIX))
+        {
+            let name = handle.unwrap_or_else(|| short_did(&did));
+            flags_of.entry(did).or_default().push(FriendFlag {
+                text: words::flag_text(
+                    &f.kind,
+                    &name,
+                    &f.detail,
+                    parse_time(Some(&f.detected_at)),
+                    now,
+                ),
+                id: f.id,
+                kind: f.kind,
+                detail: f.detail,
+                detected_at: f.detected_at,
+            });
+        }
+        let mut no_room: Option<String> = None;
         let live = self.live();
         let cache = live.circles.clone();
         let mut holders: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -322,6 +354,13 @@ impl Engine {
                 FriendState::Ok
             };
             let last = parse_time(r.last_sync_at.as_deref());
+            let problem = (state == FriendState::Failing)
+                .then(|| r.error.clone())
+                .flatten()
+                .map(|e| plain_error(&humanize(&e, &names)));
+            if let Some(p) = problem.as_deref().filter(|p| is_no_room(p)) {
+                no_room.get_or_insert_with(|| p.to_string());
+            }
             per_friend.push(StorageItem {
                 name: name.clone(),
                 bytes: size,
@@ -342,11 +381,10 @@ impl Engine {
                 posts: u64::try_from(posts).unwrap_or(0),
                 images: u64::try_from(images).unwrap_or(0),
                 progress,
-                problem: (state == FriendState::Failing)
-                    .then(|| r.error.clone())
-                    .flatten()
-                    .map(|e| plain_error(&e)),
+                problem,
                 circles: holders.get(&r.did).cloned().unwrap_or_default(),
+                flags: flags_of.remove(&r.did).unwrap_or_default(),
+                can_restore: r.head.is_some(),
             });
         }
         friends.sort_by_key(|f| f.name.to_lowercase());
@@ -377,7 +415,7 @@ impl Engine {
             matches!(
                 f.state,
                 FriendState::Failing | FriendState::Gone | FriendState::Deactivated
-            )
+            ) || !f.flags.is_empty()
         }) || !invitations.is_empty()
             || circles
                 .iter()
@@ -410,9 +448,11 @@ impl Engine {
                 reason: None,
             }),
             storage: Storage {
+                limit_text: storage_limit_text(used, settings.storage_limit_bytes, no_room),
                 used_bytes: used,
                 limit_bytes: settings.storage_limit_bytes,
                 per_friend,
+                retention_days: settings.retention_days,
             },
         })
     }
@@ -786,6 +826,219 @@ impl Engine {
         self.overview().await
     }
 
+    // ---- history, loss and giving accounts back -------------------------------------------------
+
+    /// The person has seen what happened to an account and accepts it: its open flags are
+    /// cleared, and the versions from before become ordinary history (kept for the retention
+    /// window only).
+    pub async fn dismiss_flags(&self, did: &str) -> Result<Overview, AppError> {
+        let _work = self.guard().await?;
+        let d = did.to_string();
+        self.store()
+            .write(move |c| -> Result<usize, AppError> {
+                let id = history::repo_id(c, &d).map_err(|e| AppError::Other(e.to_string()))?;
+                Ok(history::dismiss(c, id)?)
+            })
+            .await??;
+        self.changed();
+        self.overview().await
+    }
+
+    fn gc_options(settings: &Settings) -> history::gc::GcOptions {
+        history::gc::GcOptions {
+            retention: StdDuration::from_secs(u64::from(settings.retention_days) * 86_400),
+            now: chrono::Utc::now(),
+        }
+    }
+
+    /// What collecting old versions would free now (nothing is changed).
+    pub async fn reclaimable(&self) -> Result<Collection, AppError> {
+        let opts = Self::gc_options(&self.settings().await?);
+        let blobs = self.syncer().blob_dir();
+        let report = self
+            .store()
+            .read(move |c| history::gc::plan(c, &blobs, &opts))
+            .await?;
+        Ok(collection(&report))
+    }
+
+    /// Removes the versions older than the retention window (never the newest, never one kept
+    /// because of an open flag) and what only they needed; then gives the space back.
+    pub async fn collect_garbage(&self) -> Result<Collection, AppError> {
+        let _work = self.guard().await?;
+        let opts = Self::gc_options(&self.settings().await?);
+        let blobs = self.syncer().blob_dir();
+        let report = self
+            .store()
+            .write(move |c| history::gc::run(c, &blobs, &opts))
+            .await??;
+        self.store().checkpoint().await?;
+        self.set_meta(LAST_GC_KEY, &now().to_string()).await?;
+        self.changed();
+        Ok(collection(&report))
+    }
+
+    /// The loop's daily collection.
+    async fn gc_if_due(&self) {
+        let last = self
+            .store()
+            .read(|c| gdb::meta(c, LAST_GC_KEY))
+            .await
+            .ok()
+            .flatten();
+        let due = parse_time(last.as_deref())
+            .is_none_or(|t| now().millis() - t.millis() >= GC_EVERY_SECS * 1000);
+        if !due {
+            return;
+        }
+        match self.collect_garbage().await {
+            Ok(c) => tracing::info!(
+                bytes = c.bytes,
+                versions = c.versions,
+                "old versions collected"
+            ),
+            Err(e) => tracing::warn!(error = %e, "collecting old versions failed"),
+        }
+    }
+
+    /// What the restore dialog offers for an account: the version it would use and why, and
+    /// every kept version.
+    pub async fn restore_choice(&self, did: &str) -> Result<RestoreChoice, AppError> {
+        let d = did.to_string();
+        let (picked, states, handle) = self
+            .store()
+            .read(move |c| {
+                let run = || -> Result<_, history::HistoryError> {
+                    let picked = history::pick(c, &d, None)?;
+                    let states = history::states(c, picked.repo_id)?;
+                    let handle: Option<String> = c.query_row(
+                        "SELECT handle FROM repos WHERE id = ?1",
+                        [picked.repo_id],
+                        |r| r.get(0),
+                    )?;
+                    Ok((picked, states, handle))
+                };
+                Ok(run())
+            })
+            .await?
+            .map_err(history_error)?;
+        let kept = |s: &history::State| KeptVersion {
+            rev: s.rev.clone(),
+            time: s.time.clone(),
+            records: s.records.and_then(|n| u64::try_from(n).ok()),
+        };
+        let name = handle.unwrap_or_else(|| short_did(did));
+        Ok(RestoreChoice {
+            did: did.to_string(),
+            suggested: kept(&picked.state),
+            why: restore_why(&picked.why, &name),
+            versions: states.iter().rev().map(kept).collect(),
+            name,
+        })
+    }
+
+    /// Gives an account back: writes the chosen kept version (default: the last good one) to
+    /// a new server, with its images (see `crate::restore`). Progress goes out as
+    /// [`Event::Restoring`]. The passwords go to the servers only.
+    pub async fn restore_account(&self, input: RestoreInput) -> Result<RestoreOutcome, AppError> {
+        let _work = self.guard().await?;
+        let to_pds = input.to_pds.trim().to_string();
+        if !(to_pds.starts_with("https://") || to_pds.starts_with("http://")) {
+            return Err(AppError::Other(
+                "Write the new server's full address, starting with https://".into(),
+            ));
+        }
+        let handle = input.handle.trim().trim_start_matches('@').to_string();
+        if handle.is_empty() || input.password.is_empty() {
+            return Err(AppError::Other(
+                "The handle and the password of the account on the new server are needed.".into(),
+            ));
+        }
+        let at = match input.rev.as_deref().filter(|r| !r.is_empty()) {
+            Some(rev) => Some(
+                crate::repo::tid::timestamp_micros(rev)
+                    .and_then(|m| i64::try_from(m).ok())
+                    .and_then(chrono::DateTime::<chrono::Utc>::from_timestamp_micros)
+                    .ok_or_else(|| AppError::Other("That version is not known.".into()))?,
+            ),
+            None => None,
+        };
+        let blank = |s: Option<String>| s.filter(|v| !v.trim().is_empty());
+        let req = crate::restore::RestoreRequest {
+            did: input.did.clone(),
+            at,
+            to_pds,
+            handle,
+            password: input.password,
+            old_password: blank(input.old_password),
+            email: blank(input.email).map(|e| e.trim().to_string()),
+            invite_code: blank(input.invite_code).map(|e| e.trim().to_string()),
+            plc_token: blank(input.plc_token).map(|t| t.trim().to_string()),
+        };
+        let engine = self.clone();
+        let did = input.did.clone();
+        let last_emit: Mutex<Option<std::time::Instant>> = Mutex::new(None);
+        let progress = move |p: crate::restore::RestoreProgress| {
+            use crate::restore::RestoreProgress as P;
+            let (phase, bytes, images_done, images_total, always) = match p {
+                P::Preparing => ("preparing", 0, 0, 0, true),
+                P::Account => ("account", 0, 0, 0, true),
+                P::Importing { bytes } => ("records", bytes, 0, 0, false),
+                P::Blobs { done, total } => ("images", 0, done, total, done == total),
+            };
+            let mut last = match last_emit.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            if !always && last.is_some_and(|t| t.elapsed() < PROGRESS_EVERY) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+            engine.emit(Event::Restoring {
+                did: did.clone(),
+                step: RestoreStep {
+                    phase: phase.into(),
+                    bytes,
+                    images_done,
+                    images_total,
+                },
+            });
+        };
+        let names = self.names().await;
+        let report = crate::restore::restore(self.syncer(), &req, &progress)
+            .await
+            .map_err(|e| match e {
+                crate::restore::RestoreError::NeedsIdentityStep(m) => AppError::Other(m),
+                crate::restore::RestoreError::History(h) => history_error(h),
+                other => AppError::Other(humanize(&other.to_string(), &names)),
+            })?;
+        let name = names
+            .get(&report.did)
+            .cloned()
+            .unwrap_or_else(|| short_did(&report.did));
+        Ok(RestoreOutcome {
+            complete: report.complete(),
+            did: report.did,
+            why: restore_why(&report.why, &name),
+            name,
+            time: report.time,
+            to_pds: report.to_pds,
+            records: report.records,
+            images: report.blobs_uploaded,
+            images_total: report.blobs_referenced,
+            not_restored: report
+                .not_restored
+                .into_iter()
+                .map(|n| NotRestoredItem {
+                    what: n.what,
+                    reason: n.reason,
+                })
+                .collect(),
+            identity_moved: report.identity_moved,
+            next_steps: report.next_steps.clone(),
+        })
+    }
+
     // ---- settings ------------------------------------------------------------------------------
 
     pub async fn settings(&self) -> Result<Settings, AppError> {
@@ -1045,7 +1298,7 @@ impl Engine {
             let on_battery = settings.pause_on_battery && super::platform::on_battery();
             // The pass holds the work lock shared: a move of the storage folder waits for it,
             // and each step below stops early once a move has started.
-            let work = self.inner.work.read().await;
+            let mut work = self.inner.work.read().await;
             if !paused && !on_battery && !self.moving() {
                 let circles_due = woken || last_circles.is_none_or(|t| t.elapsed() >= CIRCLE_EVERY);
                 if circles_due {
@@ -1075,6 +1328,12 @@ impl Engine {
                 }
                 if !self.moving() {
                     self.raise_alerts().await;
+                }
+                if !self.moving() {
+                    // Holds the work lock itself (shared, like this pass).
+                    drop(work);
+                    self.gc_if_due().await;
+                    work = self.inner.work.read().await;
                 }
                 self.changed();
             }
@@ -1252,13 +1511,39 @@ impl Engine {
 
     /// Raises each alert the facts call for, once.
     async fn raise_alerts(&self) {
-        let Ok((repos, delivered)) = self
+        let Ok((repos, delivered, open_flags)) = self
             .store()
-            .read(|c| Ok((store::list_repos(c)?, gdb::meta(c, DELIVERED_KEY)?)))
+            .read(|c| {
+                Ok((
+                    store::list_repos(c)?,
+                    gdb::meta(c, DELIVERED_KEY)?,
+                    history::open_flags(c)?,
+                ))
+            })
             .await
         else {
             return;
         };
+        let now = now();
+        let flags: Vec<FlagFacts> = open_flags
+            .into_iter()
+            .map(|(did, handle, f)| {
+                let name = handle.unwrap_or_else(|| short_did(&did));
+                FlagFacts {
+                    text: words::flag_text(
+                        &f.kind,
+                        &name,
+                        &f.detail,
+                        parse_time(Some(&f.detected_at)),
+                        now,
+                    ),
+                    id: f.id,
+                    did,
+                    name,
+                    kind: f.kind,
+                }
+            })
+            .collect();
         let mut delivered: Vec<String> = delivered
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_default();
@@ -1290,7 +1575,9 @@ impl Engine {
             (friends, live.circles.members.clone(), invitations)
         };
         let known: BTreeSet<String> = delivered.iter().cloned().collect();
-        let fresh = alerts::fresh(alerts::due(&friends, &members, &invitations, now()), &known);
+        let mut due = alerts::due(&friends, &members, &invitations, now);
+        due.extend(alerts::flag_alerts(&flags));
+        let fresh = alerts::fresh(due, &known);
         if fresh.is_empty() {
             return;
         }
@@ -1399,10 +1686,99 @@ fn humanize(message: &str, names: &BTreeMap<String, String>) -> String {
     out
 }
 
+/// A collection's figures in words.
+fn collection(r: &history::gc::GcReport) -> Collection {
+    let bytes = r.reclaimable_bytes;
+    let text = match (r.dry_run, bytes) {
+        (true, 0) => {
+            "Nothing to free: every version kept is still within the time you chose.".to_string()
+        }
+        (true, b) => format!(
+            "About {} can be freed: versions older than {} days that are no longer needed.",
+            human_bytes(b),
+            r.retention_days.round()
+        ),
+        (false, 0) => "Nothing needed freeing.".to_string(),
+        (false, b) => format!(
+            "Freed {}: {} older {} removed.",
+            human_bytes(b),
+            r.states_removed,
+            if r.states_removed == 1 {
+                "version"
+            } else {
+                "versions"
+            }
+        ),
+    };
+    Collection {
+        dry_run: r.dry_run,
+        bytes,
+        versions: r.states_removed,
+        images: r.blob_files_removed,
+        text,
+    }
+}
+
+/// Why a version is the one a restore uses, in words for the dialog.
+fn restore_why(why: &str, name: &str) -> String {
+    match why.strip_prefix("the last good version, from before: ") {
+        Some(what) => format!("It is the last version from before this happened: {what}."),
+        None if why == "the newest version" => format!(
+            "It is the newest copy of {name}'s account; nothing suggests anything was lost."
+        ),
+        None => format!("{}.", why),
+    }
+}
+
+/// A history error in words.
+fn history_error(e: history::HistoryError) -> AppError {
+    match e {
+        history::HistoryError::Unknown(_) => {
+            AppError::Other("This account is not backed up on this computer.".into())
+        }
+        history::HistoryError::Empty(_) => AppError::Other(
+            "There is no verified copy of this account yet: wait for the first backup.".into(),
+        ),
+        history::HistoryError::NothingBefore { .. } => AppError::Other(
+            "That version is no longer kept: pick another one from the list.".into(),
+        ),
+        history::HistoryError::Store(s) => AppError::Store(s),
+    }
+}
+
+/// A backup that did not fit (the storage limit, or a full disk).
+fn is_no_room(e: &str) -> bool {
+    e.contains("storage limit") || e.contains("disk holding your backups is nearly full")
+}
+
+/// What the storage section says about the limit: nothing while there is room.
+fn storage_limit_text(used: u64, limit: Option<u64>, no_room: Option<String>) -> Option<String> {
+    match (limit, no_room) {
+        (_, Some(e)) if e.contains("disk holding") => Some(
+            "The disk is full: some backups are waiting for room. Free some space on it, or move the copies to a larger disk in Settings."
+                .into(),
+        ),
+        (Some(l), Some(_)) => Some(format!(
+            "Your storage limit of {} is reached: some backups are waiting for room. Raise the limit in Settings, or stop backing up someone.",
+            human_bytes(l)
+        )),
+        (Some(l), None) if used >= l => Some(format!(
+            "Your storage limit of {} is reached: new posts will wait for room. Raise the limit in Settings, or stop backing up someone.",
+            human_bytes(l)
+        )),
+        (None, Some(_)) => Some(
+            "Some backups did not fit and are waiting for room: see the friends' cards.".into(),
+        ),
+        _ => None,
+    }
+}
+
 /// An engine error, shortened for a friend's card.
 fn plain_error(e: &str) -> String {
     let lower = e.to_lowercase();
-    if lower.contains("connect") || lower.contains("network") || lower.contains("dns") {
+    if is_no_room(e) {
+        e.to_string()
+    } else if lower.contains("connect") || lower.contains("network") || lower.contains("dns") {
         "their server can't be reached right now".into()
     } else if lower.contains("signature") || lower.contains("does not match") {
         "their server sent data that failed verification; your copy was kept".into()
@@ -1559,6 +1935,182 @@ mod tests {
         }
         e.set_location_fixed(true);
         assert!(e.settings().await.unwrap().data_dir_fixed);
+    }
+
+    /// Bob's account synced twice, 100 and 50 days ago: a post deleted in between.
+    async fn two_versions(e: &Engine) -> (String, String) {
+        use crate::repo::build::RepoBuilder;
+        let mut b = RepoBuilder::new("did:plc:bob", crate::crypto::SigningKey::generate_k256());
+        for i in 0..3 {
+            b.put_json(
+                "app.bsky.feed.post",
+                &format!("p{i}"),
+                &serde_json::json!({"text": format!("post {i} with some words in it")}),
+            );
+        }
+        let day = 86_400_000_000u64;
+        let now = chrono::Utc::now().timestamp_micros() as u64;
+        let old = b.build(&crate::repo::tid::format(now - 100 * day, 0));
+        b.delete("app.bsky.feed.post", "p1");
+        let new = b.build(&crate::repo::tid::format(now - 50 * day, 0));
+        let key = b.key.public_key();
+        let (old_car, new_car) = (old.car_bytes(), new.car_bytes());
+        let (old_rev, new_rev) = (old.rev.clone(), new.rev.clone());
+        let synced = |days: i64| {
+            (chrono::Utc::now() - chrono::Duration::days(days))
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        };
+        let (s100, s50) = (synced(100), synced(50));
+        let (r1, r2) = (old_rev.clone(), new_rev.clone());
+        e.store()
+            .write(move |c| {
+                store::add_repo(c, "did:plc:bob", Some("bob.test"), None).unwrap();
+                crate::sync::ingest::ingest_car(c, "did:plc:bob", &key, &old_car[..], &mut |_| {})
+                    .unwrap();
+                crate::sync::ingest::ingest_car(c, "did:plc:bob", &key, &new_car[..], &mut |_| {})
+                    .unwrap();
+                for (rev, at) in [(r1, s100), (r2, s50)] {
+                    c.execute(
+                        "UPDATE commits SET synced_at = ?2 WHERE rev = ?1",
+                        rusqlite::params![rev, at],
+                    )
+                    .unwrap();
+                }
+                gdb::set_meta(c, SETTINGS_KEY, r#"{"retentionDays":30}"#).unwrap();
+            })
+            .await
+            .unwrap();
+        (old_rev, new_rev)
+    }
+
+    #[tokio::test]
+    async fn old_versions_are_collected_unless_a_flag_keeps_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = open(dir.path());
+        let (old_rev, new_rev) = two_versions(&e).await;
+
+        // A flag pins the version from before: nothing to free, and the card tells it.
+        e.store()
+            .write(move |c| {
+                history::raise(
+                    c,
+                    1,
+                    history::kind::MASS_DELETION,
+                    "1 of 3 records were deleted at once",
+                    Some(&old_rev),
+                )
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        // One notification per flag, delivered once.
+        let mut events = e.subscribe();
+        e.raise_alerts().await;
+        e.raise_alerts().await;
+        let mut alerts = Vec::new();
+        while let Ok(ev) = events.try_recv() {
+            if let Event::Alert { key, title, .. } = ev {
+                alerts.push((key, title));
+            }
+        }
+        assert_eq!(
+            alerts,
+            [(
+                "flag:1".to_string(),
+                "Many of bob.test's posts were deleted".to_string()
+            )]
+        );
+        let o = e.overview().await.unwrap();
+        let bob = &o.friends[0];
+        assert_eq!(bob.flags.len(), 1);
+        assert!(bob.flags[0].text.contains("Your copy from before is kept"));
+        assert!(bob.can_restore);
+        assert_eq!(o.tray, TrayState::NeedsAttention);
+        assert!(o.headline.contains("bob.test"), "{}", o.headline);
+        let choice = e.restore_choice("did:plc:bob").await.unwrap();
+        assert_eq!(choice.versions.len(), 2);
+        assert_eq!(choice.versions[0].rev, new_rev, "newest first");
+        assert_eq!(choice.suggested.records, Some(3));
+        assert!(choice.why.contains("from before"), "{}", choice.why);
+        assert_eq!(e.reclaimable().await.unwrap().bytes, 0);
+
+        // Dismissed: the old version is outside the window and goes.
+        let o = e.dismiss_flags("did:plc:bob").await.unwrap();
+        assert!(o.friends[0].flags.is_empty());
+        let plan = e.reclaimable().await.unwrap();
+        assert!(plan.dry_run && plan.bytes > 0, "{plan:?}");
+        assert!(plan.text.contains("can be freed"), "{}", plan.text);
+        let done = e.collect_garbage().await.unwrap();
+        assert_eq!(
+            (done.dry_run, done.versions, done.bytes),
+            (false, 1, plan.bytes)
+        );
+        assert!(done.text.starts_with("Freed"), "{}", done.text);
+        let choice = e.restore_choice("did:plc:bob").await.unwrap();
+        assert_eq!(choice.versions.len(), 1);
+        assert_eq!(choice.suggested.rev, new_rev);
+        assert_eq!(e.reclaimable().await.unwrap().bytes, 0);
+        assert!(e
+            .store()
+            .read(|c| gdb::meta(c, LAST_GC_KEY))
+            .await
+            .unwrap()
+            .is_some());
+    }
+
+    #[tokio::test]
+    async fn a_restore_is_refused_in_words_before_any_network() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = open(dir.path());
+        two_versions(&e).await;
+        let input = |to: &str, password: &str| RestoreInput {
+            did: "did:plc:bob".into(),
+            rev: None,
+            to_pds: to.into(),
+            handle: "bob.new.test".into(),
+            password: password.into(),
+            old_password: None,
+            email: None,
+            invite_code: None,
+            plc_token: None,
+        };
+        let err = e
+            .restore_account(input("pds.example", "pw"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("https://"), "{err}");
+        let err = e
+            .restore_account(input("https://pds.example", ""))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("password"), "{err}");
+        assert!(!format!("{:?}", input("https://x", "secret-pw")).contains("secret-pw"));
+        let err = e.restore_choice("did:plc:nobody").await.unwrap_err();
+        assert!(err.to_string().contains("not backed up"), "{err}");
+    }
+
+    #[test]
+    fn the_storage_section_says_when_the_limit_is_reached() {
+        assert_eq!(storage_limit_text(10, Some(100), None), None);
+        assert!(storage_limit_text(100, Some(100), None)
+            .unwrap()
+            .contains("limit of 100 bytes is reached"));
+        let full = storage_limit_text(
+            1,
+            None,
+            Some("the disk holding your backups is nearly full: …".into()),
+        )
+        .unwrap();
+        assert!(full.starts_with("The disk is full"), "{full}");
+        let msg = "bob.test's backup does not fit within your storage limit: it needs about 3 MB more, and 9 MB of 10 MB is used. Nothing was changed: raise the limit in Settings, or stop backing up someone";
+        assert_eq!(plain_error(msg), msg, "kept whole");
+        assert_eq!(
+            humanize(
+                "did:plc:bob's backup",
+                &BTreeMap::from([("did:plc:bob".to_string(), "bob.test".to_string())])
+            ),
+            "bob.test's backup"
+        );
     }
 
     /// A store with two accounts, a setting and three image files.

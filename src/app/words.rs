@@ -86,6 +86,19 @@ pub fn headline(
         .iter()
         .filter(|f| matches!(f.state, FriendState::Failing | FriendState::Gone))
         .collect();
+    let flagged: Vec<&Friend> = friends.iter().filter(|f| !f.flags.is_empty()).collect();
+    if trouble.is_empty() {
+        if let Some(f) = flagged.first() {
+            let more = match flagged.len() {
+                1 => String::new(),
+                n => format!(" (and {} more)", n - 1),
+            };
+            return format!(
+                "Something happened to {}'s account: your copy from before is kept{more}",
+                f.name
+            );
+        }
+    }
     if let Some(f) = trouble.first() {
         let more = match trouble.len() {
             1 => String::new(),
@@ -149,6 +162,74 @@ fn count(n: usize, what: &str) -> String {
     }
 }
 
+/// "3 Nov" (this year), "3 Nov 2025" (another year).
+pub fn day(t: Timestamp, now: Timestamp) -> String {
+    let date = |m: i64| chrono::DateTime::<chrono::Utc>::from_timestamp_millis(m);
+    match (date(t.millis()), date(now.millis())) {
+        (Some(d), Some(n)) if chrono::Datelike::year(&d) == chrono::Datelike::year(&n) => {
+            d.format("%-d %b").to_string()
+        }
+        (Some(d), _) => d.format("%-d %b %Y").to_string(),
+        _ => "recently".into(),
+    }
+}
+
+/// An open upstream flag of `name`'s account, in words that say what it means and that the
+/// copy from before is kept (`detail` is the engine's sentence, `detected` when it was seen).
+pub fn flag_text(
+    kind: &str,
+    name: &str,
+    detail: &str,
+    detected: Option<Timestamp>,
+    now: Timestamp,
+) -> String {
+    let on = detected
+        .map(|t| format!(" on {}", day(t, now)))
+        .unwrap_or_default();
+    let kept = "Your copy from before is kept.";
+    match kind {
+        "mass-deletion" => {
+            let what = detail.trim_end_matches(" at once");
+            format!("{}{on}. {kept}", capitalize(what))
+        }
+        "new-pds" => format!(
+            "{name}'s account now names another server{on}: if they didn't move it, someone may have taken it over. {kept}"
+        ),
+        "new-key" => format!(
+            "{name}'s account got a new signing key{on}: if they didn't change it, someone may have taken it over. {kept}"
+        ),
+        "pds-gone" => format!(
+            "{name}'s server has stopped answering{}. Your copy is kept and can be given back on another server.",
+            detected
+                .map(|t| format!(" (noticed {})", day(t, now)))
+                .unwrap_or_default()
+        ),
+        k => match k.strip_prefix("account-") {
+            Some(status) => format!("{name}'s account is {status} on its server. Your copy is kept."),
+            None => format!("{}. {kept}", capitalize(detail)),
+        },
+    }
+}
+
+/// The title of a flag's notification.
+pub fn flag_title(kind: &str, name: &str) -> String {
+    match kind {
+        "mass-deletion" => format!("Many of {name}'s posts were deleted"),
+        "new-pds" => format!("{name}'s account moved to another server"),
+        "new-key" => format!("{name}'s account has a new key"),
+        "pds-gone" => format!("{name}'s server is not answering"),
+        _ => format!("Something happened to {name}'s account"),
+    }
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
 /// "about 120 MB".
 pub fn about_size(bytes: u64) -> String {
     format!("about {}", human_bytes(bytes))
@@ -176,6 +257,8 @@ mod tests {
             progress: None,
             problem: None,
             circles: vec![],
+            flags: vec![],
+            can_restore: true,
         }
     }
 
@@ -229,6 +312,66 @@ mod tests {
             "Paused for 59 minutes more"
         );
         assert!(headline(&[], None, None, now).starts_with("Nobody backed up yet"));
+    }
+
+    #[test]
+    fn flags_say_what_happened_and_that_the_copy_is_kept() {
+        let now = t("2026-11-10T12:00:00Z");
+        let on = Some(t("2026-11-03T08:00:00Z"));
+        assert_eq!(
+            flag_text(
+                "mass-deletion",
+                "alice",
+                "all 40 records were deleted at once",
+                on,
+                now
+            ),
+            "All 40 records were deleted on 3 Nov. Your copy from before is kept."
+        );
+        assert_eq!(
+            flag_text("new-pds", "Alice", "the account now names another server (x, was y)", None, now),
+            "Alice's account now names another server: if they didn't move it, someone may have taken it over. Your copy from before is kept."
+        );
+        let gone = flag_text("pds-gone", "bob", "…", Some(t("2025-12-30T00:00:00Z")), now);
+        assert!(gone.contains("(noticed 30 Dec 2025)"), "{gone}");
+        assert!(flag_text("account-deleted", "bob", "", None, now)
+            .starts_with("bob's account is deleted"));
+        for kind in [
+            "mass-deletion",
+            "new-pds",
+            "new-key",
+            "pds-gone",
+            "account-x",
+        ] {
+            let text = flag_text(kind, "bob", "did:plc:zz something", None, now);
+            assert!(text.contains("kept"), "{kind}: {text}");
+            assert!(!flag_title(kind, "bob").contains("did:"), "{kind}");
+        }
+    }
+
+    #[test]
+    fn a_flag_leads_the_headline_when_nothing_else_is_wrong() {
+        let now = t("2026-01-01T12:00:00Z");
+        let mut friends = vec![
+            friend("alice", FriendState::Ok),
+            friend("bob", FriendState::Ok),
+        ];
+        friends[1].flags.push(crate::app::dto::FriendFlag {
+            id: 1,
+            kind: "mass-deletion".into(),
+            text: "x".into(),
+            detail: "y".into(),
+            detected_at: "2026-01-01T00:00:00Z".into(),
+        });
+        assert_eq!(
+            headline(&friends, None, None, now),
+            "Something happened to bob's account: your copy from before is kept"
+        );
+        friends[0].state = FriendState::Failing;
+        assert_eq!(
+            headline(&friends, None, None, now),
+            "alice's backup needs attention"
+        );
     }
 
     #[test]

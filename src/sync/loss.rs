@@ -90,18 +90,28 @@ pub fn observe_identity(
     Ok(())
 }
 
-/// The account's status on its PDS: anything but active is flagged, active clears it.
+/// The account's status on its PDS (recorded here): a change to anything but active is
+/// flagged once (a flag the user dismissed stays dismissed while the status lasts), active
+/// clears it.
 pub fn observe_status(conn: &Connection, did: &str, status: &str) -> Result<(), StoreError> {
     let Some((repo_id, rev)) = repo(conn, did)? else {
         return Ok(());
     };
-    conn.execute(
-        "UPDATE repos SET unreachable_since = NULL WHERE id = ?1",
+    let previous: Option<String> = conn.query_row(
+        "SELECT upstream_status FROM repos WHERE id = ?1",
         [repo_id],
+        |r| r.get(0),
+    )?;
+    conn.execute(
+        "UPDATE repos SET unreachable_since = NULL, upstream_status = ?2 WHERE id = ?1",
+        params![repo_id, status],
     )?;
     history::clear(conn, repo_id, &[kind::PDS_GONE])?;
     if status == "active" {
         history::clear_prefix(conn, repo_id, kind::ACCOUNT_PREFIX)?;
+        return Ok(());
+    }
+    if previous.as_deref() == Some(status) {
         return Ok(());
     }
     let detail = match status {
@@ -250,6 +260,11 @@ mod tests {
         assert_eq!(open[0].2.kind, "account-deactivated");
         assert!(open[0].2.detail.contains("your copy is kept"));
         observe_status(&c, "did:plc:a", "active").unwrap();
+        assert!(history::open_flags(&c).unwrap().is_empty());
+        // Dismissed while the account stays deactivated: not raised again.
+        observe_status(&c, "did:plc:a", "deactivated").unwrap();
+        history::dismiss(&c, 1).unwrap();
+        observe_status(&c, "did:plc:a", "deactivated").unwrap();
         assert!(history::open_flags(&c).unwrap().is_empty());
     }
 

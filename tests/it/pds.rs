@@ -43,6 +43,8 @@ pub struct TestBed {
     pub admin_password: String,
     /// How long the test bed took from spawn to ready.
     pub start_time: Duration,
+    /// The PDS's data folder (its databases: the tests read emailed codes there).
+    pub data_dir: PathBuf,
     process: NodeProcess,
 }
 
@@ -64,6 +66,20 @@ pub async fn shared() -> &'static TestBed {
 }
 
 impl TestBed {
+    /// The latest code this PDS "emailed" to `did` for `purpose` (e.g. `plc_operation`):
+    /// the test server sends no mail, it keeps the code in its account database.
+    pub fn emailed_code(&self, did: &str, purpose: &str) -> Result<String> {
+        let db = rusqlite::Connection::open_with_flags(
+            self.data_dir.join("account.sqlite"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?;
+        Ok(db.query_row(
+            "SELECT token FROM email_token WHERE did = ?1 AND purpose = ?2",
+            [did, purpose],
+            |r| r.get(0),
+        )?)
+    }
+
     /// A second PDS registering its accounts with this test bed's PLC directory. It stops
     /// when the returned value is dropped.
     pub async fn start_extra_pds(&self) -> Result<TestBed> {
@@ -219,6 +235,7 @@ impl TestBed {
             plc: str_field(&ready, "plc")?,
             admin_password: str_field(&ready, "adminPassword")?,
             start_time: started.elapsed(),
+            data_dir: PathBuf::from(str_field(&ready, "dataDir")?),
             process,
         })
     }

@@ -134,6 +134,21 @@ impl Restored {
         res
     }
 
+    async fn post(&self, text: &str) {
+        let res = self
+            .http
+            .post(format!("{}/xrpc/com.atproto.repo.createRecord", self.pds))
+            .bearer_auth(&self.token)
+            .json(&json!({
+                "repo": self.did, "collection": "app.bsky.feed.post",
+                "record": {"$type": "app.bsky.feed.post", "text": text, "createdAt": now()}
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "createRecord: {}", res.status());
+    }
+
     async fn records(&self) -> BTreeMap<String, String> {
         let car = self
             .get("com.atproto.sync.getRepo", &[("did", &self.did)])
@@ -182,7 +197,7 @@ async fn restore(
     to: &str,
     handle: &str,
     password: &str,
-    at: Option<&str>,
+    extra: &[&str],
 ) -> Value {
     let mut args = vec![
         "restore",
@@ -195,9 +210,7 @@ async fn restore(
         "P2PDS_TEST_PASSWORD",
         "--json",
     ];
-    if let Some(at) = at {
-        args.extend(["--at", at]);
-    }
+    args.extend(extra);
     let out = p2pds_env(bed, data, &args, &[("P2PDS_TEST_PASSWORD", password)]).await;
     assert!(
         out.status.success(),
@@ -329,7 +342,7 @@ async fn an_account_deleted_upstream_is_restored_from_a_friends_copy() {
         &second.pds,
         &alice.handle,
         &alice.password,
-        None,
+        &[],
     )
     .await;
     assert_eq!(report["account"], "created", "{report}");
@@ -342,10 +355,14 @@ async fn an_account_deleted_upstream_is_restored_from_a_friends_copy() {
         .unwrap()
         .contains("last good version"));
     assert_eq!(report["identity_moved"], false);
-    assert!(report["next_steps"][0]
-        .as_str()
-        .unwrap()
-        .contains("submitPlcOperation"));
+    assert_eq!(report["code_sent"], true);
+    assert!(
+        report["next_steps"][0]
+            .as_str()
+            .unwrap()
+            .contains("emailed a confirmation code"),
+        "{report}"
+    );
     let restored = Restored::sign_in(&second.pds, &alice.handle, &alice.password).await;
     assert_eq!(restored.did, alice.did);
     assert_eq!(restored.records().await, state2);
@@ -361,7 +378,7 @@ async fn an_account_deleted_upstream_is_restored_from_a_friends_copy() {
         &second.pds,
         &alice.handle,
         &alice.password,
-        Some(&after_state1),
+        &["--at", &after_state1],
     )
     .await;
     assert_eq!(report["account"], "existing", "{report}");
@@ -436,6 +453,67 @@ async fn an_account_deleted_upstream_is_restored_from_a_friends_copy() {
     // A second collection right away finds nothing more.
     let again = run_json(bed, bob, &["gc", "--retention", &retention, "--json"]).await;
     assert_eq!(again["reclaimable_bytes"], 0, "{again}");
+
+    // The identity step: each run asked the old server to email alice a code (the test reads
+    // it where the test server keeps it). With it, the account moves and comes back online.
+    let code = bed.emailed_code(&alice.did, "plc_operation").unwrap();
+    let report = restore(
+        bed,
+        bob,
+        &alice.did,
+        &second.pds,
+        &alice.handle,
+        &alice.password,
+        &["--plc-token", &code],
+    )
+    .await;
+    assert_eq!(report["identity_moved"], true, "{report}");
+    assert_eq!(report["new_pds_status"]["activated"], true, "{report}");
+    let doc = bed.plc_document(&alice.did).await.unwrap();
+    assert_eq!(
+        doc["service"][0]["serviceEndpoint"],
+        second.pds.as_str(),
+        "{doc}"
+    );
+    // Anyone can read it there again, as it was before the deletion.
+    let public: Value = reqwest::get(format!(
+        "{}/xrpc/com.atproto.repo.listRecords?repo={}&collection=app.bsky.feed.post&limit=100",
+        second.pds, alice.did
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let posts = state2
+        .keys()
+        .filter(|k| k.starts_with("app.bsky.feed.post/"))
+        .count();
+    assert_eq!(
+        public["records"].as_array().unwrap().len(),
+        posts,
+        "{public}"
+    );
+    // Until alice writes, the new server serves the commit it imported (older than the
+    // deletion bob holds, and signed with the old key): bob's node refuses it and keeps its
+    // copy. Her first post there is a new commit signed with the new key.
+    restored.post("back on a new server").await;
+    // Bob's node follows the account to its new server, and flags the change of server and
+    // key: the owner did it here, but a takeover would look the same.
+    run(bed, bob, &["sync", "--once"]).await;
+    let history = run_json(bed, bob, &["history", &alice.did, "--json"]).await;
+    let kinds: BTreeSet<String> = open_flags(&history).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from(["mass-deletion".into(), "new-pds".into(), "new-key".into()]),
+        "{history}"
+    );
+    let status = run_json(bed, bob, &["status", "--json"]).await;
+    assert_eq!(
+        status["repos"][0]["records"],
+        state2.len() as u64 + 1,
+        "{status}"
+    );
 }
 
 #[tokio::test]

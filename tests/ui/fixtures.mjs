@@ -15,6 +15,8 @@ export function friend(over = {}) {
     progress: null,
     problem: null,
     circles: [],
+    flags: [],
+    canRestore: true,
     ...over,
   };
 }
@@ -65,7 +67,7 @@ export function overview(over = {}) {
     headline: 'All 1 accounts are safe',
     pausedUntil: null,
     notifications: { available: true, reason: null },
-    storage: { usedBytes: 120_000_000, limitBytes: null, perFriend: [] },
+    storage: { usedBytes: 120_000_000, limitBytes: null, perFriend: [], retentionDays: 30, limitText: null },
     ...over,
   };
 }

@@ -9,6 +9,7 @@ import {
   circleStateInfo,
   copiesHint,
   deleteOldCopyDialog,
+  dismissFlagsDialog,
   friendFacts,
   friendTone,
   groupTimeline,
@@ -25,8 +26,11 @@ import {
   progressView,
   pruneLiveProgress,
   removeFriendDialog,
+  restoreResultView,
+  restoreStepView,
   storageSummary,
   trayInfo,
+  versionLabel,
   withLiveProgress,
 } from '../../ui/lib/model.js';
 import { circle, friend, invitation, overview, settings } from './fixtures.mjs';
@@ -257,4 +261,66 @@ test('where copies are kept: fixed by the command line, and the old copy on offe
   const q = deleteOldCopyDialog('/old');
   assert.match(q.body, /\/old/);
   assert.match(q.body, /not touched/);
+});
+
+test('flags: dismissing says how long the versions from before stay', () => {
+  const d = dismissFlagsDialog(friend({ name: 'alice.test' }), 30);
+  assert.equal(d.confirm, 'Dismiss');
+  assert.match(d.body, /kept only for 30 days/);
+  assert.match(d.body, /meant it/);
+  assert.doesNotMatch(d.body + d.title, /did:/);
+  assert.match(dismissFlagsDialog(friend(), 1).body, /only for 1 day,/);
+});
+
+test('storage: the engine’s words about the limit make the banner', () => {
+  const text = 'Your storage limit of 1.0 GB is reached: some backups are waiting for room.';
+  const o = overview({ storage: { usedBytes: 5, limitBytes: 1_000_000_000, perFriend: [], retentionDays: 30, limitText: text } });
+  const b = banners(o);
+  assert.equal(b[0].key, 'storage-full');
+  assert.equal(b[0].text, text);
+  assert.equal(b.filter((x) => x.key.startsWith('storage')).length, 1);
+});
+
+test('restore: kept versions read as a date and a count', () => {
+  const label = versionLabel({ rev: '3l', time: '2026-11-03T14:05:00Z', records: 40 }, 'en-GB');
+  assert.match(label, /3 Nov 2026/);
+  assert.match(label, /40 records$/);
+  assert.doesNotMatch(versionLabel({ rev: '3l', time: '2026-11-03T14:05:00Z', records: null }, 'en-GB'), /records/);
+  assert.equal(versionLabel({ rev: 'x', time: '', records: 1 }), 'unknown time — 1 record');
+});
+
+test('restore: progress in words, images as n of total', () => {
+  const step = (over) => ({ phase: 'preparing', bytes: 0, imagesDone: 0, imagesTotal: 0, ...over });
+  assert.deepEqual(restoreStepView(step({})), { label: 'Getting the copy ready…', fraction: null });
+  assert.match(restoreStepView(step({ phase: 'account' })).label, /new server/);
+  assert.equal(restoreStepView(step({ phase: 'records', bytes: 2_500_000 })).label, 'Sending posts and other records… 2.5 MB sent');
+  const img = restoreStepView(step({ phase: 'images', imagesDone: 3, imagesTotal: 12 }));
+  assert.equal(img.label, 'Sending images… 3 of 12');
+  assert.equal(img.fraction, 0.25);
+  assert.equal(restoreStepView(step({ phase: 'images' })).fraction, null);
+});
+
+test('restore: the result says what came back, what did not and what is left', () => {
+  const outcome = {
+    did: 'did:plc:bob',
+    name: 'bob.test',
+    time: '2026-11-03T14:05:00Z',
+    why: 'It is the last version from before this happened.',
+    toPds: 'https://pds.example.net',
+    records: 40,
+    images: 11,
+    imagesTotal: 12,
+    notRestored: [{ what: 'image bafy…', reason: 'the new server refused it: too large' }],
+    identityMoved: false,
+    nextSteps: ['Ask bob to sign in at the new server.', 'Point the identity at the new server.'],
+    complete: false,
+  };
+  const v = restoreResultView(outcome);
+  assert.equal(v.title, "bob.test's account is back, with gaps");
+  assert.equal(v.restored, '40 records and 11 of 12 images were written to the new server.');
+  assert.deepEqual(v.missing, ['Image bafy…: the new server refused it: too large']);
+  assert.equal(v.steps.length, 2);
+  const whole = restoreResultView({ ...outcome, complete: true, notRestored: [], imagesTotal: 0, images: 0, records: 1 });
+  assert.equal(whole.title, "bob.test's account is back");
+  assert.equal(whole.restored, '1 record was written to the new server.');
 });

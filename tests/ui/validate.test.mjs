@@ -4,6 +4,7 @@ import {
   checkCircle,
   checkFriend,
   checkMoveTarget,
+  checkRestore,
   checkSettings,
   checkSignIn,
   GB,
@@ -15,6 +16,7 @@ import {
   isWindowsPath,
   normalizeHandle,
   RETENTION_DAYS,
+  serverAddress,
   settingsToForm,
 } from '../../ui/lib/validate.js';
 import { settings } from './fixtures.mjs';
@@ -173,4 +175,61 @@ test('moving the copies: a full path, not the folder in use nor one inside it', 
   assert.ok(!checkMoveTarget(w, 'c:/users/alice/appdata/roaming/p2pds/data/x').ok);
   assert.ok(!checkMoveTarget(w, 'C:\\Users\\Alice\\AppData\\Roaming\\p2pds\\data\\').ok);
   assert.equal(folderExample('/Users/bob/Library/Application Support/org.p2pds.p2pds'), '/Users/bob/Backups/P2PDS');
+});
+
+test('restore: server addresses are web addresses of a host', () => {
+  assert.equal(serverAddress('pds.example.net'), 'https://pds.example.net');
+  assert.equal(serverAddress(' https://PDS.example.net/ '), 'https://pds.example.net');
+  assert.equal(serverAddress('http://localhost:2583'), 'http://localhost:2583');
+  for (const bad of ['', 'pds', 'ftp://pds.example.net', 'http://pds.example.net', 'https://pds.example.net/xrpc', 'https://u:p@pds.example.net', 'pds example.net', 'https://pds.example.net?x=1']) {
+    assert.equal(serverAddress(bad), null, bad);
+  }
+});
+
+test('restore: required fields, the URL, and the owner password only when asked', () => {
+  const form = (over = {}) => ({
+    did: 'did:plc:bob',
+    rev: null,
+    toPds: 'pds.example.net',
+    handle: '@Bob.PDS.example.net',
+    password: 'new-secret',
+    ownerPasswordDiffers: false,
+    oldPassword: 'ignored',
+    email: '',
+    inviteCode: ' ',
+    plcToken: '',
+    ...over,
+  });
+  const ok = checkRestore(form());
+  assert.ok(ok.ok);
+  assert.deepEqual(ok.value, {
+    did: 'did:plc:bob',
+    rev: null,
+    toPds: 'https://pds.example.net',
+    handle: 'bob.pds.example.net',
+    password: 'new-secret',
+    oldPassword: null,
+    email: null,
+    inviteCode: null,
+    plcToken: null,
+  });
+  const field = (over) => {
+    const c = checkRestore(form(over));
+    assert.ok(!c.ok, JSON.stringify(over));
+    return c.field;
+  };
+  assert.equal(field({ toPds: ' ' }), 'toPds');
+  assert.equal(field({ toPds: 'not a server' }), 'toPds');
+  assert.equal(field({ handle: '' }), 'handle');
+  assert.equal(field({ handle: 'bob' }), 'handle');
+  assert.equal(field({ password: '' }), 'password');
+  assert.equal(field({ ownerPasswordDiffers: true, oldPassword: '' }), 'oldPassword');
+  assert.equal(field({ email: 'bob@' }), 'email');
+  const both = checkRestore(form({ ownerPasswordDiffers: true, oldPassword: 'main-pw', rev: '3l', email: ' b@x.io ', inviteCode: 'inv-1', plcToken: ' ABC-123 ' }));
+  assert.ok(both.ok);
+  assert.equal(both.value.oldPassword, 'main-pw');
+  assert.equal(both.value.rev, '3l');
+  assert.equal(both.value.email, 'b@x.io');
+  assert.equal(both.value.inviteCode, 'inv-1');
+  assert.equal(both.value.plcToken, 'ABC-123');
 });

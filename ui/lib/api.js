@@ -6,6 +6,10 @@
 /** @typedef {import('../types').Settings} Settings */
 /** @typedef {import('../types').MoveReport} MoveReport */
 /** @typedef {import('../types').Event} EngineEvent */
+/** @typedef {import('../types').Collection} Collection */
+/** @typedef {import('../types').RestoreChoice} RestoreChoice */
+/** @typedef {import('../types').RestoreInput} RestoreInput */
+/** @typedef {import('../types').RestoreOutcome} RestoreOutcome */
 
 /**
  * @typedef {object} TauriGlobal
@@ -77,6 +81,16 @@ export const api = {
   leaveCircle: (uri, keepCopies) => call('leave_circle', { uri, keepCopies }),
   /** @param {string} uri @returns {Promise<Health>} */
   circleHealth: (uri) => call('circle_health', { uri }),
+  /** Accepts what happened to an account (clears its flags). @param {string} did @returns {Promise<Overview>} */
+  dismissFlags: (did) => call('dismiss_flags', { did }),
+  /** What collecting old versions would free. @returns {Promise<Collection>} */
+  reclaimable: () => call('reclaimable'),
+  /** @returns {Promise<Collection>} */
+  collectGarbage: () => call('collect_garbage'),
+  /** @param {string} did @returns {Promise<RestoreChoice>} */
+  restoreChoice: (did) => call('restore_choice', { did }),
+  /** The passwords in `input` go to the servers only. @param {RestoreInput} input @returns {Promise<RestoreOutcome>} */
+  restoreAccount: (input) => call('restore_account', { input }),
   /** @returns {Promise<Settings>} */
   getSettings: () => call('get_settings'),
   /** @param {Settings} settings @returns {Promise<Settings>} */

@@ -1,7 +1,7 @@
 // The view-model: what the screens show, decided from the documents the app returns.
 // Pure (no DOM): node's tests import it.
 
-import { ago, capitalize, humanBytes, parseTime, plural, whenText, dayLabel, clock } from './format.js';
+import { ago, capitalize, formatCount, humanBytes, parseTime, plural, whenText, dayLabel, clock } from './format.js';
 
 /** @typedef {import('../types').Overview} Overview */
 /** @typedef {import('../types').TrayState} TrayState */
@@ -15,6 +15,9 @@ import { ago, capitalize, humanBytes, parseTime, plural, whenText, dayLabel, clo
 /** @typedef {import('../types').Settings} Settings */
 /** @typedef {import('../types').MoveProgress} MoveProgress */
 /** @typedef {import('../types').MoveReport} MoveReport */
+/** @typedef {import('../types').KeptVersion} KeptVersion */
+/** @typedef {import('../types').RestoreStep} RestoreStep */
+/** @typedef {import('../types').RestoreOutcome} RestoreOutcome */
 
 /** @typedef {'ok' | 'busy' | 'warn' | 'danger' | 'muted'} Tone */
 
@@ -73,7 +76,9 @@ export function banners(overview) {
   /** @type {Banner[]} */
   const out = [];
   const { storage, notifications } = overview;
-  if (storage.limitBytes != null && storage.limitBytes > 0) {
+  if (storage.limitText) {
+    out.push({ key: 'storage-full', tone: 'danger', text: storage.limitText });
+  } else if (storage.limitBytes != null && storage.limitBytes > 0) {
     const used = storage.usedBytes / storage.limitBytes;
     if (used >= 1) {
       out.push({
@@ -517,5 +522,77 @@ export function deleteOldCopyDialog(dir) {
     title: 'Delete the old copy?',
     body: `P2PDS will delete its files in ${dir}. Your copies in the current folder are not touched.`,
     confirm: 'Delete the old copy',
+  };
+}
+
+/**
+ * The question before dismissing what happened to a friend's account.
+ * @param {Friend} friend
+ * @param {number} retentionDays
+ * @returns {{ title: string, body: string, confirm: string }}
+ */
+export function dismissFlagsDialog(friend, retentionDays) {
+  const days = plural(retentionDays, 'day', 'days');
+  return {
+    title: `Dismiss what happened to ${friend.name}'s account?`,
+    body:
+      `Do this only if ${friend.name} meant it (they deleted posts or moved their account themselves). ` +
+      `The versions from before will then be kept only for ${days}, like any older version, and then removed. ` +
+      `Your newest copy stays.`,
+    confirm: 'Dismiss',
+  };
+}
+
+/**
+ * A kept version, for the list in the restore dialog: "Tue 3 Nov, 14:05 — 40 records".
+ * @param {KeptVersion} v
+ * @param {string} [locale]
+ * @returns {string}
+ */
+export function versionLabel(v, locale) {
+  const t = parseTime(v.time);
+  const when = Number.isNaN(t)
+    ? 'unknown time'
+    : new Date(t).toLocaleString(locale, { weekday: 'short', day: 'numeric', month: 'short', year: 'numeric', hour: '2-digit', minute: '2-digit' });
+  return v.records == null ? when : `${when} — ${plural(v.records, 'record', 'records')}`;
+}
+
+/**
+ * A restore's progress, in words.
+ * @param {RestoreStep} p
+ * @returns {{ label: string, fraction: number | null }}
+ */
+export function restoreStepView(p) {
+  switch (p.phase) {
+    case 'preparing':
+      return { label: 'Getting the copy ready…', fraction: null };
+    case 'account':
+      return { label: 'Setting up the account on the new server…', fraction: null };
+    case 'records':
+      return { label: `Sending posts and other records… ${humanBytes(p.bytes)} sent`, fraction: null };
+    case 'images': {
+      const total = Math.max(p.imagesTotal, 0);
+      return {
+        label: `Sending images… ${formatCount(Math.min(p.imagesDone, total))} of ${formatCount(total)}`,
+        fraction: total > 0 ? Math.min(1, p.imagesDone / total) : null,
+      };
+    }
+    default:
+      return { label: 'Working…', fraction: null };
+  }
+}
+
+/**
+ * What the dialog shows once a restore is done.
+ * @param {RestoreOutcome} r
+ * @returns {{ title: string, restored: string, missing: string[], steps: string[] }}
+ */
+export function restoreResultView(r) {
+  const images = r.imagesTotal > 0 ? ` and ${formatCount(r.images)} of ${plural(r.imagesTotal, 'image', 'images')}` : '';
+  return {
+    title: r.complete ? `${r.name}'s account is back` : `${r.name}'s account is back, with gaps`,
+    restored: `${plural(r.records, 'record', 'records')}${images} ${r.records === 1 && !images ? 'was' : 'were'} written to the new server.`,
+    missing: r.notRestored.map((n) => `${capitalize(n.what)}: ${n.reason}`),
+    steps: r.nextSteps,
   };
 }

@@ -2,6 +2,7 @@
 // Messages are sentences for people, shown next to the field.
 
 /** @typedef {import('../types').Settings} Settings */
+/** @typedef {import('../types').RestoreInput} RestoreInput */
 
 /**
  * @template T
@@ -291,4 +292,95 @@ export function checkMoveTarget(current, input) {
     return { ok: false, error: 'The new folder can’t be inside the folder the copies are in now. Pick a folder somewhere else.' };
   }
   return { ok: true, value: dir };
+}
+
+/**
+ * @typedef {object} RestoreForm what the restore dialog's fields hold
+ * @property {string} did
+ * @property {string | null} rev a kept version, or null for the suggested one
+ * @property {string} toPds
+ * @property {string} handle
+ * @property {string} password
+ * @property {boolean} ownerPasswordDiffers the old server's password is another one
+ * @property {string} oldPassword
+ * @property {string} email
+ * @property {string} inviteCode
+ * @property {string} plcToken the confirmation code the old server emailed (after a first run)
+ */
+
+/**
+ * A server's address as typed: "pds.example.net" gets https://; the address must be a web
+ * address of a host (no path, no spaces). Returns null when it can't be one.
+ * @param {string} input
+ * @returns {string | null}
+ */
+export function serverAddress(input) {
+  let t = input.trim().replace(/\/+$/, '');
+  if (!t) return null;
+  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(t)) t = `https://${t}`;
+  let url;
+  try {
+    url = new URL(t);
+  } catch {
+    return null;
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') return null;
+  if (url.username || url.password || url.search || url.hash || (url.pathname !== '/' && url.pathname !== '')) return null;
+  const host = url.hostname;
+  const local = host === 'localhost' || /^\d+\.\d+\.\d+\.\d+$/.test(host) || host.startsWith('[');
+  if (!local && !host.includes('.')) return null;
+  if (url.protocol === 'http:' && !local) return null;
+  return `${url.protocol}//${url.host}`;
+}
+
+/**
+ * The restore dialog's fields, before anything is sent.
+ * @param {RestoreForm} f
+ * @returns {Checked<RestoreInput>}
+ */
+export function checkRestore(f) {
+  if (!f.toPds.trim()) {
+    return { ok: false, field: 'toPds', error: 'Type the address of the new server, like pds.example.net.' };
+  }
+  const toPds = serverAddress(f.toPds);
+  if (!toPds) {
+    return {
+      ok: false,
+      field: 'toPds',
+      error: 'That is not a server address. Type it like pds.example.net or https://pds.example.net (secure addresses only).',
+    };
+  }
+  const handle = normalizeHandle(f.handle);
+  if (!handle) return { ok: false, field: 'handle', error: 'Type the handle the account will have on the new server.' };
+  if (!isHandle(handle)) {
+    return { ok: false, field: 'handle', error: 'A handle looks like alice.pds.example.net: words separated by dots.' };
+  }
+  if (!f.password) {
+    return { ok: false, field: 'password', error: 'Type the password for the account on the new server.' };
+  }
+  if (f.ownerPasswordDiffers && !f.oldPassword) {
+    return {
+      ok: false,
+      field: 'oldPassword',
+      error: 'Type the main password of the account on its old server (not an app password), or untick the box.',
+    };
+  }
+  const email = f.email.trim();
+  if (email && !/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(email)) {
+    return { ok: false, field: 'email', error: 'That email address does not look right.' };
+  }
+  return {
+    ok: true,
+    value: {
+      did: f.did,
+      rev: f.rev,
+      toPds,
+      handle,
+      password: f.password,
+      oldPassword: f.ownerPasswordDiffers ? f.oldPassword : null,
+      email: email || null,
+      inviteCode: f.inviteCode.trim() || null,
+      plcToken: f.plcToken.trim() || null,
+    },
+  };
 }

@@ -230,6 +230,7 @@ pub async fn restore(
     old_password_env: Option<&str>,
     email: Option<&str>,
     invite_code: Option<&str>,
+    plc_token: Option<String>,
     json: bool,
 ) -> anyhow::Result<i32> {
     let did = did_of(syncer, account).await?;
@@ -251,6 +252,7 @@ pub async fn restore(
         old_password,
         email: email.map(str::to_string),
         invite_code: invite_code.map(str::to_string),
+        plc_token,
     };
     let show = |p: RestoreProgress| {
         if !json {
@@ -288,6 +290,9 @@ pub async fn restore(
         }
         for step in &report.next_steps {
             println!("Next: {step}");
+        }
+        if report.code_sent {
+            println!("(On the command line: the same restore with --plc-token CODE.)");
         }
     }
     Ok(if report.complete() { 0 } else { 3 })

@@ -125,6 +125,10 @@ enum Command {
         email: Option<String>,
         #[arg(long)]
         invite_code: Option<String>,
+        /// The confirmation code the old server emailed (a first run asks for it): the
+        /// restore then also moves the account's identity to the new server and activates it.
+        #[arg(long)]
+        plc_token: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -349,6 +353,7 @@ async fn run_async(cli: Cli) -> anyhow::Result<i32> {
             old_password_env,
             email,
             invite_code,
+            plc_token,
             json,
         } => {
             history_cmd::restore(
@@ -361,6 +366,7 @@ async fn run_async(cli: Cli) -> anyhow::Result<i32> {
                 old_password_env.as_deref(),
                 email.as_deref(),
                 invite_code.as_deref(),
+                plc_token.clone(),
                 *json,
             )
             .await

@@ -3,9 +3,10 @@
 import { api, errorText } from '../api.js';
 import { busy, byId, h, reconcile } from '../dom.js';
 import { ago, capitalize, parseTime } from '../format.js';
-import { EMPTY, friendFacts, friendTone, progressView, removeFriendDialog, withLiveProgress } from '../model.js';
+import { dismissFlagsDialog, EMPTY, friendFacts, friendTone, progressView, removeFriendDialog, withLiveProgress } from '../model.js';
 import { checkFriend } from '../validate.js';
 import { avatar, detailsBox, icon, setError } from './common.js';
+import { openRestore } from './restore.js';
 
 /** @typedef {import('../ctx.js').Ctx} Ctx */
 /** @typedef {import('../../types').Friend} Friend */
@@ -91,9 +92,32 @@ function friendCard(ctx, f) {
       ctx.render();
     }
   });
+  const flagged = f.flags.length > 0;
+  const restore = f.canRestore
+    ? h(
+        'button',
+        { class: flagged ? 'btn btn-primary restore' : 'btn btn-quiet restore', type: 'button', 'data-focus': 'restore' },
+        'Give back…',
+      )
+    : null;
+  restore?.addEventListener('click', () => openRestore(ctx, f));
+  const dismiss = flagged
+    ? h('button', { class: 'btn btn-quiet dismiss', type: 'button', 'data-focus': 'dismiss' }, 'Dismiss')
+    : null;
+  dismiss?.addEventListener('click', async () => {
+    const days = ctx.state.overview?.storage.retentionDays ?? 30;
+    if (!(await ctx.confirm(dismissFlagsDialog(f, days)))) return;
+    ctx.state.errors.delete(key);
+    try {
+      ctx.setOverview(await busy(dismiss, 'Dismissing…', () => api.dismissFlags(f.did)));
+    } catch (err) {
+      ctx.state.errors.set(key, errorText(err));
+      ctx.render();
+    }
+  });
   return h(
     'article',
-    { class: 'card friend-card', 'data-did': f.did, 'data-key': key, 'data-state': f.state },
+    { class: 'card friend-card', 'data-did': f.did, 'data-key': key, 'data-state': f.state, 'data-flagged': String(flagged) },
     h(
       'div',
       { class: 'friend-main' },
@@ -111,8 +135,16 @@ function friendCard(ctx, f) {
         ),
         h('p', { class: 'friend-facts', text: friendFacts(f) }),
       ),
-      h('div', { class: 'friend-actions' }, stop),
+      h('div', { class: 'friend-actions' }, restore, stop),
     ),
+    flagged
+      ? h(
+          'div',
+          { class: 'friend-flags', role: 'group', 'aria-label': 'What happened' },
+          f.flags.map((fl) => h('p', { class: 'friend-flag', 'data-kind': fl.kind }, icon('alert'), h('span', { text: fl.text }))),
+          h('div', { class: 'flag-actions' }, dismiss),
+        )
+      : null,
     progressBlock(f.progress),
     f.problem ? h('p', { class: 'friend-problem' }, icon('alert'), h('span', { text: capitalize(f.problem) })) : null,
     cardError ? h('p', { class: 'form-error', role: 'alert', text: cardError }) : null,
@@ -121,6 +153,7 @@ function friendCard(ctx, f) {
       ...(f.handle ? /** @type {[string, string][]} */ ([['Handle', `@${f.handle}`]]) : []),
       ['Last full backup', Number.isNaN(last) ? 'not yet' : `${new Date(last).toLocaleString()} (${ago(last)})`],
       ['In circles', f.circles.length ? f.circles.join(', ') : 'none'],
+      ...f.flags.map((fl) => /** @type {[string, string]} */ ([`Noticed ${new Date(fl.detectedAt).toLocaleString()}`, fl.detail])),
     ]),
   );
 }

@@ -65,6 +65,8 @@ export function initSettings(ctx) {
       dirty = false;
       fillForm(saved);
       status.textContent = 'Saved';
+      // A new number of days changes what can be freed.
+      loadReclaim();
       ctx.refresh().catch(() => {});
     } catch (err) {
       setError(error, errorText(err));
@@ -72,6 +74,7 @@ export function initSettings(ctx) {
   });
 
   initLocation(ctx);
+  initReclaim(ctx);
 
   bindSignIn(ctx, {
     form: 'account-form',
@@ -152,6 +155,42 @@ function initLocation(ctx) {
 }
 
 /**
+ * Old versions no longer needed: how much collecting them frees, and "Free it now".
+ * @param {Ctx} ctx
+ */
+function initReclaim(ctx) {
+  const run = byId('reclaim-run', HTMLButtonElement);
+  const text = byId('reclaim-text', HTMLElement);
+  const error = byId('reclaim-error', HTMLElement);
+  run.addEventListener('click', async () => {
+    setError(error, null);
+    try {
+      const done = await busy(run, 'Freeing…', () => api.collectGarbage());
+      text.textContent = done.text;
+      run.disabled = true;
+      ctx.refresh().catch(() => {});
+    } catch (err) {
+      setError(error, errorText(err));
+    }
+  });
+}
+
+/** Asks the engine what collecting old versions would free (when Settings opens). */
+async function loadReclaim() {
+  const run = byId('reclaim-run', HTMLButtonElement);
+  const text = byId('reclaim-text', HTMLElement);
+  text.textContent = 'Looking…';
+  run.disabled = true;
+  try {
+    const plan = await api.reclaimable();
+    text.textContent = plan.text;
+    run.disabled = plan.bytes === 0;
+  } catch (err) {
+    text.textContent = errorText(err);
+  }
+}
+
+/**
  * Shows a move's progress (from the engine's events).
  * @param {MoveProgress} p
  */
@@ -184,6 +223,7 @@ function fillLocation(s) {
  * @returns {Promise<void>}
  */
 export async function loadSettings(ctx) {
+  loadReclaim();
   if (dirty) return;
   try {
     const s = await api.getSettings();
