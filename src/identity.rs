@@ -155,6 +155,11 @@ impl Resolver {
         }
     }
 
+    /// The PLC directory this resolver reads `did:plc` documents from.
+    pub fn plc_url(&self) -> &str {
+        &self.plc_url
+    }
+
     /// Resolves a DID to its document; `fresh` bypasses the cache.
     pub async fn resolve_did(&self, did: &str, fresh: bool) -> Result<DidDoc, IdentityError> {
         if !fresh {

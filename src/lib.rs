@@ -11,6 +11,7 @@ pub mod group;
 pub mod history;
 pub mod identity;
 pub mod policy;
+pub mod recovery;
 pub mod repo;
 pub mod restore;
 pub mod serve;

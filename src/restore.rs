@@ -15,8 +15,9 @@
 //!    time, so the PDS's upload limit applies per blob). What could not be sent is reported
 //!    with the reason.
 //! 5. The account on the new PDS stays deactivated until its identity (the DID document)
-//!    names the new PDS: that step needs the old PDS (an emailed code) or a rotation key the
-//!    owner registered. [`RestoreReport::next_steps`] says which, in words.
+//!    names the new PDS: that step needs the old PDS (an emailed code) or the recovery key the
+//!    owner registered ([`crate::recovery`]), which also stands in for the old PDS in step 2
+//!    when that one is gone. [`RestoreReport::next_steps`] says which, in words.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::export::{get_block, ExportError};
 use crate::history::{self, HistoryError};
+use crate::recovery::{self, Plc, RecoveryError, RecoveryKey};
 use crate::repo::mst::{self, MstError};
 use crate::store::StoreError;
 use crate::sync::Syncer;
@@ -56,6 +58,9 @@ pub struct RestoreRequest {
     /// moves the identity (the DID document then names the new PDS) and activates the
     /// account there.
     pub plc_token: Option<String>,
+    /// The owner's recovery key (see [`crate::recovery`]): with it, the restore works when
+    /// the old PDS is gone, and moves the identity without an emailed code.
+    pub recovery_key: Option<RecoveryKey>,
 }
 
 /// Something that could not be restored, and why.
@@ -89,6 +94,8 @@ pub struct RestoreReport {
     pub identity_moved: bool,
     /// The old PDS emailed a confirmation code: restoring again with it moves the identity.
     pub code_sent: bool,
+    /// The owner's recovery key signed the identity changes (the old PDS was not needed).
+    pub used_recovery_key: bool,
     /// What is left to do, in words.
     pub next_steps: Vec<String>,
 }
@@ -116,6 +123,10 @@ pub enum RestoreError {
     Refused { what: String, reason: String },
     #[error("{0}")]
     NeedsIdentityStep(String),
+    #[error("{0}")]
+    WouldUndo(String),
+    #[error("with the recovery key: {0}")]
+    Recovery(#[from] RecoveryError),
 }
 
 fn rotation_key_explanation(did: &str, old_pds: &str, why: &str) -> String {
@@ -126,9 +137,11 @@ fn rotation_key_explanation(did: &str, old_pds: &str, why: &str) -> String {
          rotation key: a key listed in the account's identity record (its PLC entry) that may \
          sign a change naming a new server and a new signing key. The key of the old server \
          can do that, and so can a key of the owner's own, registered while the old server \
-         still worked. With such a key the identity can be pointed at the new server, and the \
-         restore run again. Without one, the posts can still be brought back into a new \
-         account (a new identity): ask your friend to register a rotation key of their own \
+         still worked (a recovery key: `p2pds recovery-key add`, or \"Protect your account\" in \
+         the app's settings). Restore again with the recovery key (`--recovery-key-env VAR`, or \
+         the key in this computer's keyring) and P2PDS points the identity at the new server \
+         itself. Without one, the posts can still be brought back into a new account (a new \
+         identity): ask your friend to register a recovery key of their own \
          while their server works, so this never blocks a restore."
     )
 }
@@ -355,6 +368,9 @@ pub async fn restore(
     // 2. The account on the new PDS.
     progress(RestoreProgress::Account);
     let token = account(syncer, &xrpc, req, &to_pds, &mut report).await?;
+    if report.account == "existing" {
+        refuse_to_undo(&xrpc, &to_pds, &token, &picked.state.rev).await?;
+    }
 
     // 3. The repo.
     let len = tokio::fs::metadata(&car_path).await?.len();
@@ -404,7 +420,12 @@ pub async fn restore(
     // 5. The identity, then where things stand.
     let doc = syncer.resolver.resolve_did(&req.did, true).await.ok();
     let current = doc.as_ref().and_then(|d| d.pds.clone()).unwrap_or_default();
-    report.identity_moved = current.trim_end_matches('/') == to_pds;
+    // Pointed here by the recovery key for the account's creation, but still signed by that
+    // key, not the new PDS's: the identity step is still to come.
+    let interim = req.recovery_key.as_ref().is_some_and(|k| {
+        doc.as_ref().and_then(|d| d.signing_key.as_ref()) == Some(&k.public_key())
+    });
+    report.identity_moved = current.trim_end_matches('/') == to_pds && !interim;
     if !report.identity_moved {
         identity_step(syncer, &xrpc, req, &to_pds, &token, &current, &mut report).await?;
     } else {
@@ -431,6 +452,37 @@ pub async fn restore(
     Ok(report)
 }
 
+/// An account already live on the new PDS whose repo moved past the state to restore (the
+/// owner wrote there since) is not overwritten: an import would undo those writes.
+async fn refuse_to_undo(
+    xrpc: &Xrpc<'_>,
+    to_pds: &str,
+    token: &str,
+    rev: &str,
+) -> Result<(), RestoreError> {
+    let Ok(Ok(status)) = xrpc
+        .get(
+            to_pds,
+            "com.atproto.server.checkAccountStatus",
+            Some(token),
+            &[],
+        )
+        .await
+    else {
+        return Ok(());
+    };
+    let live = status.get("activated").and_then(Value::as_bool) == Some(true);
+    let there = str_of(&status, "repoRev").unwrap_or_default();
+    if live && there.as_str() > rev {
+        return Err(RestoreError::WouldUndo(format!(
+            "The account on {to_pds} is online and has changed since the version to restore \
+             (it is at {there}, the version is {rev}): restoring it would undo those changes, \
+             so nothing was sent."
+        )));
+    }
+    Ok(())
+}
+
 /// Moves the identity when the owner's emailed code is given; otherwise asks the old PDS to
 /// email one and says how to finish.
 async fn identity_step(
@@ -442,6 +494,10 @@ async fn identity_step(
     old_pds: &str,
     report: &mut RestoreReport,
 ) -> Result<(), RestoreError> {
+    if let Some(key) = &req.recovery_key {
+        return identity_with_recovery_key(syncer, xrpc, key, &req.did, to_pds, token, report)
+            .await;
+    }
     let old_password = req.old_password.as_deref().unwrap_or(&req.password);
     let signed_in = xrpc
         .post(
@@ -636,48 +692,26 @@ async fn account(
             ))
         })?;
     let old_pds = doc.pds.clone().unwrap_or_default();
-    let explain = |why: String| {
-        RestoreError::NeedsIdentityStep(rotation_key_explanation(&req.did, &old_pds, &why))
+    let (proof, email) = match old_pds_proof(xrpc, req, &old_pds, &service_did).await {
+        Ok(found) => found,
+        Err(why) => {
+            let Some(key) = &req.recovery_key else {
+                return Err(RestoreError::NeedsIdentityStep(rotation_key_explanation(
+                    &req.did, &old_pds, &why,
+                )));
+            };
+            report.used_recovery_key = true;
+            let proof = recovery_proof(syncer, key, &req.did, to_pds, &service_did).await?;
+            let email = req.email.clone().ok_or_else(|| RestoreError::Refused {
+                what: "the new account".into(),
+                reason: format!(
+                    "an email address is needed for it, and the old server ({why}) cannot tell \
+                     it: give one (--email)"
+                ),
+            })?;
+            (proof, email)
+        }
     };
-    let old_password = req.old_password.as_deref().unwrap_or(&req.password);
-    let old_session = xrpc
-        .post(
-            &old_pds,
-            "com.atproto.server.createSession",
-            None,
-            &json!({ "identifier": req.did, "password": old_password }),
-        )
-        .await
-        .map_err(|e| explain(format!("it cannot be reached ({e})")))?
-        .map_err(|(_, reason)| explain(format!("signing in there failed ({reason})")))?;
-    let old_token = str_of(&old_session, "accessJwt").unwrap_or_default();
-    let exp = (Utc::now() + chrono::Duration::minutes(10))
-        .timestamp()
-        .to_string();
-    let proof = xrpc
-        .get(
-            &old_pds,
-            "com.atproto.server.getServiceAuth",
-            Some(&old_token),
-            &[
-                ("aud", service_did.as_str()),
-                ("lxm", "com.atproto.server.createAccount"),
-                ("exp", exp.as_str()),
-            ],
-        )
-        .await
-        .map_err(|e| explain(format!("it cannot be reached ({e})")))?
-        .map_err(|(_, reason)| {
-            explain(format!(
-                "it refused to sign the proof ({reason}); sign in with the account's main password, not an app password"
-            ))
-        })?;
-    let proof = str_of(&proof, "token").unwrap_or_default();
-    let email = req
-        .email
-        .clone()
-        .or_else(|| str_of(&old_session, "email"))
-        .unwrap_or_default();
     let mut body = json!({
         "did": req.did,
         "handle": req.handle,
@@ -704,6 +738,138 @@ async fn account(
         what: "the new account".into(),
         reason: "no access token in its answer".into(),
     })
+}
+
+/// The proof the new PDS asks for, signed by the account's current PDS, and the account's
+/// email there; `Err` says in words why the current PDS could not give them.
+async fn old_pds_proof(
+    xrpc: &Xrpc<'_>,
+    req: &RestoreRequest,
+    old_pds: &str,
+    service_did: &str,
+) -> Result<(String, String), String> {
+    let old_password = req.old_password.as_deref().unwrap_or(&req.password);
+    let old_session = xrpc
+        .post(
+            old_pds,
+            "com.atproto.server.createSession",
+            None,
+            &json!({ "identifier": req.did, "password": old_password }),
+        )
+        .await
+        .map_err(|e| format!("it cannot be reached ({e})"))?
+        .map_err(|(_, reason)| format!("signing in there failed ({reason})"))?;
+    let old_token = str_of(&old_session, "accessJwt").unwrap_or_default();
+    let exp = (Utc::now() + chrono::Duration::minutes(10))
+        .timestamp()
+        .to_string();
+    let proof = xrpc
+        .get(
+            old_pds,
+            "com.atproto.server.getServiceAuth",
+            Some(&old_token),
+            &[
+                ("aud", service_did),
+                ("lxm", "com.atproto.server.createAccount"),
+                ("exp", exp.as_str()),
+            ],
+        )
+        .await
+        .map_err(|e| format!("it cannot be reached ({e})"))?
+        .map_err(|(_, reason)| {
+            format!(
+                "it refused to sign the proof ({reason}); sign in with the account's main password, not an app password"
+            )
+        })?;
+    let proof = str_of(&proof, "token").unwrap_or_default();
+    let email = req
+        .email
+        .clone()
+        .or_else(|| str_of(&old_session, "email"))
+        .unwrap_or_default();
+    Ok((proof, email))
+}
+
+/// The proof for the new PDS, signed with the recovery key: first the identity is pointed at
+/// the new PDS with the recovery key as its signing key (unless an earlier run did that).
+async fn recovery_proof(
+    syncer: &Syncer,
+    key: &RecoveryKey,
+    did: &str,
+    to_pds: &str,
+    service_did: &str,
+) -> Result<String, RestoreError> {
+    let plc = Plc::new(&syncer.http, &syncer.resolver);
+    let data = plc.data(did).await?;
+    let points_here = data
+        .pointer("/verificationMethods/atproto")
+        .and_then(Value::as_str)
+        == Some(key.did_key().as_str())
+        && data
+            .pointer("/services/atproto_pds/endpoint")
+            .and_then(Value::as_str)
+            .map(|e| e.trim_end_matches('/'))
+            == Some(to_pds);
+    if !points_here {
+        let (did_key, endpoint) = (key.did_key(), to_pds.to_string());
+        plc.update(did, key, move |op| {
+            op["verificationMethods"]["atproto"] = json!(did_key);
+            op["services"]["atproto_pds"] =
+                json!({"type": "AtprotoPersonalDataServer", "endpoint": endpoint});
+        })
+        .await?;
+        // Later reads (ours) see the change; the new PDS re-reads it when a proof fails.
+        let _ = syncer.resolver.resolve_did(did, true).await;
+    }
+    Ok(key.service_jwt(did, service_did, "com.atproto.server.createAccount"))
+}
+
+/// The identity step with the recovery key: the new PDS's recommended credentials, signed
+/// here and sent to the PLC directory, then the account activated.
+async fn identity_with_recovery_key(
+    syncer: &Syncer,
+    xrpc: &Xrpc<'_>,
+    key: &RecoveryKey,
+    did: &str,
+    to_pds: &str,
+    token: &str,
+    report: &mut RestoreReport,
+) -> Result<(), RestoreError> {
+    let creds = xrpc
+        .get(
+            to_pds,
+            "com.atproto.identity.getRecommendedDidCredentials",
+            Some(token),
+            &[],
+        )
+        .await?
+        .map_err(|(_, reason)| RestoreError::Refused {
+            what: "to describe the new identity".into(),
+            reason,
+        })?;
+    // The owner's key stays first; the old server's key goes (it may be in other hands now).
+    let keys = recovery::key_list(&key.did_key(), &recovery::rotation_keys(&creds));
+    let plc = Plc::new(&syncer.http, &syncer.resolver);
+    plc.update(did, key, move |op| {
+        op["rotationKeys"] = json!(keys);
+        for field in ["verificationMethods", "alsoKnownAs", "services"] {
+            if let Some(v) = creds.get(field) {
+                op[field] = v.clone();
+            }
+        }
+    })
+    .await?;
+    report.used_recovery_key = true;
+    let doc = syncer.resolver.resolve_did(did, true).await.ok();
+    let now = doc.as_ref().and_then(|d| d.pds.clone()).unwrap_or_default();
+    report.identity_moved = now.trim_end_matches('/') == to_pds;
+    if !report.identity_moved {
+        return Err(RestoreError::Refused {
+            what: "the identity change".into(),
+            reason: format!("the identity still names {now}"),
+        });
+    }
+    activate(xrpc, to_pds, token, report).await
 }
 
 /// Uploads what `listMissingBlobs` asks for until it is empty or no upload succeeds.

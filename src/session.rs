@@ -199,6 +199,28 @@ pub async fn delete_secrets(did: &str) -> Result<(), SessionError> {
     .await
 }
 
+/// The keyring user under which the recovery key of `did` is kept (see [`crate::recovery`]).
+fn recovery_user(did: &str) -> String {
+    format!("recovery-key:{did}")
+}
+
+/// The recovery key text of `did` kept in the keyring, if any.
+pub async fn load_recovery_key(did: &str) -> Result<Option<String>, SessionError> {
+    let user = recovery_user(did);
+    blocking(move || match entry(&user)?.get_password() {
+        Ok(t) => Ok(Some(t)),
+        Err(keyring::Error::NoEntry) => Ok(None),
+        Err(e) => Err(keyring_error(e)),
+    })
+    .await
+}
+
+/// Keeps the recovery key text of `did` in the keyring.
+pub async fn save_recovery_key(did: &str, text: &str) -> Result<(), SessionError> {
+    let (user, text) = (recovery_user(did), text.to_string());
+    blocking(move || entry(&user)?.set_password(&text).map_err(keyring_error)).await
+}
+
 /// Whether an XRPC error answer means "get a new access token and try again".
 pub fn needs_new_token(status: u16, error: &str) -> bool {
     matches!(

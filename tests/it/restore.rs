@@ -652,3 +652,166 @@ async fn upstream_loss_is_flagged_and_the_copy_kept() {
         .clone();
     assert_eq!(held["records"], 2);
 }
+
+/// The identity as the PLC directory holds it (rotation keys, signing key, services).
+async fn plc_data(bed: &TestBed, did: &str) -> Value {
+    reqwest::get(format!("{}/{did}/data", bed.plc))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_account_whose_server_is_gone_moves_with_its_recovery_key() {
+    let bed = shared().await;
+    let doomed = bed.start_extra_pds().await.unwrap();
+    let fresh = bed.start_extra_pds().await.unwrap();
+    let erin = doomed.create_account("erin").await.unwrap();
+    crate::circles::post(&erin, 3).await;
+    let (_, blob) = post_picture(&erin, "erin", picture("erin")).await;
+
+    // On erin's own computer, while her server works: a recovery key of her own.
+    let own = tempfile::tempdir().unwrap();
+    let own = own.path();
+    let pw = [("P2PDS_TEST_PASSWORD", erin.password.as_str())];
+    let add = |extra: Vec<String>| {
+        let mut args: Vec<String> = [
+            "recovery-key",
+            "add",
+            "--account",
+            &erin.did,
+            "--password-env",
+            "P2PDS_TEST_PASSWORD",
+            "--json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra);
+        args
+    };
+    let args = add(vec![]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = p2pds_env(bed, own, &args, &pw).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sent["state"], "code-sent", "{sent}");
+    let code = doomed.emailed_code(&erin.did, "plc_operation").unwrap();
+    let args = add(vec!["--code".into(), code]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = p2pds_env(bed, own, &args, &pw).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["state"], "registered", "{done}");
+    let did_key = done["didKey"].as_str().unwrap().to_string();
+    let recovery_code = done["code"].as_str().unwrap().to_string();
+    let data = plc_data(bed, &erin.did).await;
+    assert_eq!(data["rotationKeys"][0], did_key.as_str(), "{data}");
+    assert_eq!(data["rotationKeys"].as_array().unwrap().len(), 2, "{data}");
+    let status = run_json(
+        bed,
+        own,
+        &["recovery-key", "status", "--account", &erin.did, "--json"],
+    )
+    .await;
+    assert_eq!(status["registered"], true, "{status}");
+    // Registering again changes nothing.
+    let out = p2pds_env(bed, own, &args, &pw).await;
+    let again: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["state"], "already", "{again}");
+
+    // A friend's node backs her up; then her server is gone for good.
+    let friend = tempfile::tempdir().unwrap();
+    let friend = friend.path();
+    run(bed, friend, &["backup", "add", &erin.did]).await;
+    run(bed, friend, &["sync", "--once"]).await;
+    let before = records_of(&erin).await;
+    let doomed_rotation = data["rotationKeys"][1].as_str().unwrap().to_string();
+    drop(doomed);
+
+    // Restored from the friend's copy with the key she wrote down: no old server needed.
+    let email = format!("{}@example.com", erin.handle.replace('.', "-"));
+    let args = vec![
+        "restore",
+        &erin.did,
+        "--to-pds",
+        &fresh.pds,
+        "--handle",
+        &erin.handle,
+        "--password-env",
+        "P2PDS_TEST_PASSWORD",
+        "--recovery-key-env",
+        "P2PDS_TEST_RECOVERY",
+        "--email",
+        &email,
+        "--json",
+    ];
+    let envs = [
+        ("P2PDS_TEST_PASSWORD", erin.password.as_str()),
+        ("P2PDS_TEST_RECOVERY", recovery_code.as_str()),
+    ];
+    let out = p2pds_env(bed, friend, &args, &envs).await;
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["account"], "created", "{report}");
+    assert_eq!(report["complete"], true, "{report}");
+    assert_eq!(report["used_recovery_key"], true, "{report}");
+    assert_eq!(report["identity_moved"], true, "{report}");
+    assert_eq!(report["new_pds_status"]["activated"], true, "{report}");
+    assert_eq!(report["blobs_uploaded"], 1, "{report}");
+
+    // The identity names the new server and its signing key; erin's key stays first and the
+    // gone server's key is dropped.
+    let data = plc_data(bed, &erin.did).await;
+    assert_eq!(
+        data["services"]["atproto_pds"]["endpoint"],
+        fresh.pds.as_str(),
+        "{data}"
+    );
+    assert_eq!(data["rotationKeys"][0], did_key.as_str(), "{data}");
+    assert!(
+        !data["rotationKeys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k == doomed_rotation.as_str()),
+        "{data}"
+    );
+    assert_ne!(data["verificationMethods"]["atproto"], did_key.as_str());
+    let restored = Restored::sign_in(&fresh.pds, &erin.handle, &erin.password).await;
+    assert_eq!(restored.did, erin.did);
+    assert_eq!(restored.records().await, before);
+    assert_eq!(restored.blobs().await, BTreeSet::from([blob.clone()]));
+    assert_eq!(restored.blob(&blob).await, picture("erin"));
+
+    // She writes again there; the friend's node follows her to the new server.
+    restored.post("moved without my old server").await;
+    run(bed, friend, &["sync", "--once"]).await;
+    let status = run_json(bed, friend, &["status", "--json"]).await;
+    assert_eq!(
+        status["repos"][0]["records"],
+        before.len() as u64 + 1,
+        "{status}"
+    );
+    // A restore run again now would undo her new post: it is refused, nothing changed.
+    let out = p2pds_env(bed, friend, &args, &envs).await;
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("would undo"), "{said}");
+    assert_eq!(restored.records().await.len(), before.len() + 1);
+}

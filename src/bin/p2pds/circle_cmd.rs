@@ -140,7 +140,16 @@ pub(crate) async fn session(syncer: &Syncer) -> anyhow::Result<std::sync::Arc<Se
     Ok(Session::resume(syncer.http.clone(), &syncer.store).await?)
 }
 
-fn read_password(var: Option<&str>) -> anyhow::Result<String> {
+fn read_app_password(var: Option<&str>) -> anyhow::Result<String> {
+    read_password(
+        var,
+        "App password (Settings → Privacy and security → App passwords): ",
+    )
+}
+
+/// A password from the environment variable `var`, else the terminal (asking with `prompt`),
+/// else stdin.
+pub(crate) fn read_password(var: Option<&str>, prompt: &str) -> anyhow::Result<String> {
     if let Some(var) = var {
         let pw = std::env::var(var)
             .with_context(|| format!("the environment variable {var} is not set"))?;
@@ -150,7 +159,7 @@ fn read_password(var: Option<&str>) -> anyhow::Result<String> {
         return Ok(pw);
     }
     if std::io::stdin().is_terminal() {
-        eprint!("App password (Settings → Privacy and security → App passwords): ");
+        eprint!("{prompt}");
         std::io::stderr().flush()?;
         let pw = read_hidden_line()?;
         if pw.is_empty() {
@@ -189,7 +198,7 @@ fn read_hidden_line() -> anyhow::Result<String> {
 }
 
 pub async fn login(syncer: &Syncer, who: &str, password_env: Option<&str>) -> anyhow::Result<i32> {
-    let password = read_password(password_env)?;
+    let password = read_app_password(password_env)?;
     let s = Session::login(
         syncer.http.clone(),
         &syncer.resolver,

@@ -6,7 +6,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use p2pds::history::{self, check, gc};
+use p2pds::recovery::{self, RecoveryKey};
 use p2pds::restore::{self, RestoreProgress, RestoreRequest};
+use p2pds::session;
 use p2pds::store::{self, space};
 use p2pds::sync::Syncer;
 
@@ -231,9 +233,21 @@ pub async fn restore(
     email: Option<&str>,
     invite_code: Option<&str>,
     plc_token: Option<String>,
+    recovery_key_env: Option<&str>,
     json: bool,
 ) -> anyhow::Result<i32> {
     let did = did_of(syncer, account).await?;
+    let recovery_key = match recovery_key_env {
+        Some(var) => Some(RecoveryKey::from_code(&std::env::var(var).with_context(
+            || format!("the environment variable {var} (the recovery key) is not set"),
+        )?)?),
+        // The owner's own computer keeps it in the keyring; elsewhere there is none (and a
+        // keyring that cannot be read means none too: the old server may still do).
+        None => match session::load_recovery_key(&did).await {
+            Ok(Some(code)) => RecoveryKey::from_code(&code).ok(),
+            _ => None,
+        },
+    };
     let password = std::env::var(password_env).with_context(|| {
         format!("the environment variable {password_env} (the new account's password) is not set")
     })?;
@@ -253,6 +267,7 @@ pub async fn restore(
         email: email.map(str::to_string),
         invite_code: invite_code.map(str::to_string),
         plc_token,
+        recovery_key,
     };
     let show = |p: RestoreProgress| {
         if !json {
@@ -397,5 +412,131 @@ mod tests {
             "2026-11-20T00:00:00+00:00"
         );
         assert!(parse_at("yesterday").is_err());
+    }
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum RecoveryKeyCommand {
+    /// Register a recovery key: a first run has the account's server email a confirmation
+    /// code; the same command with `--code` then adds the key to the account's identity.
+    Add {
+        /// The account (default: the one signed in here).
+        #[arg(long)]
+        account: Option<String>,
+        /// The environment variable holding the account's main password (an app password is
+        /// not enough for identity changes); otherwise a prompt, or stdin.
+        #[arg(long)]
+        password_env: Option<String>,
+        /// The confirmation code the server emailed.
+        #[arg(long)]
+        code: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Whether this computer holds a recovery key for the account, and whether its identity
+    /// lists it.
+    Status {
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+async fn own_account(syncer: &Syncer, account: Option<&str>) -> anyhow::Result<String> {
+    if let Some(a) = account {
+        return Ok(syncer.resolver.resolve_account(a).await?.did);
+    }
+    syncer
+        .store
+        .read(session::signed_in)
+        .await?
+        .map(|a| a.did)
+        .context("nobody is signed in here: give --account HANDLE (or run `p2pds login` first)")
+}
+
+pub async fn recovery_key(syncer: &Syncer, command: &RecoveryKeyCommand) -> anyhow::Result<i32> {
+    match command {
+        RecoveryKeyCommand::Add {
+            account,
+            password_env,
+            code,
+            json,
+        } => {
+            let did = own_account(syncer, account.as_deref()).await?;
+            let password = crate::circle_cmd::read_password(
+                password_env.as_deref(),
+                "Main password of the account (not an app password): ",
+            )?;
+            let done = recovery::register(
+                &syncer.http,
+                &syncer.resolver,
+                &did,
+                &password,
+                code.as_deref(),
+            )
+            .await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&done)?);
+                return Ok(0);
+            }
+            match done.state.as_str() {
+                "code-sent" => println!(
+                    "The account's server has emailed a confirmation code to the account's \
+                     address. Run the same command again with --code CODE."
+                ),
+                "already" => {
+                    println!("The account's identity already lists the recovery key kept here.")
+                }
+                _ => {
+                    println!(
+                        "Your recovery key is registered and kept in this computer's keyring."
+                    );
+                    if let Some(code) = &done.code {
+                        println!(
+                            "Write it down and keep it somewhere safe, away from this computer:\n\n    {code}\n"
+                        );
+                    }
+                    println!(
+                        "With it, `p2pds restore --recovery-key-env VAR` can move your account \
+                         to a new server even if the current one is gone."
+                    );
+                }
+            }
+            Ok(0)
+        }
+        RecoveryKeyCommand::Status { account, json } => {
+            let did = own_account(syncer, account.as_deref()).await?;
+            let key = session::load_recovery_key(&did)
+                .await?
+                .and_then(|c| RecoveryKey::from_code(&c).ok());
+            let listed = match &key {
+                Some(k) => recovery::is_registered(&syncer.http, &syncer.resolver, &did, k).await?,
+                None => false,
+            };
+            if *json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "did": did,
+                        "held": key.is_some(),
+                        "registered": listed,
+                        "didKey": key.as_ref().map(RecoveryKey::did_key),
+                    })
+                );
+            } else {
+                match (&key, listed) {
+                    (None, _) => println!("No recovery key is kept here for {did}."),
+                    (Some(_), true) => {
+                        println!("A recovery key is kept here, and {did}'s identity lists it.")
+                    }
+                    (Some(_), false) => println!(
+                        "A recovery key is kept here, but {did}'s identity does not list it: run \
+                         `p2pds recovery-key add` to register it."
+                    ),
+                }
+            }
+            Ok(0)
+        }
     }
 }

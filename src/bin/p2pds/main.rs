@@ -129,8 +129,18 @@ enum Command {
         /// restore then also moves the account's identity to the new server and activates it.
         #[arg(long)]
         plc_token: Option<String>,
+        /// The environment variable holding the owner's recovery key (the code shown when it
+        /// was registered). Default: the key kept in this computer's keyring for the account,
+        /// if any. With it the old server is not needed.
+        #[arg(long)]
+        recovery_key_env: Option<String>,
         #[arg(long)]
         json: bool,
+    },
+    /// A recovery key of your own, so your account can move even if its server is gone.
+    RecoveryKey {
+        #[command(subcommand)]
+        command: history_cmd::RecoveryKeyCommand,
     },
     /// Space used by backups, the storage limit and the free disk space.
     Storage {
@@ -354,6 +364,7 @@ async fn run_async(cli: Cli) -> anyhow::Result<i32> {
             email,
             invite_code,
             plc_token,
+            recovery_key_env,
             json,
         } => {
             history_cmd::restore(
@@ -367,10 +378,12 @@ async fn run_async(cli: Cli) -> anyhow::Result<i32> {
                 email.as_deref(),
                 invite_code.as_deref(),
                 plc_token.clone(),
+                recovery_key_env.as_deref(),
                 *json,
             )
             .await
         }
+        Command::RecoveryKey { command } => history_cmd::recovery_key(&ctx.syncer, command).await,
         Command::Storage {
             limit,
             no_limit,
