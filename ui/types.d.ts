@@ -209,6 +209,23 @@ time: string,
  */
 records: number | null, };
 
+export type RecoveryKeyStatus = { 
+/**
+ * `none` (not set up), `code-sent` (the server emailed a confirmation code),
+ * `registered` (the identity lists the key kept here), `held` (a key is kept here but
+ * the identity does not list it), `unknown` (the identity could not be read just now),
+ * `unavailable` (not signed in, or an identity that cannot have one).
+ */
+state: string, 
+/**
+ * In words.
+ */
+text: string, 
+/**
+ * The key to write down: only in the answer that registered it.
+ */
+code: string | null, };
+
 export type RestoreChoice = { did: string, name: string, 
 /**
  * The version a restore uses unless another is picked.
@@ -248,7 +265,12 @@ oldPassword: string | null, email: string | null, inviteCode: string | null,
  * The confirmation code the old server emailed to the owner after a first run: with it
  * the identity moves to the new server and the account is switched on there.
  */
-plcToken: string | null, };
+plcToken: string | null, 
+/**
+ * The owner's recovery key (the code they wrote down); none: the one kept in this
+ * computer's keyring for the account, if any. With it the old server is not needed.
+ */
+recoveryKey: string | null, };
 
 export type RestoreStep = { 
 /**

@@ -1,7 +1,8 @@
 //! The window's commands: each one line over the engine, errors as plain-language text.
 
 use p2pds::app::dto::{
-    Collection, Health, MoveReport, Overview, RestoreChoice, RestoreInput, RestoreOutcome, Settings,
+    Collection, Health, MoveReport, Overview, RecoveryKeyStatus, RestoreChoice, RestoreInput,
+    RestoreOutcome, Settings,
 };
 use p2pds::app::AppError;
 use tauri::{AppHandle, State};
@@ -110,6 +111,24 @@ pub async fn reclaimable(s: State<'_, AppState>) -> Answer<Collection> {
 #[tauri::command]
 pub async fn collect_garbage(s: State<'_, AppState>) -> Answer<Collection> {
     s.engine.collect_garbage().await.map_err(text)
+}
+
+#[tauri::command]
+pub async fn recovery_key_status(s: State<'_, AppState>) -> Answer<RecoveryKeyStatus> {
+    s.engine.recovery_key_status().await.map_err(text)
+}
+
+/// The main password goes to the account's server only; it is not kept.
+#[tauri::command]
+pub async fn add_recovery_key(
+    s: State<'_, AppState>,
+    password: String,
+    code: Option<String>,
+) -> Answer<RecoveryKeyStatus> {
+    s.engine
+        .add_recovery_key(&password, code.as_deref())
+        .await
+        .map_err(text)
 }
 
 #[tauri::command]

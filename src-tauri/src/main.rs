@@ -166,6 +166,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             commands::dismiss_flags,
             commands::reclaimable,
             commands::collect_garbage,
+            commands::recovery_key_status,
+            commands::add_recovery_key,
             commands::restore_choice,
             commands::restore_account,
             commands::get_settings,

@@ -267,6 +267,22 @@ pub struct KeptVersion {
     pub records: Option<u64>,
 }
 
+/// The signed-in account's recovery key (a rotation key of the owner's own, so the account
+/// can move even when its server is gone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoveryKeyStatus {
+    /// `none` (not set up), `code-sent` (the server emailed a confirmation code),
+    /// `registered` (the identity lists the key kept here), `held` (a key is kept here but
+    /// the identity does not list it), `unknown` (the identity could not be read just now),
+    /// `unavailable` (not signed in, or an identity that cannot have one).
+    pub state: String,
+    /// In words.
+    pub text: String,
+    /// The key to write down: only in the answer that registered it.
+    pub code: Option<String>,
+}
+
 /// What the restore dialog offers for one account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
 #[serde(rename_all = "camelCase")]
@@ -301,6 +317,9 @@ pub struct RestoreInput {
     /// The confirmation code the old server emailed to the owner after a first run: with it
     /// the identity moves to the new server and the account is switched on there.
     pub plc_token: Option<String>,
+    /// The owner's recovery key (the code they wrote down); none: the one kept in this
+    /// computer's keyring for the account, if any. With it the old server is not needed.
+    pub recovery_key: Option<String>,
 }
 
 impl std::fmt::Debug for RestoreInput {
@@ -457,6 +476,7 @@ pub fn typescript() -> String {
         Storage::decl(&cfg),
         Collection::decl(&cfg),
         KeptVersion::decl(&cfg),
+        RecoveryKeyStatus::decl(&cfg),
         RestoreChoice::decl(&cfg),
         RestoreInput::decl(&cfg),
         RestoreStep::decl(&cfg),

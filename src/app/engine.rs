@@ -769,6 +769,66 @@ impl Engine {
         Ok(s)
     }
 
+    /// Whether the signed-in account has a recovery key kept here that its identity lists.
+    pub async fn recovery_key_status(&self) -> Result<RecoveryKeyStatus, AppError> {
+        let Some(me) = self.store().read(session::signed_in).await? else {
+            return Ok(words::recovery_key_status("unavailable"));
+        };
+        if !me.did.starts_with("did:plc:") {
+            return Ok(words::recovery_key_status("unavailable"));
+        }
+        let Some(key) = session::load_recovery_key(&me.did)
+            .await?
+            .and_then(|c| crate::recovery::RecoveryKey::from_code(&c).ok())
+        else {
+            return Ok(words::recovery_key_status("none"));
+        };
+        let syncer = self.syncer();
+        Ok(
+            match crate::recovery::is_registered(&syncer.http, &syncer.resolver, &me.did, &key)
+                .await
+            {
+                Ok(true) => words::recovery_key_status("registered"),
+                Ok(false) => words::recovery_key_status("held"),
+                Err(_) => words::recovery_key_status("unknown"),
+            },
+        )
+    }
+
+    /// Sets up a recovery key for the signed-in account: without `code`, its server emails a
+    /// confirmation code; with it, the key is added to the identity. `password` is the main
+    /// password (used for this call only, never kept).
+    pub async fn add_recovery_key(
+        &self,
+        password: &str,
+        code: Option<&str>,
+    ) -> Result<RecoveryKeyStatus, AppError> {
+        if password.is_empty() {
+            return Err(AppError::Other(
+                "Type your account's main password (the one you sign in to Bluesky with, not an app password).".into(),
+            ));
+        }
+        let me = self
+            .store()
+            .read(session::signed_in)
+            .await?
+            .ok_or_else(|| {
+                AppError::Other("Sign in first: a recovery key protects your own account.".into())
+            })?;
+        let code = code.map(str::trim).filter(|c| !c.is_empty());
+        let syncer = self.syncer();
+        let done =
+            crate::recovery::register(&syncer.http, &syncer.resolver, &me.did, password, code)
+                .await
+                .map_err(|e| AppError::Other(words::recovery_key_error(&e.to_string())))?;
+        let mut status = words::recovery_key_status(match done.state.as_str() {
+            "code-sent" => "code-sent",
+            _ => "registered",
+        });
+        status.code = done.code;
+        Ok(status)
+    }
+
     /// Creates a circle with friends (DIDs), each account kept by `min_copies` of them.
     pub async fn create_circle(
         &self,
@@ -964,6 +1024,16 @@ impl Engine {
             None => None,
         };
         let blank = |s: Option<String>| s.filter(|v| !v.trim().is_empty());
+        let recovery_key = match blank(input.recovery_key) {
+            Some(code) => Some(
+                crate::recovery::RecoveryKey::from_code(&code)
+                    .map_err(|e| AppError::Other(format!("{e}.")))?,
+            ),
+            None => match crate::session::load_recovery_key(&input.did).await {
+                Ok(Some(code)) => crate::recovery::RecoveryKey::from_code(&code).ok(),
+                _ => None,
+            },
+        };
         let req = crate::restore::RestoreRequest {
             did: input.did.clone(),
             at,
@@ -974,6 +1044,7 @@ impl Engine {
             email: blank(input.email).map(|e| e.trim().to_string()),
             invite_code: blank(input.invite_code).map(|e| e.trim().to_string()),
             plc_token: blank(input.plc_token).map(|t| t.trim().to_string()),
+            recovery_key,
         };
         let engine = self.clone();
         let did = input.did.clone();
@@ -2073,6 +2144,7 @@ mod tests {
             email: None,
             invite_code: None,
             plc_token: None,
+            recovery_key: None,
         };
         let err = e
             .restore_account(input("pds.example", "pw"))

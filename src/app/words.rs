@@ -235,6 +235,36 @@ pub fn about_size(bytes: u64) -> String {
     format!("about {}", human_bytes(bytes))
 }
 
+/// The recovery key's state in words (see [`RecoveryKeyStatus`](super::dto::RecoveryKeyStatus)).
+pub fn recovery_key_status(state: &str) -> super::dto::RecoveryKeyStatus {
+    let text = match state {
+        "registered" => "Your account is protected: a recovery key kept on this computer can move it to a new server, even if your current one is gone.",
+        "code-sent" => "Your server has emailed you a confirmation code. Type it here to add the recovery key.",
+        "held" => "A recovery key is kept on this computer, but your account does not list it yet. Set it up again to add it.",
+        "unknown" => "Your recovery key is kept on this computer; whether your account lists it can't be checked right now.",
+        "unavailable" => "Sign in to protect your own account with a recovery key.",
+        _ => "Not set up. A recovery key lets your account move to a new server even if your current one disappears. It takes a minute, while your server still works.",
+    };
+    super::dto::RecoveryKeyStatus {
+        state: state.to_string(),
+        text: text.to_string(),
+        code: None,
+    }
+}
+
+/// A failed recovery-key step, with what to do.
+pub fn recovery_key_error(reason: &str) -> String {
+    let lower = reason.to_lowercase();
+    if lower.contains("invalid identifier or password") || lower.contains("authenticationrequired")
+    {
+        return "Your server did not accept that password. Use your main password (not an app password).".into();
+    }
+    if lower.contains("token") && (lower.contains("invalid") || lower.contains("expired")) {
+        return "That confirmation code was not accepted: check it, or ask for a new one.".into();
+    }
+    format!("The recovery key could not be set up: {reason}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,5 +417,30 @@ mod tests {
             s,
             "can't be backed up for 2 days; your copy from 3 days ago is safe"
         );
+    }
+
+    #[test]
+    fn recovery_key_failures_say_what_to_do() {
+        assert!(recovery_key_error(
+            "signing in refused: 401 Unauthorized AuthenticationRequired: Invalid identifier or password"
+        )
+        .contains("main password"));
+        assert!(recovery_key_error(
+            "the account's server refused: 400 InvalidToken: Token is invalid"
+        )
+        .contains("confirmation code"));
+        assert!(recovery_key_error("could not reach x").contains("could not reach x"));
+        for state in [
+            "none",
+            "code-sent",
+            "registered",
+            "held",
+            "unknown",
+            "unavailable",
+        ] {
+            let s = recovery_key_status(state);
+            assert_eq!(s.state, state);
+            assert!(!s.text.is_empty() && s.code.is_none());
+        }
     }
 }

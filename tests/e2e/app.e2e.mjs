@@ -226,6 +226,10 @@ test('two people, two app windows: backup, circle, invitation, healthy', async (
   assert.match(state, /ok|safe/i)
   await shot(a, 'health')
   await click(a, '#nav-settings')
+  // Protect your account: read from the keyring and the identity; set up on request.
+  await waitText(a, '#recovery-text', (s) => s.startsWith('Not set up'), 'the recovery key status')
+  await click(a, '#recovery-start')
+  await el(a, '#recovery-password')
   await shot(a, 'settings')
   const tray = await a.executeScript(() => document.querySelector('#tray-state')?.textContent)
   assert.match(tray.trim(), /^(ok|syncing|needs-attention)$/)

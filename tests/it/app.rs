@@ -247,3 +247,47 @@ async fn the_engine_behind_the_window() {
             .unwrap();
     }
 }
+
+#[tokio::test]
+async fn protecting_your_account_with_a_recovery_key() {
+    let bed = pds::shared().await;
+    let frank = bed.create_account("frank").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(bed, dir.path());
+    assert_eq!(e.recovery_key_status().await.unwrap().state, "unavailable");
+    e.sign_in(&frank.handle, &frank.password).await.unwrap();
+    let none = e.recovery_key_status().await.unwrap();
+    assert_eq!(none.state, "none");
+    assert!(none.text.starts_with("Not set up"), "{}", none.text);
+
+    // A wrong password is said in words; nothing is asked of the server.
+    let err = e.add_recovery_key("wrong", None).await.unwrap_err();
+    assert!(err.to_string().contains("main password"), "{err}");
+    let sent = e.add_recovery_key(&frank.password, None).await.unwrap();
+    assert_eq!(sent.state, "code-sent");
+    assert!(sent.code.is_none());
+    let err = e
+        .add_recovery_key(&frank.password, Some("nope-nope"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("confirmation code"), "{err}");
+    // Ask again (a new code replaces the old one), then add the key with it.
+    e.add_recovery_key(&frank.password, None).await.unwrap();
+    let code = bed.emailed_code(&frank.did, "plc_operation").unwrap();
+    let done = e
+        .add_recovery_key(&frank.password, Some(&code))
+        .await
+        .unwrap();
+    assert_eq!(done.state, "registered");
+    let key = p2pds::recovery::RecoveryKey::from_code(done.code.as_deref().unwrap()).unwrap();
+    let data: serde_json::Value = reqwest::get(format!("{}/{}/data", bed.plc, frank.did))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(data["rotationKeys"][0], key.did_key().as_str(), "{data}");
+    let later = e.recovery_key_status().await.unwrap();
+    assert_eq!(later.state, "registered");
+    assert!(later.code.is_none(), "the key is shown once only");
+}

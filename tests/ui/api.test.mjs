@@ -59,6 +59,9 @@ test('commands and their arguments, camelCase as Tauri expects', async () => {
   await api.moveStorage('/mnt/disk/p2pds');
   await api.deleteOldCopy();
   await api.openHelp('app-passwords');
+  await api.recoveryKeyStatus();
+  await api.addRecoveryKey('main-pw', null);
+  await api.addRecoveryKey('main-pw', 'ABCDE-12345');
   assert.deepEqual(calls, [
     { cmd: 'overview', args: undefined },
     { cmd: 'sign_in', args: { handle: 'alice.test', password: 'abcd-efgh-ijkl-mnop' } },
@@ -78,6 +81,9 @@ test('commands and their arguments, camelCase as Tauri expects', async () => {
     { cmd: 'move_storage', args: { dir: '/mnt/disk/p2pds' } },
     { cmd: 'delete_old_copy', args: undefined },
     { cmd: 'open_help', args: { topic: 'app-passwords' } },
+    { cmd: 'recovery_key_status', args: undefined },
+    { cmd: 'add_recovery_key', args: { password: 'main-pw', code: null } },
+    { cmd: 'add_recovery_key', args: { password: 'main-pw', code: 'ABCDE-12345' } },
   ]);
   await assert.rejects(api.addFriend('nobody.test'), (e) => errorText(e) === 'No account called nobody.test.');
   assert.deepEqual(calls.at(-1), { cmd: 'add_friend', args: { who: 'nobody.test' } });

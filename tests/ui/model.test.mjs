@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
   accountInfo,
+  recoveryKeyView,
   banners,
   canCreateCircle,
   circleChoices,
@@ -323,4 +324,29 @@ test('restore: the result says what came back, what did not and what is left', (
   const whole = restoreResultView({ ...outcome, complete: true, notRestored: [], imagesTotal: 0, images: 0, records: 1 });
   assert.equal(whole.title, "bob.test's account is back");
   assert.equal(whole.restored, '1 record was written to the new server.');
+});
+
+test('the recovery key: set up in two steps, the key shown once to write down', () => {
+  const st = (state, code = null) => ({ state, text: `text for ${state}`, code });
+  const none = recoveryKeyView(st('none'));
+  assert.equal(none.start, 'Set up a recovery key');
+  assert.equal(none.form, false);
+  assert.equal(none.text, 'text for none');
+  const sent = recoveryKeyView(st('code-sent'));
+  assert.equal(sent.start, null);
+  assert.ok(sent.form && sent.codeField);
+  assert.equal(sent.submit, 'Add the recovery key');
+  const done = recoveryKeyView(st('registered', 'abcd-ef01'));
+  assert.equal(done.key, 'abcd-ef01');
+  assert.match(done.text, /Write this recovery key down/);
+  const later = recoveryKeyView(st('registered'));
+  assert.equal(later.key, null);
+  assert.equal(later.start, null);
+  assert.equal(later.text, 'text for registered');
+  assert.equal(recoveryKeyView(st('held')).start, 'Set it up again');
+  for (const s of ['unknown', 'unavailable']) {
+    const v = recoveryKeyView(st(s));
+    assert.equal(v.start, null, s);
+    assert.equal(v.form, false, s);
+  }
 });

@@ -16,6 +16,7 @@ import {
   isWindowsPath,
   normalizeHandle,
   RETENTION_DAYS,
+  recoveryKeyDigits,
   serverAddress,
   settingsToForm,
 } from '../../ui/lib/validate.js';
@@ -198,6 +199,7 @@ test('restore: required fields, the URL, and the owner password only when asked'
     email: '',
     inviteCode: ' ',
     plcToken: '',
+    recoveryKey: ' ',
     ...over,
   });
   const ok = checkRestore(form());
@@ -212,6 +214,7 @@ test('restore: required fields, the URL, and the owner password only when asked'
     email: null,
     inviteCode: null,
     plcToken: null,
+    recoveryKey: null,
   });
   const field = (over) => {
     const c = checkRestore(form(over));
@@ -232,4 +235,13 @@ test('restore: required fields, the URL, and the owner password only when asked'
   assert.equal(both.value.email, 'b@x.io');
   assert.equal(both.value.inviteCode, 'inv-1');
   assert.equal(both.value.plcToken, 'ABC-123');
+  // The recovery key as written down: groups of four, any case, spaces or dashes.
+  const digits = '0123456789abcdef'.repeat(4);
+  const grouped = digits.toUpperCase().match(/.{4}/g).join('-');
+  const withKey = checkRestore(form({ recoveryKey: ` ${grouped} ` }));
+  assert.ok(withKey.ok);
+  assert.equal(withKey.value.recoveryKey, digits);
+  assert.equal(recoveryKeyDigits(grouped.replaceAll('-', ' ')), digits);
+  assert.equal(field({ recoveryKey: grouped.slice(0, -1) }), 'recoveryKey');
+  assert.equal(field({ recoveryKey: `${digits.slice(0, -1)}g` }), 'recoveryKey');
 });

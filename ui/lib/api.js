@@ -10,6 +10,7 @@
 /** @typedef {import('../types').RestoreChoice} RestoreChoice */
 /** @typedef {import('../types').RestoreInput} RestoreInput */
 /** @typedef {import('../types').RestoreOutcome} RestoreOutcome */
+/** @typedef {import('../types').RecoveryKeyStatus} RecoveryKeyStatus */
 
 /**
  * @typedef {object} TauriGlobal
@@ -87,6 +88,10 @@ export const api = {
   reclaimable: () => call('reclaimable'),
   /** @returns {Promise<Collection>} */
   collectGarbage: () => call('collect_garbage'),
+  /** @returns {Promise<RecoveryKeyStatus>} */
+  recoveryKeyStatus: () => call('recovery_key_status'),
+  /** The main password goes to the account's server only. @param {string} password @param {string | null} code @returns {Promise<RecoveryKeyStatus>} */
+  addRecoveryKey: (password, code) => call('add_recovery_key', { password, code }),
   /** @param {string} did @returns {Promise<RestoreChoice>} */
   restoreChoice: (did) => call('restore_choice', { did }),
   /** The passwords in `input` go to the servers only. @param {RestoreInput} input @returns {Promise<RestoreOutcome>} */

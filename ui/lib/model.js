@@ -423,6 +423,33 @@ export function accountInfo(overview) {
 }
 
 /**
+ * What the "Protect your account" part shows for a recovery-key status.
+ * @param {import('../types').RecoveryKeyStatus} status
+ * @returns {{ text: string, start: string | null, form: boolean, codeField: boolean, submit: string, key: string | null }}
+ */
+export function recoveryKeyView(status) {
+  const base = { text: status.text, start: null, form: false, codeField: false, submit: 'Email me a code', key: null };
+  switch (status.state) {
+    case 'none':
+      return { ...base, start: 'Set up a recovery key' };
+    case 'held':
+      return { ...base, start: 'Set it up again' };
+    case 'code-sent':
+      return { ...base, form: true, codeField: true, submit: 'Add the recovery key' };
+    case 'registered':
+      return status.code
+        ? {
+            ...base,
+            text: 'Done: your account is protected. Write this recovery key down and keep it somewhere safe, away from this computer. A friend who backs you up can use it to bring your account back if this computer and your server are both gone.',
+            key: status.code,
+          }
+        : base;
+    default:
+      return base;
+  }
+}
+
+/**
  * The empty states, in words.
  */
 export const EMPTY = {

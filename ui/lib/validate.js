@@ -306,7 +306,19 @@ export function checkMoveTarget(current, input) {
  * @property {string} email
  * @property {string} inviteCode
  * @property {string} plcToken the confirmation code the old server emailed (after a first run)
+ * @property {string} recoveryKey the owner's recovery key as written down (optional)
  */
+
+/**
+ * A recovery key as written down: 64 hex digits, spaces and dashes aside. Returns the digits
+ * (lower case), or null when it can't be one.
+ * @param {string} input
+ * @returns {string | null}
+ */
+export function recoveryKeyDigits(input) {
+  const t = input.replace(/[\s-]/g, '').toLowerCase();
+  return /^[0-9a-f]{64}$/.test(t) ? t : null;
+}
 
 /**
  * A server's address as typed: "pds.example.net" gets https://; the address must be a web
@@ -369,6 +381,14 @@ export function checkRestore(f) {
   if (email && !/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(email)) {
     return { ok: false, field: 'email', error: 'That email address does not look right.' };
   }
+  const recoveryKey = f.recoveryKey.trim() ? recoveryKeyDigits(f.recoveryKey) : null;
+  if (f.recoveryKey.trim() && !recoveryKey) {
+    return {
+      ok: false,
+      field: 'recoveryKey',
+      error: 'That is not a recovery key: it is 64 letters (a to f) and digits, in groups of four.',
+    };
+  }
   return {
     ok: true,
     value: {
@@ -381,6 +401,7 @@ export function checkRestore(f) {
       email: email || null,
       inviteCode: f.inviteCode.trim() || null,
       plcToken: f.plcToken.trim() || null,
+      recoveryKey,
     },
   };
 }

@@ -37,6 +37,7 @@ const el = {
   email: () => byId('restore-email', HTMLInputElement),
   invite: () => byId('restore-invite', HTMLInputElement),
   code: () => byId('restore-code', HTMLInputElement),
+  recoveryKey: () => byId('restore-recovery-key', HTMLInputElement),
   running: () => byId('restore-running', HTMLElement),
   phase: () => byId('restore-phase', HTMLElement),
   bar: () => byId('restore-bar', HTMLElement),
@@ -53,6 +54,7 @@ const FIELDS = {
   password: el.password,
   oldPassword: el.oldPassword,
   email: el.email,
+  recoveryKey: el.recoveryKey,
 };
 
 /**
@@ -85,6 +87,9 @@ export function initRestore(ctx) {
     const checked = checkRestore(readForm(choice));
     if (!checked.ok) {
       const field = checked.field ? FIELDS[checked.field]?.() : null;
+      // A field under "More options" is shown before it is pointed at.
+      const more = field?.closest('details');
+      if (more) more.open = true;
       setError(el.error(), checked.error, field ?? null);
       return;
     }
@@ -210,5 +215,6 @@ function readForm(c) {
     email: el.email().value,
     inviteCode: el.invite().value,
     plcToken: el.code().value,
+    recoveryKey: el.recoveryKey().value,
   };
 }

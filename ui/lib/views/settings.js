@@ -3,7 +3,15 @@
 
 import { api, errorText } from '../api.js';
 import { busy, byId } from '../dom.js';
-import { accountInfo, deleteOldCopyDialog, locationInfo, moveDialog, movedText, moveProgressText } from '../model.js';
+import {
+  accountInfo,
+  deleteOldCopyDialog,
+  locationInfo,
+  moveDialog,
+  movedText,
+  moveProgressText,
+  recoveryKeyView,
+} from '../model.js';
 import { checkMoveTarget, checkSettings, folderExample, settingsToForm } from '../validate.js';
 import { setError } from './common.js';
 import { bindSignIn } from './welcome.js';
@@ -11,6 +19,7 @@ import { bindSignIn } from './welcome.js';
 /** @typedef {import('../ctx.js').Ctx} Ctx */
 /** @typedef {import('../../types').Settings} Settings */
 /** @typedef {import('../../types').MoveProgress} MoveProgress */
+/** @typedef {import('../../types').RecoveryKeyStatus} RecoveryKeyStatus */
 /** @typedef {import('../validate.js').SettingsForm} SettingsForm */
 
 /** The settings as loaded (the form edits a copy). */
@@ -75,6 +84,7 @@ export function initSettings(ctx) {
 
   initLocation(ctx);
   initReclaim(ctx);
+  initRecovery();
 
   bindSignIn(ctx, {
     form: 'account-form',
@@ -236,6 +246,80 @@ export async function loadSettings(ctx) {
   }
 }
 
+/** The recovery key as last shown (null: not read yet, or signed out). */
+/** @type {RecoveryKeyStatus | null} */
+let recovery = null;
+/** Whether the recovery form was opened with "Set up". */
+let recoveryOpen = false;
+
+/**
+ * "Protect your account": a recovery key, set up in two steps (the server emails a code).
+ */
+function initRecovery() {
+  const form = byId('recovery-form', HTMLFormElement);
+  const password = byId('recovery-password', HTMLInputElement);
+  const code = byId('recovery-code', HTMLInputElement);
+  const submit = byId('recovery-submit', HTMLButtonElement);
+  const error = byId('recovery-error', HTMLElement);
+  byId('recovery-start', HTMLButtonElement).addEventListener('click', () => {
+    recoveryOpen = true;
+    if (recovery) showRecovery(recovery);
+    password.focus();
+  });
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    if (!password.value) {
+      setError(error, 'Type your main password (the one you sign in to Bluesky with, not an app password).', password);
+      return;
+    }
+    const withCode = recovery?.state === 'code-sent';
+    if (withCode && !code.value.trim()) {
+      setError(error, 'Type the confirmation code from the email your server sent.', code);
+      return;
+    }
+    setError(error, null);
+    try {
+      const label = withCode ? 'Adding…' : 'Asking your server…';
+      const status = await busy(submit, label, () => api.addRecoveryKey(password.value, withCode ? code.value.trim() : null));
+      if (status.state === 'registered') {
+        password.value = '';
+        code.value = '';
+        recoveryOpen = false;
+      }
+      showRecovery(status);
+    } catch (err) {
+      setError(error, errorText(err));
+    }
+  });
+}
+
+/** Reads the recovery key's status and shows it. */
+async function loadRecovery() {
+  try {
+    showRecovery(await api.recoveryKeyStatus());
+  } catch (err) {
+    byId('recovery-text', HTMLElement).textContent = errorText(err);
+  }
+}
+
+/**
+ * @param {RecoveryKeyStatus} status
+ */
+function showRecovery(status) {
+  recovery = status;
+  const v = recoveryKeyView(status);
+  byId('recovery-text', HTMLElement).textContent = v.text;
+  const start = byId('recovery-start', HTMLButtonElement);
+  start.textContent = v.start ?? '';
+  start.hidden = !v.start || recoveryOpen;
+  byId('recovery-form', HTMLFormElement).hidden = !(v.form || (recoveryOpen && v.start));
+  byId('recovery-code-field', HTMLElement).hidden = !v.codeField;
+  byId('recovery-submit', HTMLButtonElement).textContent = v.submit;
+  const key = byId('recovery-key', HTMLElement);
+  key.textContent = v.key ?? '';
+  key.hidden = !v.key;
+}
+
 /**
  * The account part, from the overview.
  * @param {Ctx} ctx
@@ -247,6 +331,14 @@ export function renderAccount(ctx) {
   byId('account-text', HTMLElement).textContent = info.text;
   byId('sign-out', HTMLButtonElement).hidden = !info.signedIn;
   byId('account-form', HTMLFormElement).hidden = info.signedIn;
+  byId('recovery', HTMLElement).hidden = !info.signedIn;
+  if (!info.signedIn) {
+    recovery = null;
+  } else if (!recovery) {
+    recovery = { state: 'unknown', text: 'Checking…', code: null };
+    byId('recovery-text', HTMLElement).textContent = recovery.text;
+    loadRecovery();
+  }
 }
 
 /**
