@@ -552,18 +552,7 @@ async fn identity_step(
         });
         return Ok(());
     };
-    let mut body = xrpc
-        .get(
-            to_pds,
-            "com.atproto.identity.getRecommendedDidCredentials",
-            Some(token),
-            &[],
-        )
-        .await?
-        .map_err(|(_, reason)| RestoreError::Refused {
-            what: "to describe the new identity".into(),
-            reason,
-        })?;
+    let mut body = recommended_credentials(xrpc, to_pds, token).await?;
     body["token"] = json!(code);
     let signed = xrpc
         .post(
@@ -591,16 +580,7 @@ async fn identity_step(
         what: "the identity change".into(),
         reason,
     })?;
-    let doc = syncer.resolver.resolve_did(&req.did, true).await.ok();
-    let now = doc.as_ref().and_then(|d| d.pds.clone()).unwrap_or_default();
-    report.identity_moved = now.trim_end_matches('/') == to_pds;
-    if !report.identity_moved {
-        return Err(RestoreError::Refused {
-            what: "the identity change".into(),
-            reason: format!("the identity still names {now}"),
-        });
-    }
-    activate(xrpc, to_pds, token, report).await?;
+    switch_over(syncer, xrpc, &req.did, to_pds, token, report).await?;
     // The old account stops answering, so nobody mistakes it for the live one.
     if let Ok(Err((_, reason))) = xrpc
         .post(
@@ -835,18 +815,7 @@ async fn identity_with_recovery_key(
     token: &str,
     report: &mut RestoreReport,
 ) -> Result<(), RestoreError> {
-    let creds = xrpc
-        .get(
-            to_pds,
-            "com.atproto.identity.getRecommendedDidCredentials",
-            Some(token),
-            &[],
-        )
-        .await?
-        .map_err(|(_, reason)| RestoreError::Refused {
-            what: "to describe the new identity".into(),
-            reason,
-        })?;
+    let creds = recommended_credentials(xrpc, to_pds, token).await?;
     // The owner's key stays first; the old server's key goes (it may be in other hands now).
     let keys = recovery::key_list(&key.did_key(), &recovery::rotation_keys(&creds));
     let plc = Plc::new(&syncer.http, &syncer.resolver);
@@ -860,6 +829,38 @@ async fn identity_with_recovery_key(
     })
     .await?;
     report.used_recovery_key = true;
+    switch_over(syncer, xrpc, did, to_pds, token, report).await
+}
+
+/// The DID document, rotation keys and handle the new PDS asks the identity to name.
+async fn recommended_credentials(
+    xrpc: &Xrpc<'_>,
+    to_pds: &str,
+    token: &str,
+) -> Result<Value, RestoreError> {
+    xrpc.get(
+        to_pds,
+        "com.atproto.identity.getRecommendedDidCredentials",
+        Some(token),
+        &[],
+    )
+    .await?
+    .map_err(|(_, reason)| RestoreError::Refused {
+        what: "to describe the new identity".into(),
+        reason,
+    })
+}
+
+/// After an identity change: checks (freshly resolved) that it names the new PDS, then
+/// activates the account there.
+async fn switch_over(
+    syncer: &Syncer,
+    xrpc: &Xrpc<'_>,
+    did: &str,
+    to_pds: &str,
+    token: &str,
+    report: &mut RestoreReport,
+) -> Result<(), RestoreError> {
     let doc = syncer.resolver.resolve_did(did, true).await.ok();
     let now = doc.as_ref().and_then(|d| d.pds.clone()).unwrap_or_default();
     report.identity_moved = now.trim_end_matches('/') == to_pds;

@@ -663,6 +663,28 @@ async fn plc_data(bed: &TestBed, did: &str) -> Value {
         .unwrap()
 }
 
+/// `p2pds recovery-key add` for `acct` with its main password; → its JSON answer.
+async fn add_recovery_key(bed: &TestBed, data: &Path, acct: &Account, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "recovery-key",
+        "add",
+        "--account",
+        acct.did.as_str(),
+        "--password-env",
+        "P2PDS_TEST_PASSWORD",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let pw = [("P2PDS_TEST_PASSWORD", acct.password.as_str())];
+    let out = p2pds_env(bed, data, &args, &pw).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[tokio::test]
 async fn an_account_whose_server_is_gone_moves_with_its_recovery_key() {
     let bed = shared().await;
@@ -675,43 +697,10 @@ async fn an_account_whose_server_is_gone_moves_with_its_recovery_key() {
     // On erin's own computer, while her server works: a recovery key of her own.
     let own = tempfile::tempdir().unwrap();
     let own = own.path();
-    let pw = [("P2PDS_TEST_PASSWORD", erin.password.as_str())];
-    let add = |extra: Vec<String>| {
-        let mut args: Vec<String> = [
-            "recovery-key",
-            "add",
-            "--account",
-            &erin.did,
-            "--password-env",
-            "P2PDS_TEST_PASSWORD",
-            "--json",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(extra);
-        args
-    };
-    let args = add(vec![]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = p2pds_env(bed, own, &args, &pw).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let sent: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sent = add_recovery_key(bed, own, &erin, &[]).await;
     assert_eq!(sent["state"], "code-sent", "{sent}");
     let code = doomed.emailed_code(&erin.did, "plc_operation").unwrap();
-    let args = add(vec!["--code".into(), code]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = p2pds_env(bed, own, &args, &pw).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let done: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let done = add_recovery_key(bed, own, &erin, &["--code", &code]).await;
     assert_eq!(done["state"], "registered", "{done}");
     let did_key = done["didKey"].as_str().unwrap().to_string();
     let recovery_code = done["code"].as_str().unwrap().to_string();
@@ -726,8 +715,7 @@ async fn an_account_whose_server_is_gone_moves_with_its_recovery_key() {
     .await;
     assert_eq!(status["registered"], true, "{status}");
     // Registering again changes nothing.
-    let out = p2pds_env(bed, own, &args, &pw).await;
-    let again: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let again = add_recovery_key(bed, own, &erin, &["--code", &code]).await;
     assert_eq!(again["state"], "already", "{again}");
 
     // A friend's node backs her up; then her server is gone for good.
