@@ -338,6 +338,22 @@ pub async fn is_registered(
     Ok(rotation_keys(&data).contains(&key.did_key()))
 }
 
+/// The recovery key kept in this computer's keyring for `did`, when the identity lists it
+/// (a key kept but never registered, or a keyring that cannot be read, counts as none).
+pub async fn held_key(
+    http: &reqwest::Client,
+    resolver: &Resolver,
+    did: &str,
+) -> Option<RecoveryKey> {
+    let code = crate::session::load_recovery_key(did).await.ok()??;
+    let key = RecoveryKey::from_code(&code).ok()?;
+    is_registered(http, resolver, did, &key)
+        .await
+        .ok()
+        .filter(|listed| *listed)
+        .map(|_| key)
+}
+
 /// Registers a recovery key for `who` (handle or DID) with its PDS. Without `code`, asks the
 /// PDS to email a confirmation code; with it, adds the key (the one kept in the keyring for
 /// this account, else a new one, kept there first) at the front of the rotation keys.

@@ -495,8 +495,24 @@ async fn identity_step(
     report: &mut RestoreReport,
 ) -> Result<(), RestoreError> {
     if let Some(key) = &req.recovery_key {
-        return identity_with_recovery_key(syncer, xrpc, key, &req.did, to_pds, token, report)
-            .await;
+        identity_with_recovery_key(syncer, xrpc, key, &req.did, to_pds, token, report).await?;
+        // When the old server still answers, its account is switched off too.
+        if old_pds.trim_end_matches('/') != to_pds {
+            let old_password = req.old_password.as_deref().unwrap_or(&req.password);
+            if let Ok(Ok(session)) = xrpc
+                .post(
+                    old_pds,
+                    "com.atproto.server.createSession",
+                    None,
+                    &json!({ "identifier": req.did, "password": old_password }),
+                )
+                .await
+            {
+                let old_token = str_of(&session, "accessJwt").unwrap_or_default();
+                retire_old_account(xrpc, old_pds, &old_token, to_pds, report).await;
+            }
+        }
+        return Ok(());
     }
     let old_password = req.old_password.as_deref().unwrap_or(&req.password);
     let signed_in = xrpc
@@ -581,12 +597,24 @@ async fn identity_step(
         reason,
     })?;
     switch_over(syncer, xrpc, &req.did, to_pds, token, report).await?;
-    // The old account stops answering, so nobody mistakes it for the live one.
+    retire_old_account(xrpc, old_pds, &old_token, to_pds, report).await;
+    Ok(())
+}
+
+/// The old account stops answering, so nobody mistakes it for the live one (best effort: the
+/// identity names the new PDS either way).
+async fn retire_old_account(
+    xrpc: &Xrpc<'_>,
+    old_pds: &str,
+    old_token: &str,
+    to_pds: &str,
+    report: &mut RestoreReport,
+) {
     if let Ok(Err((_, reason))) = xrpc
         .post(
             old_pds,
             "com.atproto.server.deactivateAccount",
-            Some(&old_token),
+            Some(old_token),
             &json!({}),
         )
         .await
@@ -596,7 +624,6 @@ async fn identity_step(
              counts, since the identity names {to_pds}."
         ));
     }
-    Ok(())
 }
 
 async fn activate(

@@ -1029,10 +1029,10 @@ impl Engine {
                 crate::recovery::RecoveryKey::from_code(&code)
                     .map_err(|e| AppError::Other(format!("{e}.")))?,
             ),
-            None => match crate::session::load_recovery_key(&input.did).await {
-                Ok(Some(code)) => crate::recovery::RecoveryKey::from_code(&code).ok(),
-                _ => None,
-            },
+            None => {
+                let syncer = self.syncer();
+                crate::recovery::held_key(&syncer.http, &syncer.resolver, &input.did).await
+            }
         };
         let req = crate::restore::RestoreRequest {
             did: input.did.clone(),

@@ -241,12 +241,9 @@ pub async fn restore(
         Some(var) => Some(RecoveryKey::from_code(&std::env::var(var).with_context(
             || format!("the environment variable {var} (the recovery key) is not set"),
         )?)?),
-        // The owner's own computer keeps it in the keyring; elsewhere there is none (and a
-        // keyring that cannot be read means none too: the old server may still do).
-        None => match session::load_recovery_key(&did).await {
-            Ok(Some(code)) => RecoveryKey::from_code(&code).ok(),
-            _ => None,
-        },
+        // The owner's own computer keeps it in the keyring; elsewhere there is none (the old
+        // server may still do).
+        None => recovery::held_key(&syncer.http, &syncer.resolver, &did).await,
     };
     let password = std::env::var(password_env).with_context(|| {
         format!("the environment variable {password_env} (the new account's password) is not set")
