@@ -701,11 +701,18 @@ async fn account(
     let old_pds = doc.pds.clone().unwrap_or_default();
     let (proof, email) = match old_pds_proof(xrpc, req, &old_pds, &service_did).await {
         Ok(found) => found,
-        Err(why) => {
-            let Some(key) = &req.recovery_key else {
-                return Err(RestoreError::NeedsIdentityStep(rotation_key_explanation(
-                    &req.did, &old_pds, &why,
-                )));
+        Err((why, reached)) => {
+            // The key rewrites the identity, so it stands in only for a server that is gone
+            // (or for the new one, where an earlier run with the key already pointed it): a
+            // live old server that refused (a mistyped password, say) is told as it is.
+            let interim = old_pds.trim_end_matches('/') == to_pds;
+            let key = match &req.recovery_key {
+                Some(key) if !reached || interim => key,
+                _ => {
+                    return Err(RestoreError::NeedsIdentityStep(rotation_key_explanation(
+                        &req.did, &old_pds, &why,
+                    )))
+                }
             };
             report.used_recovery_key = true;
             let proof = recovery_proof(syncer, key, &req.did, to_pds, &service_did).await?;
@@ -748,13 +755,14 @@ async fn account(
 }
 
 /// The proof the new PDS asks for, signed by the account's current PDS, and the account's
-/// email there; `Err` says in words why the current PDS could not give them.
+/// email there; `Err` says in words why the current PDS could not give them, and whether it
+/// answered at all.
 async fn old_pds_proof(
     xrpc: &Xrpc<'_>,
     req: &RestoreRequest,
     old_pds: &str,
     service_did: &str,
-) -> Result<(String, String), String> {
+) -> Result<(String, String), (String, bool)> {
     let old_password = req.old_password.as_deref().unwrap_or(&req.password);
     let old_session = xrpc
         .post(
@@ -764,8 +772,10 @@ async fn old_pds_proof(
             &json!({ "identifier": req.did, "password": old_password }),
         )
         .await
-        .map_err(|e| format!("it cannot be reached ({e})"))?
-        .map_err(|(_, reason)| format!("signing in there failed ({reason})"))?;
+        .map_err(|e| (format!("it cannot be reached ({e})"), false))?
+        .map_err(|(status, reason)| {
+            (format!("signing in there failed ({reason})"), status < 500)
+        })?;
     let old_token = str_of(&old_session, "accessJwt").unwrap_or_default();
     let exp = (Utc::now() + chrono::Duration::minutes(10))
         .timestamp()
@@ -782,10 +792,13 @@ async fn old_pds_proof(
             ],
         )
         .await
-        .map_err(|e| format!("it cannot be reached ({e})"))?
-        .map_err(|(_, reason)| {
-            format!(
-                "it refused to sign the proof ({reason}); sign in with the account's main password, not an app password"
+        .map_err(|e| (format!("it cannot be reached ({e})"), false))?
+        .map_err(|(status, reason)| {
+            (
+                format!(
+                    "it refused to sign the proof ({reason}); sign in with the account's main password, not an app password"
+                ),
+                status < 500,
             )
         })?;
     let proof = str_of(&proof, "token").unwrap_or_default();

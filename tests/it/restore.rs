@@ -725,10 +725,49 @@ async fn an_account_whose_server_is_gone_moves_with_its_recovery_key() {
     run(bed, friend, &["sync", "--once"]).await;
     let before = records_of(&erin).await;
     let doomed_rotation = data["rotationKeys"][1].as_str().unwrap().to_string();
+
+    // While her server still answers, a mistyped password there is said as it is: the key does
+    // not rewrite the identity of a live account.
+    let fresh_email = format!("{}@example.com", erin.handle.replace('.', "-"));
+    let out = p2pds_env(
+        bed,
+        friend,
+        &[
+            "restore",
+            &erin.did,
+            "--to-pds",
+            &fresh.pds,
+            "--handle",
+            &erin.handle,
+            "--password-env",
+            "P2PDS_TEST_PASSWORD",
+            "--old-password-env",
+            "P2PDS_TEST_WRONG",
+            "--recovery-key-env",
+            "P2PDS_TEST_RECOVERY",
+            "--email",
+            &fresh_email,
+            "--json",
+        ],
+        &[
+            ("P2PDS_TEST_PASSWORD", erin.password.as_str()),
+            ("P2PDS_TEST_WRONG", "not-her-password"),
+            ("P2PDS_TEST_RECOVERY", recovery_code.as_str()),
+        ],
+    )
+    .await;
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("signing in there failed"), "{said}");
+    assert_eq!(
+        plc_data(bed, &erin.did).await,
+        data,
+        "the identity is unchanged"
+    );
     drop(doomed);
 
     // Restored from the friend's copy with the key she wrote down: no old server needed.
-    let email = format!("{}@example.com", erin.handle.replace('.', "-"));
+    let email = fresh_email;
     let args = vec![
         "restore",
         &erin.did,
