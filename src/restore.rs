@@ -37,8 +37,8 @@ use crate::repo::mst::{self, MstError};
 use crate::store::StoreError;
 use crate::sync::Syncer;
 
-/// What to restore, and where to.
-#[derive(Clone, Debug)]
+/// What to restore, and where to (its `Debug` leaves out the passwords, code and key).
+#[derive(Clone)]
 pub struct RestoreRequest {
     pub did: String,
     pub at: Option<DateTime<Utc>>,
@@ -61,6 +61,24 @@ pub struct RestoreRequest {
     /// The owner's recovery key (see [`crate::recovery`]): with it, the restore works when
     /// the old PDS is gone, and moves the identity without an emailed code.
     pub recovery_key: Option<RecoveryKey>,
+}
+
+impl std::fmt::Debug for RestoreRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestoreRequest")
+            .field("did", &self.did)
+            .field("at", &self.at)
+            .field("to_pds", &self.to_pds)
+            .field("handle", &self.handle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RestoreRequest {
+    /// The password the old PDS takes.
+    fn old_password(&self) -> &str {
+        self.old_password.as_deref().unwrap_or(&self.password)
+    }
 }
 
 /// Something that could not be restored, and why.
@@ -191,6 +209,18 @@ impl Xrpc<'_> {
             req = req.bearer_auth(t);
         }
         self.call(req, &url).await
+    }
+
+    /// `createSession` on `pds`.
+    async fn sign_in(
+        &self,
+        pds: &str,
+        identifier: &str,
+        password: &str,
+    ) -> Result<Result<Value, (u16, String)>, RestoreError> {
+        let body = json!({ "identifier": identifier, "password": password });
+        self.post(pds, "com.atproto.server.createSession", None, &body)
+            .await
     }
 
     /// A procedure that takes no input.
@@ -498,31 +528,14 @@ async fn identity_step(
         identity_with_recovery_key(syncer, xrpc, key, &req.did, to_pds, token, report).await?;
         // When the old server still answers, its account is switched off too.
         if old_pds.trim_end_matches('/') != to_pds {
-            let old_password = req.old_password.as_deref().unwrap_or(&req.password);
-            if let Ok(Ok(session)) = xrpc
-                .post(
-                    old_pds,
-                    "com.atproto.server.createSession",
-                    None,
-                    &json!({ "identifier": req.did, "password": old_password }),
-                )
-                .await
-            {
+            if let Ok(Ok(session)) = xrpc.sign_in(old_pds, &req.did, req.old_password()).await {
                 let old_token = str_of(&session, "accessJwt").unwrap_or_default();
                 retire_old_account(xrpc, old_pds, &old_token, to_pds, report).await;
             }
         }
         return Ok(());
     }
-    let old_password = req.old_password.as_deref().unwrap_or(&req.password);
-    let signed_in = xrpc
-        .post(
-            old_pds,
-            "com.atproto.server.createSession",
-            None,
-            &json!({ "identifier": req.did, "password": old_password }),
-        )
-        .await;
+    let signed_in = xrpc.sign_in(old_pds, &req.did, req.old_password()).await;
     let old_session = match signed_in {
         Ok(Ok(session)) => session,
         Ok(Err((_, reason))) => {
@@ -652,14 +665,7 @@ async fn account(
     to_pds: &str,
     report: &mut RestoreReport,
 ) -> Result<String, RestoreError> {
-    let login = xrpc
-        .post(
-            to_pds,
-            "com.atproto.server.createSession",
-            None,
-            &json!({ "identifier": req.handle, "password": req.password }),
-        )
-        .await?;
+    let login = xrpc.sign_in(to_pds, &req.handle, &req.password).await?;
     if let Ok(session) = login {
         let did = str_of(&session, "did").unwrap_or_default();
         if did != req.did {
@@ -763,14 +769,8 @@ async fn old_pds_proof(
     old_pds: &str,
     service_did: &str,
 ) -> Result<(String, String), (String, bool)> {
-    let old_password = req.old_password.as_deref().unwrap_or(&req.password);
     let old_session = xrpc
-        .post(
-            old_pds,
-            "com.atproto.server.createSession",
-            None,
-            &json!({ "identifier": req.did, "password": old_password }),
-        )
+        .sign_in(old_pds, &req.did, req.old_password())
         .await
         .map_err(|e| (format!("it cannot be reached ({e})"), false))?
         .map_err(|(status, reason)| {
@@ -1081,6 +1081,34 @@ mod tests {
             Some("application/octet-stream")
         );
         assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn a_request_prints_without_its_secrets() {
+        let key = RecoveryKey::generate();
+        let req = RestoreRequest {
+            did: "did:plc:alice".into(),
+            at: None,
+            to_pds: "https://new.example".into(),
+            handle: "alice.new.example".into(),
+            password: "new-secret".into(),
+            old_password: Some("old-secret".into()),
+            email: None,
+            invite_code: None,
+            plc_token: Some("ABCDE-12345".into()),
+            recovery_key: Some(key.clone()),
+        };
+        let shown = format!("{req:?}");
+        assert!(shown.contains("did:plc:alice") && shown.contains("alice.new.example"));
+        for secret in [
+            "new-secret",
+            "old-secret",
+            "ABCDE-12345",
+            key.code().as_str(),
+        ] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert_eq!(req.old_password(), "old-secret");
     }
 
     #[test]

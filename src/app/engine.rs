@@ -301,13 +301,7 @@ impl Engine {
         {
             let name = handle.unwrap_or_else(|| short_did(&did));
             flags_of.entry(did).or_default().push(FriendFlag {
-                text: words::flag_text(
-                    &f.kind,
-                    &name,
-                    &f.detail,
-                    parse_time(Some(&f.detected_at)),
-                    now,
-                ),
+                text: flag_words(&f, &name, now),
                 id: f.id,
                 kind: f.kind,
                 detail: f.detail,
@@ -1601,13 +1595,7 @@ impl Engine {
             .map(|(did, handle, f)| {
                 let name = handle.unwrap_or_else(|| short_did(&did));
                 FlagFacts {
-                    text: words::flag_text(
-                        &f.kind,
-                        &name,
-                        &f.detail,
-                        parse_time(Some(&f.detected_at)),
-                        now,
-                    ),
+                    text: flag_words(&f, &name, now),
                     id: f.id,
                     did,
                     name,
@@ -1743,6 +1731,12 @@ impl From<&Settings> for StoredSettings {
 }
 
 /// "did:plc:abcd…" for an account with no handle.
+/// A flag in words, for the friend called `name`.
+fn flag_words(f: &history::Flag, name: &str, now: Timestamp) -> String {
+    let detected = parse_time(Some(&f.detected_at));
+    words::flag_text(&f.kind, name, &f.detail, detected, now)
+}
+
 fn short_did(did: &str) -> String {
     let tail = did.rsplit(':').next().unwrap_or(did);
     format!("account {}…", tail.chars().take(6).collect::<String>())
