@@ -30,6 +30,7 @@ use serde_json::{json, Value};
 
 use crate::crypto::{PublicKey, SigningKey};
 use crate::identity::Resolver;
+use crate::session::SessionError;
 
 /// The most rotation keys a PLC identity may list.
 pub const MAX_ROTATION_KEYS: usize = 5;
@@ -195,12 +196,15 @@ impl<'a> Plc<'a> {
             .send()
             .await
             .map_err(|e| net(e.to_string()))?;
-        if !resp.status().is_success() {
-            return Err(net(format!("{url} answered {}", resp.status())));
-        }
-        resp.json()
+        crate::session::answer(resp, &url)
             .await
-            .map_err(|e| RecoveryError::BadPlcAnswer(e.to_string()))
+            .map_err(|e| match e {
+                // A success whose body is not JSON.
+                SessionError::Xrpc {
+                    status, message, ..
+                } if (200..300).contains(&status) => RecoveryError::BadPlcAnswer(message),
+                other => net(other.to_string()),
+            })
     }
 
     /// The identity's current state: `rotationKeys`, `verificationMethods`, `alsoKnownAs`,
@@ -308,23 +312,28 @@ pub struct Registration {
 
 /// An XRPC call to a PDS; `Err` carries the server's reason.
 async fn xrpc(req: reqwest::RequestBuilder, what: &str) -> Result<Value, RecoveryError> {
-    let resp = req.send().await.map_err(|e| RecoveryError::Network {
+    let net = |reason: String| RecoveryError::Network {
         what: what.to_string(),
-        reason: e.to_string(),
-    })?;
-    let status = resp.status();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
-    if status.is_success() {
-        return Ok(body);
-    }
-    let err = body.get("error").and_then(Value::as_str).unwrap_or("");
-    let msg = body.get("message").and_then(Value::as_str).unwrap_or("");
-    Err(RecoveryError::Refused {
-        what: what.to_string(),
-        reason: format!("{status} {err}: {msg}")
-            .trim_end_matches([':', ' '])
-            .to_string(),
-    })
+        reason,
+    };
+    let resp = req.send().await.map_err(|e| net(e.to_string()))?;
+    let url = resp.url().to_string();
+    crate::session::answer(resp, &url)
+        .await
+        .map_err(|e| match e {
+            SessionError::Xrpc {
+                status,
+                error,
+                message,
+                ..
+            } => RecoveryError::Refused {
+                what: what.to_string(),
+                reason: format!("{status} {error}: {message}")
+                    .trim_end_matches([':', ' '])
+                    .to_string(),
+            },
+            other => net(other.to_string()),
+        })
 }
 
 /// Whether the identity of `did` lists `key`.
@@ -338,6 +347,14 @@ pub async fn is_registered(
     Ok(rotation_keys(&data).contains(&key.did_key()))
 }
 
+/// The recovery key kept in this computer's keyring for `did`, listed or not (a code that
+/// does not read as a key counts as none).
+pub async fn kept_key(did: &str) -> Result<Option<RecoveryKey>, SessionError> {
+    Ok(crate::session::load_recovery_key(did)
+        .await?
+        .and_then(|code| RecoveryKey::from_code(&code).ok()))
+}
+
 /// The recovery key kept in this computer's keyring for `did`, when the identity lists it
 /// (a key kept but never registered, or a keyring that cannot be read, counts as none).
 pub async fn held_key(
@@ -345,8 +362,7 @@ pub async fn held_key(
     resolver: &Resolver,
     did: &str,
 ) -> Option<RecoveryKey> {
-    let code = crate::session::load_recovery_key(did).await.ok()??;
-    let key = RecoveryKey::from_code(&code).ok()?;
+    let key = kept_key(did).await.ok()??;
     is_registered(http, resolver, did, &key)
         .await
         .ok()
@@ -381,9 +397,7 @@ pub async fn register(
         .to_string();
     let plc = Plc::new(http, resolver);
     let data = plc.data(&did).await?;
-    let held = crate::session::load_recovery_key(&did)
-        .await?
-        .and_then(|t| RecoveryKey::from_code(&t).ok());
+    let held = kept_key(&did).await?;
     if let Some(key) = &held {
         if rotation_keys(&data).contains(&key.did_key()) {
             return Ok(Registration {

@@ -504,7 +504,7 @@ fn network(url: &str) -> impl Fn(reqwest::Error) -> SessionError + '_ {
 }
 
 /// A JSON answer, or the XRPC error (`{error, message}`) it carries.
-async fn answer<T: serde::de::DeserializeOwned>(
+pub(crate) async fn answer<T: serde::de::DeserializeOwned>(
     resp: reqwest::Response,
     url: &str,
 ) -> Result<T, SessionError> {

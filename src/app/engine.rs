@@ -771,10 +771,7 @@ impl Engine {
         if !me.did.starts_with("did:plc:") {
             return Ok(words::recovery_key_status("unavailable"));
         }
-        let Some(key) = session::load_recovery_key(&me.did)
-            .await?
-            .and_then(|c| crate::recovery::RecoveryKey::from_code(&c).ok())
-        else {
+        let Some(key) = crate::recovery::kept_key(&me.did).await? else {
             return Ok(words::recovery_key_status("none"));
         };
         let syncer = self.syncer();

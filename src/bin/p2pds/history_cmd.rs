@@ -504,9 +504,7 @@ pub async fn recovery_key(syncer: &Syncer, command: &RecoveryKeyCommand) -> anyh
         }
         RecoveryKeyCommand::Status { account, json } => {
             let did = own_account(syncer, account.as_deref()).await?;
-            let key = session::load_recovery_key(&did)
-                .await?
-                .and_then(|c| RecoveryKey::from_code(&c).ok());
+            let key = recovery::kept_key(&did).await?;
             let listed = match &key {
                 Some(k) => recovery::is_registered(&syncer.http, &syncer.resolver, &did, k).await?,
                 None => false,
