@@ -6,6 +6,7 @@
 pub mod app;
 pub mod bench;
 pub mod crypto;
+pub mod engine;
 pub mod export;
 pub mod group;
 pub mod history;

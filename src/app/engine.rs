@@ -16,38 +16,26 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, Notify, RwLock, RwLockReadGuard};
+use tokio::sync::{broadcast, RwLockReadGuard};
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::{Node, NodeConfig, NodeError, NodeEvent, PassOptions};
 use crate::group::plan::{human_bytes, human_every, CircleState};
 use crate::group::{db as gdb, CircleView, Circles, Copies, GroupError};
 use crate::history;
-use crate::identity::Resolver;
 use crate::policy::lifecycle::AckState;
 use crate::policy::Timestamp;
 use crate::session::{self, Session, SessionError};
 use crate::store::{self, Store, StoreError};
 use crate::sync::{SyncProgress, Syncer};
-use crate::verify::{self, RoundOptions, Verifier};
+use crate::verify;
 
 use super::alerts::{self, FlagFacts, FriendFacts, InvitationFacts, MemberFacts};
 use super::dto::*;
 use super::{relocate, words};
 
-/// How often the loop looks at what is due.
-const TICK: StdDuration = StdDuration::from_secs(20);
-/// How often circles are re-read and their health evaluated.
-const CIRCLE_EVERY: StdDuration = StdDuration::from_secs(5 * 60);
-/// How often the repos of known accounts are read for new invitations.
-const DISCOVER_EVERY: StdDuration = StdDuration::from_secs(30 * 60);
-/// How often the copies are self-checked.
-const SELF_CHECK_EVERY: StdDuration = StdDuration::from_secs(6 * 3600);
-/// Progress events per account, at most this often.
+/// Move progress events, at most this often.
 const PROGRESS_EVERY: StdDuration = StdDuration::from_millis(250);
-/// How often old versions are collected.
-const GC_EVERY_SECS: i64 = 86_400;
-/// When the last collection ran (RFC 3339).
-const LAST_GC_KEY: &str = "app.lastGc";
 /// Delivered alert keys remembered (the oldest are forgotten).
 const MAX_DELIVERED: usize = 2000;
 
@@ -85,42 +73,18 @@ pub struct EngineConfig {
     pub resolver_url: Option<String>,
 }
 
-/// What the loop learned of the circles, for the screens.
-#[derive(Debug, Clone, Default)]
-struct CircleCache {
-    views: Vec<CircleView>,
-    invitations: Vec<crate::group::Invitation>,
-    /// Health state per circle URI, and members at risk or failed.
-    health: BTreeMap<String, String>,
-    members: Vec<MemberFacts>,
-    checked_at: Option<Timestamp>,
-}
-
 #[derive(Default)]
 struct Live {
-    progress: BTreeMap<String, Progress>,
-    failing_since: BTreeMap<String, Timestamp>,
-    paused_until: Option<Timestamp>,
     notifications: Option<NotificationStatus>,
-    circles: CircleCache,
-    session: Option<Arc<Session>>,
 }
 
 struct Inner {
     config: EngineConfig,
-    circles: Circles,
-    verifier: Verifier,
+    /// The node controller: the store, the circles, the verifier and the loop.
+    node: Node,
     events: broadcast::Sender<Event>,
     live: Mutex<Live>,
-    wake: Notify,
-    stop: CancellationToken,
     serving: Mutex<Option<CancellationToken>>,
-    /// Work that writes (the loop's passes, the window's actions) holds this shared; a move of
-    /// the storage folder holds it alone, so nothing writes while it copies.
-    work: RwLock<()>,
-    /// A move of the storage folder started: no more writes until the app restarts (or the
-    /// move fails).
-    moving: AtomicBool,
     /// The folder was fixed by the command line or the environment: it can't be moved.
     location_fixed: AtomicBool,
 }
@@ -148,45 +112,43 @@ impl Engine {
                 config.data_dir.display()
             ))
         })?;
-        let store = Store::open(&config.data_dir.join("p2pds.sqlite"))?;
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("p2pds-desktop/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(StdDuration::from_secs(15))
-            .read_timeout(StdDuration::from_secs(120))
-            .build()
-            .map_err(|e| AppError::Other(format!("can't start the network client: {e}")))?;
-        let resolver = Arc::new(Resolver::new(
-            http.clone(),
+        let mut node_config = NodeConfig::new(
+            config.data_dir.clone(),
             &config.plc_url,
             config.resolver_url.as_deref(),
-        ));
-        let syncer = Syncer::new(store, http, resolver, &config.data_dir);
-        let circles = Circles::new(syncer);
-        let verifier = Verifier::new(circles.clone());
+        );
+        node_config.user_agent = concat!("p2pds-desktop/", env!("CARGO_PKG_VERSION")).into();
+        node_config.on_battery = Some(super::platform::on_battery);
+        let node = Node::open(node_config).map_err(node_error)?;
         let (events, _) = broadcast::channel(256);
-        Ok(Engine {
+        let engine = Engine {
             inner: Arc::new(Inner {
                 config,
-                circles,
-                verifier,
+                node,
                 events,
                 live: Mutex::new(Live::default()),
-                wake: Notify::new(),
-                stop: CancellationToken::new(),
                 serving: Mutex::new(None),
-                work: RwLock::new(()),
-                moving: AtomicBool::new(false),
                 location_fixed: AtomicBool::new(false),
             }),
-        })
+        };
+        Ok(engine)
+    }
+
+    /// The node controller behind the window.
+    pub fn node(&self) -> &Node {
+        &self.inner.node
     }
 
     fn store(&self) -> &Store {
-        &self.inner.circles.syncer.store
+        self.inner.node.store()
     }
 
     fn syncer(&self) -> &Syncer {
-        &self.inner.circles.syncer
+        self.inner.node.syncer()
+    }
+
+    fn circles(&self) -> &Circles {
+        self.inner.node.circles()
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, Live> {
@@ -211,12 +173,12 @@ impl Engine {
 
     /// Asks the loop to run now (after "Sync now" or a change).
     pub fn wake(&self) {
-        self.inner.wake.notify_one();
+        self.inner.node.wake();
     }
 
     /// Stops the loop and the server; returns at once (the loop ends at its next await).
     pub fn stop(&self) {
-        self.inner.stop.cancel();
+        self.inner.node.stop();
         if let Ok(mut s) = self.inner.serving.lock() {
             if let Some(t) = s.take() {
                 t.cancel();
@@ -235,21 +197,10 @@ impl Engine {
         self.inner.location_fixed.store(fixed, Ordering::Relaxed);
     }
 
-    fn moving(&self) -> bool {
-        self.inner.moving.load(Ordering::Relaxed)
-    }
-
     /// Permission to write (shared with other work): refused once a move of the storage folder
     /// has started.
     async fn guard(&self) -> Result<RwLockReadGuard<'_, ()>, AppError> {
-        let g = self.inner.work.read().await;
-        if self.moving() {
-            return Err(AppError::Other(
-                "P2PDS is moving your copies to a new folder. Try again once it has restarted."
-                    .into(),
-            ));
-        }
-        Ok(g)
+        self.inner.node.guard().await.map_err(node_error)
     }
 
     /// Whether desktop notifications work here (the shell reports what it saw).
@@ -309,10 +260,10 @@ impl Engine {
             });
         }
         let mut no_room: Option<String> = None;
-        let live = self.live();
-        let cache = live.circles.clone();
+        let st = self.inner.node.state();
+        let notifications = self.live().notifications.clone();
         let mut holders: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for v in &cache.views {
+        for v in &st.circles {
             for d in &v.holding {
                 holders.entry(d.clone()).or_default().push(v.name.clone());
             }
@@ -328,7 +279,7 @@ impl Engine {
                 continue;
             }
             let name = r.handle.clone().unwrap_or_else(|| short_did(&r.did));
-            let progress = live.progress.get(&r.did).cloned();
+            let progress = st.progress.get(&r.did).map(progress_dto);
             let upstream = r.upstream_status.as_deref().unwrap_or("active");
             let state = if progress.is_some() {
                 if r.head.is_none() {
@@ -365,7 +316,7 @@ impl Engine {
                 status_text: words::friend_status(
                     state,
                     last,
-                    live.failing_since.get(&r.did).copied(),
+                    st.backoff.get(&r.did).map(|b| b.since),
                     now,
                 ),
                 name,
@@ -383,13 +334,12 @@ impl Engine {
         }
         friends.sort_by_key(|f| f.name.to_lowercase());
         let my_did = me.as_ref().map(|m| m.did.clone()).unwrap_or_default();
-        let circles: Vec<CircleCard> = cache
-            .views
+        let circles: Vec<CircleCard> = st
+            .circles
             .iter()
-            .map(|v| circle_card(v, &my_did, cache.health.get(&v.uri).cloned()))
+            .map(|v| circle_card(v, &my_did, st.health.get(&v.uri).map(|h| h.state.clone())))
             .collect();
-        let invitations: Vec<InvitationCard> =
-            cache.invitations.iter().map(invitation_card).collect();
+        let invitations: Vec<InvitationCard> = st.invitations.iter().map(invitation_card).collect();
         let active = circles
             .iter()
             .find(|c| c.state == "active" && c.health.is_some());
@@ -399,10 +349,10 @@ impl Engine {
                 (
                     c.health.as_deref().unwrap_or("unknown"),
                     c.min_copies,
-                    cache.checked_at,
+                    st.health_checked_at,
                 )
             }),
-            live.paused_until,
+            st.paused_until,
             now,
         );
         let attention = friends.iter().any(|f| {
@@ -414,7 +364,7 @@ impl Engine {
             || circles
                 .iter()
                 .any(|c| matches!(c.health.as_deref(), Some("degraded" | "at-risk" | "failed")));
-        let tray = if !live.progress.is_empty() {
+        let tray = if !st.progress.is_empty() {
             TrayState::Syncing
         } else if attention {
             TrayState::NeedsAttention
@@ -433,11 +383,8 @@ impl Engine {
             invitations,
             tray,
             headline,
-            paused_until: live
-                .paused_until
-                .filter(|u| *u > now)
-                .map(|u| u.to_string()),
-            notifications: live.notifications.clone().unwrap_or(NotificationStatus {
+            paused_until: st.paused_until.filter(|u| *u > now).map(|u| u.to_string()),
+            notifications: notifications.unwrap_or(NotificationStatus {
                 available: true,
                 reason: None,
             }),
@@ -455,7 +402,7 @@ impl Engine {
     pub async fn health(&self, uri: &str) -> Result<Health, AppError> {
         let now = now();
         let (report, obs, warnings) =
-            verify::report::compliance_inputs(&self.inner.circles, uri, now).await?;
+            verify::report::compliance_inputs(self.circles(), uri, now).await?;
         let names = self.names().await;
         let name_of = |did: &str| names.get(did).cloned().unwrap_or_else(|| short_did(did));
         let mut reasons = Vec::new();
@@ -675,9 +622,9 @@ impl Engine {
             password,
         )
         .await?;
-        self.live().session = Some(session);
+        self.inner.node.set_session(Some(session));
         self.set_meta(WELCOMED_KEY, "1").await?;
-        self.refresh_circles(true).await;
+        self.inner.node.refresh_circles(true).await;
         self.wake();
         self.overview().await
     }
@@ -693,11 +640,7 @@ impl Engine {
         let _work = self.guard().await?;
         let syncer = self.syncer();
         Session::logout(syncer.http.clone(), &syncer.store).await?;
-        {
-            let mut live = self.live();
-            live.session = None;
-            live.circles = CircleCache::default();
-        }
+        self.inner.node.set_session(None);
         self.changed();
         self.overview().await
     }
@@ -741,26 +684,24 @@ impl Engine {
         let until = now().plus(crate::policy::Duration::from_secs(
             minutes.saturating_mul(60),
         ));
-        self.live().paused_until = Some(until);
+        self.inner.node.pause_until(Some(until));
         self.changed();
         self.overview().await
     }
 
     pub async fn resume(&self) -> Result<Overview, AppError> {
-        self.live().paused_until = None;
+        self.inner.node.pause_until(None);
         self.changed();
-        self.wake();
         self.overview().await
     }
 
     async fn session(&self) -> Result<Arc<Session>, AppError> {
-        if let Some(s) = self.live().session.clone() {
+        if let Some(s) = self.inner.node.session().await {
             return Ok(s);
         }
+        // Not signed in (or the keyring refused): the reason, in words.
         let syncer = self.syncer();
-        let s = Session::resume(syncer.http.clone(), &syncer.store).await?;
-        self.live().session = Some(s.clone());
-        Ok(s)
+        Ok(Session::resume(syncer.http.clone(), &syncer.store).await?)
     }
 
     /// Whether the signed-in account has a recovery key kept here that its identity lists.
@@ -838,11 +779,10 @@ impl Engine {
         }
         let _work = self.guard().await?;
         let s = self.session().await?;
-        self.inner
-            .circles
+        self.circles()
             .create(&s, name, None, members, min_copies, Default::default())
             .await?;
-        self.refresh_circles(false).await;
+        self.inner.node.refresh_circles(false).await;
         self.wake();
         self.overview().await
     }
@@ -850,8 +790,8 @@ impl Engine {
     pub async fn accept(&self, uri: &str) -> Result<Overview, AppError> {
         let _work = self.guard().await?;
         let s = self.session().await?;
-        self.inner.circles.accept(&s, uri).await?;
-        self.refresh_circles(false).await;
+        self.circles().accept(&s, uri).await?;
+        self.inner.node.refresh_circles(false).await;
         self.wake();
         self.overview().await
     }
@@ -859,8 +799,8 @@ impl Engine {
     pub async fn decline(&self, uri: &str) -> Result<Overview, AppError> {
         let _work = self.guard().await?;
         let s = self.session().await?;
-        self.inner.circles.decline(&s, uri, None).await?;
-        self.refresh_circles(false).await;
+        self.circles().decline(&s, uri, None).await?;
+        self.inner.node.refresh_circles(false).await;
         self.overview().await
     }
 
@@ -872,8 +812,8 @@ impl Engine {
         } else {
             Copies::Delete
         };
-        self.inner.circles.leave(&s, uri, copies).await?;
-        self.refresh_circles(false).await;
+        self.circles().leave(&s, uri, copies).await?;
+        self.inner.node.refresh_circles(false).await;
         self.overview().await
     }
 
@@ -917,39 +857,14 @@ impl Engine {
     /// because of an open flag) and what only they needed; then gives the space back.
     pub async fn collect_garbage(&self) -> Result<Collection, AppError> {
         let _work = self.guard().await?;
-        let opts = Self::gc_options(&self.settings().await?);
-        let blobs = self.syncer().blob_dir();
         let report = self
-            .store()
-            .write(move |c| history::gc::run(c, &blobs, &opts))
-            .await??;
-        self.store().checkpoint().await?;
-        self.set_meta(LAST_GC_KEY, &now().to_string()).await?;
+            .inner
+            .node
+            .collect_garbage_now()
+            .await
+            .map_err(AppError::Other)?;
         self.changed();
         Ok(collection(&report))
-    }
-
-    /// The loop's daily collection.
-    async fn gc_if_due(&self) {
-        let last = self
-            .store()
-            .read(|c| gdb::meta(c, LAST_GC_KEY))
-            .await
-            .ok()
-            .flatten();
-        let due = parse_time(last.as_deref())
-            .is_none_or(|t| now().millis() - t.millis() >= GC_EVERY_SECS * 1000);
-        if !due {
-            return;
-        }
-        match self.collect_garbage().await {
-            Ok(c) => tracing::info!(
-                bytes = c.bytes,
-                versions = c.versions,
-                "old versions collected"
-            ),
-            Err(e) => tracing::warn!(error = %e, "collecting old versions failed"),
-        }
     }
 
     /// What the restore dialog offers for an account: the version it would use and why, and
@@ -1151,7 +1066,7 @@ impl Engine {
             .as_deref()
             .map(str::trim)
             .filter(|e| !e.is_empty());
-        self.inner.circles.set_endpoint(endpoint).await?;
+        self.circles().set_endpoint(endpoint).await?;
         // Keys this version does not know (written by a newer one) are kept.
         let before = self.store().read(|c| gdb::meta(c, SETTINGS_KEY)).await?;
         let mut stored = StoredSettings::from(&s);
@@ -1231,15 +1146,14 @@ impl Engine {
         let home = directories::BaseDirs::new().map(|d| d.home_dir().to_path_buf());
         let target = relocate::target_path(to, home.as_deref()).map_err(AppError::Other)?;
         relocate::check_target(self.data_dir(), &target).map_err(AppError::Other)?;
-        if self.inner.moving.swap(true, Ordering::SeqCst) {
+        if !self.inner.node.start_move() {
             return Err(AppError::Other(
                 "P2PDS is already moving your copies. Wait until it is done.".into(),
             ));
         }
         let result = self.copy_storage(target).await;
         if result.is_err() {
-            self.inner.moving.store(false, Ordering::SeqCst);
-            self.wake();
+            self.inner.node.end_move();
         }
         self.changed();
         result
@@ -1248,8 +1162,7 @@ impl Engine {
     /// Resumes the work a successful [`Engine::move_storage`] paused, when the app will not
     /// restart at the new place after all.
     pub fn cancel_move(&self) {
-        self.inner.moving.store(false, Ordering::SeqCst);
-        self.wake();
+        self.inner.node.end_move();
     }
 
     fn emit_move(&self, phase: &str, done_bytes: u64, total_bytes: u64) {
@@ -1265,7 +1178,7 @@ impl Engine {
     async fn copy_storage(&self, target: PathBuf) -> Result<MoveReport, AppError> {
         self.emit_move("waiting", 0, 0);
         // Alone: the loop's pass and the window's actions have finished, and wait.
-        let _work = self.inner.work.write().await;
+        let _work = self.inner.node.exclusive().await;
         let stopped =
             || AppError::Other("The move stopped unexpectedly. Nothing was moved.".into());
         let from = self.data_dir().to_path_buf();
@@ -1341,234 +1254,94 @@ impl Engine {
 
     // ---- the loop --------------------------------------------------------------------------------
 
-    /// Runs the scheduler until [`Engine::stop`].
+    /// Runs the node controller until [`Engine::stop`], turning what it does into events for
+    /// the window (and alerts after each pass).
     pub async fn run(&self) {
         if let Ok(s) = self.settings().await {
+            self.apply_schedule(&s);
             if let Err(e) = self.apply_serving(&s).await {
                 tracing::warn!(error = %e, "not serving");
             }
         }
-        let mut last_circles: Option<std::time::Instant> = None;
-        let mut last_discover: Option<std::time::Instant> = None;
-        let mut last_self_check: Option<std::time::Instant> = None;
-        let mut woken = true;
-        loop {
-            let settings = self.settings().await.unwrap_or_else(|_| {
-                StoredSettings::default().into_settings(&self.inner.config.data_dir)
-            });
-            let paused = self.live().paused_until.is_some_and(|u| u > now());
-            let on_battery = settings.pause_on_battery && super::platform::on_battery();
-            // The pass holds the work lock shared: a move of the storage folder waits for it,
-            // and each step below stops early once a move has started.
-            let mut work = self.inner.work.read().await;
-            if !paused && !on_battery && !self.moving() {
-                let circles_due = woken || last_circles.is_none_or(|t| t.elapsed() >= CIRCLE_EVERY);
-                if circles_due {
-                    // Looking for new invitations reads every known account's repo: when
-                    // asked ("Sync now"), and every half hour.
-                    let discover =
-                        woken || last_discover.is_none_or(|t| t.elapsed() >= DISCOVER_EVERY);
-                    self.refresh_circles(discover).await;
-                    if discover {
-                        last_discover = Some(std::time::Instant::now());
-                    }
+        let mut rx = self.inner.node.subscribe();
+        let forward = async {
+            loop {
+                match rx.recv().await {
+                    Ok(e) => self.on_node_event(e).await,
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.changed(),
+                    Err(broadcast::error::RecvError::Closed) => break,
                 }
-                if !self.moving() {
-                    self.sync_due(&settings, woken).await;
-                }
-                if !self.moving() && self.session().await.is_ok() {
-                    let self_check =
-                        last_self_check.is_none_or(|t| t.elapsed() >= SELF_CHECK_EVERY);
-                    self.verify_round(self_check).await;
-                    if self_check {
-                        last_self_check = Some(std::time::Instant::now());
-                    }
-                }
-                if circles_due && !self.moving() {
-                    self.evaluate_health().await;
-                    last_circles = Some(std::time::Instant::now());
-                }
-                if !self.moving() {
-                    self.raise_alerts().await;
-                }
-                if !self.moving() {
-                    // Holds the work lock itself (shared, like this pass).
-                    drop(work);
-                    self.gc_if_due().await;
-                    work = self.inner.work.read().await;
+            }
+        };
+        tokio::select! {
+            _ = self.inner.node.run() => {}
+            _ = forward => {}
+        }
+    }
+
+    /// One pass of the controller now, as "Sync now" asks (everything, backoff aside), then
+    /// the alerts it calls for. Tests drive the engine with it instead of the loop.
+    pub async fn pass(&self) {
+        if let Ok(s) = self.settings().await {
+            self.apply_schedule(&s);
+        }
+        self.inner
+            .node
+            .pass(PassOptions {
+                forced: true,
+                peer: None,
+            })
+            .await;
+        self.raise_alerts().await;
+        self.changed();
+    }
+
+    async fn on_node_event(&self, e: NodeEvent) {
+        match e {
+            NodeEvent::Progress { did, progress } => self.emit(Event::Progress {
+                did,
+                progress: progress_dto(&progress),
+            }),
+            NodeEvent::SyncFailed { did, error, .. } => {
+                tracing::warn!(%did, %error, "backup failed");
+                self.changed();
+            }
+            NodeEvent::RoundFinished { report } => {
+                for w in &report.warnings {
+                    tracing::warn!("{w}");
                 }
                 self.changed();
             }
-            drop(work);
-            woken = false;
-            tokio::select! {
-                _ = self.inner.stop.cancelled() => break,
-                _ = self.inner.wake.notified() => woken = true,
-                _ = tokio::time::sleep(TICK) => {}
+            NodeEvent::RoundFailed { error } | NodeEvent::PublishFailed { error } => {
+                tracing::warn!(%error, "verification round failed");
             }
+            NodeEvent::Warning { text } => tracing::warn!("{text}"),
+            NodeEvent::GarbageCollected { states, bytes } => {
+                tracing::info!(bytes, versions = states, "old versions collected");
+                self.changed();
+            }
+            NodeEvent::PassFinished { .. } => {
+                self.raise_alerts().await;
+                self.changed();
+            }
+            NodeEvent::CirclesRefreshed { .. }
+            | NodeEvent::SyncStarted { .. }
+            | NodeEvent::RepoSynced { .. }
+            | NodeEvent::HealthEvaluated { .. }
+            | NodeEvent::Published { .. } => self.changed(),
         }
     }
 
-    /// Re-reads the circles (new versions, acks, invitations) and caches what screens show.
-    async fn refresh_circles(&self, discover: bool) {
-        if self.session().await.is_err() {
-            return;
+    /// The settings the controller reads: how often to back up, and whether to wait for power.
+    fn apply_schedule(&self, s: &Settings) {
+        let node = &self.inner.node;
+        let every = StdDuration::from_secs(u64::from(s.check_every_minutes.max(1)) * 60);
+        let mut schedule = node.schedule();
+        if schedule.sync_every != every {
+            schedule.sync_every = every;
+            node.set_schedule(schedule);
         }
-        if let Err(e) = self.inner.circles.refresh(discover).await {
-            tracing::warn!(error = %e, "could not refresh the circles");
-        }
-        let views = self.inner.circles.list().await.unwrap_or_default();
-        let invitations = self.inner.circles.invitations().await.unwrap_or_default();
-        let mut live = self.live();
-        live.circles.views = views;
-        live.circles.invitations = invitations;
-    }
-
-    /// Backs up every account that is due: never copied, older than the interval, or failing
-    /// (retried with the same interval, at most every 5 minutes); all of them when woken.
-    async fn sync_due(&self, settings: &Settings, all: bool) {
-        let Ok(repos) = self.store().read(store::list_repos).await else {
-            return;
-        };
-        let every = i64::from(settings.check_every_minutes.max(1)) * 60_000;
-        let now = now();
-        for r in repos {
-            if self.inner.stop.is_cancelled() || self.moving() {
-                return;
-            }
-            let last = parse_time(r.last_sync_at.as_deref());
-            let due = all
-                || r.head.is_none()
-                || last.is_none_or(|t| now.millis() - t.millis() >= every)
-                || (r.state == "error"
-                    && last.is_none_or(|t| now.millis() - t.millis() >= 300_000));
-            if !due {
-                continue;
-            }
-            self.sync_one(&r.did).await;
-        }
-    }
-
-    async fn sync_one(&self, did: &str) {
-        let start = Progress {
-            phase: "checking".into(),
-            records: 0,
-            bytes: 0,
-            images_done: 0,
-            images_total: 0,
-        };
-        self.live().progress.insert(did.to_string(), start);
-        self.changed();
-        let last_emit = Mutex::new(std::time::Instant::now());
-        let engine = self.clone();
-        let d = did.to_string();
-        let report = move |p: SyncProgress| {
-            let mut live = engine.live();
-            let Some(cur) = live.progress.get_mut(&d) else {
-                return;
-            };
-            match p {
-                SyncProgress::Checking => cur.phase = "checking".into(),
-                SyncProgress::Downloading { bytes, .. } => {
-                    cur.phase = "downloading".into();
-                    cur.bytes = bytes;
-                }
-                SyncProgress::Ingesting(crate::sync::ingest::IngestProgress::Blocks {
-                    blocks,
-                    ..
-                }) => {
-                    cur.phase = "verifying".into();
-                    cur.records = blocks;
-                }
-                SyncProgress::Ingesting(crate::sync::ingest::IngestProgress::Verifying) => {
-                    cur.phase = "verifying".into();
-                }
-                SyncProgress::Blobs { done, total } => {
-                    cur.phase = "images".into();
-                    cur.images_done = done;
-                    cur.images_total = total;
-                }
-            }
-            let progress = cur.clone();
-            drop(live);
-            let mut last = match last_emit.lock() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
-            if last.elapsed() >= PROGRESS_EVERY {
-                *last = std::time::Instant::now();
-                engine.emit(Event::Progress {
-                    did: d.clone(),
-                    progress,
-                });
-            }
-        };
-        let result = self.syncer().sync_repo(did, &report).await;
-        let mut live = self.live();
-        live.progress.remove(did);
-        match result {
-            Ok(_) => {
-                live.failing_since.remove(did);
-            }
-            Err(e) => {
-                tracing::warn!(%did, error = %e, "backup failed");
-                live.failing_since
-                    .entry(did.to_string())
-                    .or_insert_with(now);
-            }
-        }
-        drop(live);
-        self.changed();
-    }
-
-    async fn verify_round(&self, self_check: bool) {
-        let Ok(s) = self.session().await else { return };
-        let opts = RoundOptions {
-            peer: None,
-            only_due: true,
-            self_check,
-        };
-        match self.inner.verifier.round(&s, &opts).await {
-            Ok(r) => {
-                for w in r.warnings {
-                    tracing::warn!("{w}");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "verification round failed"),
-        }
-    }
-
-    /// Evaluates every active circle's health from public records.
-    async fn evaluate_health(&self) {
-        let views = self.live().circles.views.clone();
-        let names = self.names().await;
-        let mut health = BTreeMap::new();
-        let mut members = Vec::new();
-        let now = now();
-        for v in views.iter().filter(|v| v.state == CircleState::Active) {
-            match verify::report::compliance(&self.inner.circles, &v.uri, now).await {
-                Ok((report, _)) => {
-                    health.insert(v.uri.clone(), report.state.as_str().to_string());
-                    for n in &report.nodes {
-                        members.push(MemberFacts {
-                            circle_uri: v.uri.clone(),
-                            circle: v.name.clone(),
-                            did: n.member.clone(),
-                            name: names
-                                .get(&n.member)
-                                .cloned()
-                                .unwrap_or_else(|| short_did(&n.member)),
-                            state: n.state.as_str().to_string(),
-                        });
-                    }
-                }
-                Err(e) => tracing::warn!(uri = %v.uri, error = %e, "could not evaluate"),
-            }
-        }
-        let mut live = self.live();
-        live.circles.health = health;
-        live.circles.members = members;
-        live.circles.checked_at = Some(now);
+        node.set_pause_on_battery(s.pause_on_battery);
     }
 
     /// Raises each alert the facts call for, once.
@@ -1603,33 +1376,43 @@ impl Engine {
         let mut delivered: Vec<String> = delivered
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_default();
-        let (friends, members, invitations) = {
-            let live = self.live();
-            let friends: Vec<FriendFacts> = repos
-                .iter()
-                .map(|r| {
-                    let upstream = r.upstream_status.clone().unwrap_or_else(|| "active".into());
-                    FriendFacts {
-                        did: r.did.clone(),
-                        name: r.handle.clone().unwrap_or_else(|| short_did(&r.did)),
-                        failing_since: live.failing_since.get(&r.did).copied(),
-                        gone: (upstream != "active").then_some(upstream),
-                    }
+        let st = self.inner.node.state();
+        let names = self.names().await;
+        let friends: Vec<FriendFacts> = repos
+            .iter()
+            .map(|r| {
+                let upstream = r.upstream_status.clone().unwrap_or_else(|| "active".into());
+                FriendFacts {
+                    did: r.did.clone(),
+                    name: r.handle.clone().unwrap_or_else(|| short_did(&r.did)),
+                    failing_since: st.backoff.get(&r.did).map(|b| b.since),
+                    gone: (upstream != "active").then_some(upstream),
+                }
+            })
+            .collect();
+        let invitations: Vec<InvitationFacts> = st
+            .invitations
+            .iter()
+            .map(|i| InvitationFacts {
+                uri: i.uri.clone(),
+                cid: i.cid.clone(),
+                from: i.facts.author.clone(),
+                circle: i.name.clone(),
+            })
+            .collect();
+        let members: Vec<MemberFacts> = st
+            .health
+            .values()
+            .flat_map(|h| {
+                h.members.iter().map(|(did, state)| MemberFacts {
+                    circle_uri: h.uri.clone(),
+                    circle: h.name.clone(),
+                    did: did.clone(),
+                    name: names.get(did).cloned().unwrap_or_else(|| short_did(did)),
+                    state: state.clone(),
                 })
-                .collect();
-            let invitations: Vec<InvitationFacts> = live
-                .circles
-                .invitations
-                .iter()
-                .map(|i| InvitationFacts {
-                    uri: i.uri.clone(),
-                    cid: i.cid.clone(),
-                    from: i.facts.author.clone(),
-                    circle: i.name.clone(),
-                })
-                .collect();
-            (friends, live.circles.members.clone(), invitations)
-        };
+            })
+            .collect();
         let known: BTreeSet<String> = delivered.iter().cloned().collect();
         let mut due = alerts::due(&friends, &members, &invitations, now);
         due.extend(alerts::flag_alerts(&flags));
@@ -1732,6 +1515,45 @@ impl From<&Settings> for StoredSettings {
 fn flag_words(f: &history::Flag, name: &str, now: Timestamp) -> String {
     let detected = parse_time(Some(&f.detected_at));
     words::flag_text(&f.kind, name, &f.detail, detected, now)
+}
+
+fn node_error(e: NodeError) -> AppError {
+    match e {
+        NodeError::Store(e) => AppError::Store(e),
+        other => AppError::Other(other.to_string()),
+    }
+}
+
+/// A backup's progress as the window shows it.
+fn progress_dto(p: &SyncProgress) -> Progress {
+    let mut out = Progress {
+        phase: "checking".into(),
+        records: 0,
+        bytes: 0,
+        images_done: 0,
+        images_total: 0,
+    };
+    match p {
+        SyncProgress::Checking => {}
+        SyncProgress::Downloading { bytes, .. } => {
+            out.phase = "downloading".into();
+            out.bytes = *bytes;
+        }
+        SyncProgress::Ingesting(crate::sync::ingest::IngestProgress::Blocks { blocks, bytes }) => {
+            out.phase = "verifying".into();
+            out.records = *blocks;
+            out.bytes = *bytes;
+        }
+        SyncProgress::Ingesting(crate::sync::ingest::IngestProgress::Verifying) => {
+            out.phase = "verifying".into();
+        }
+        SyncProgress::Blobs { done, total } => {
+            out.phase = "images".into();
+            out.images_done = *done;
+            out.images_total = *total;
+        }
+    }
+    out
 }
 
 fn short_did(did: &str) -> String {
@@ -2114,7 +1936,7 @@ mod tests {
         assert_eq!(e.reclaimable().await.unwrap().bytes, 0);
         assert!(e
             .store()
-            .read(|c| gdb::meta(c, LAST_GC_KEY))
+            .read(|c| gdb::meta(c, crate::engine::LAST_GC_KEY))
             .await
             .unwrap()
             .is_some());

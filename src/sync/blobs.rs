@@ -183,7 +183,13 @@ async fn fetch_blob(
         .get_stream(&url, &[("did", did), ("cid", cid_text)])
         .await
         .map_err(BlobError::Sync)?;
-    let tmp = dir.join(format!("{cid_text}.part"));
+    // A name of its own: two backups (or two processes) fetching one shared blob at once
+    // must not write into the same file.
+    let tmp = dir.join(format!(
+        "{cid_text}.{}-{:016x}.part",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     let io = |e: std::io::Error| BlobError::Sync(SyncError::Io(e));
     let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
     let mut hasher = Sha256::new();

@@ -20,20 +20,23 @@ fn engine(bed: &TestBed, dir: &std::path::Path) -> Engine {
     .unwrap()
 }
 
-/// Waits (running the engine's loop meanwhile) until `done` holds for the overview.
-async fn until<F>(e: &Engine, what: &str, mut done: F)
+/// Runs one pass of each engine (in order, each to its end) until `done` holds for the
+/// overview of `watch`. No loop runs in the background: what the test sees is what the passes
+/// did, so the same steps give the same result every time.
+async fn until<F>(engines: &[&Engine], watch: &Engine, what: &str, mut done: F)
 where
     F: FnMut(&p2pds::app::dto::Overview) -> bool,
 {
-    for _ in 0..150 {
-        let o = e.overview().await.unwrap();
+    for _ in 0..30 {
+        let o = watch.overview().await.unwrap();
         if done(&o) {
             return;
         }
-        e.wake();
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        for e in engines {
+            e.pass().await;
+        }
     }
-    panic!("{what}: {:#?}", e.overview().await.unwrap());
+    panic!("{what}: {:#?}", watch.overview().await.unwrap());
 }
 
 async fn posts(acct: &Account, n: usize) {
@@ -83,17 +86,11 @@ async fn the_engine_behind_the_window() {
     assert!(wrong.is_err());
     b.sign_in(&bob.handle, &bob.password).await.unwrap();
 
-    let (ra, rb) = (a.clone(), b.clone());
-    let loops = [
-        tokio::spawn(async move { ra.run().await }),
-        tokio::spawn(async move { rb.run().await }),
-    ];
-
     // Alice adds Bob: the first backup runs, with progress, then "backed up".
     let o = a.add_friend(&format!("@{}", bob.handle)).await.unwrap();
     assert_eq!(o.friends.len(), 1);
     assert!(a.add_friend("   ").await.is_err());
-    until(&a, "Bob backed up", |o| {
+    until(&[&a], &a, "Bob backed up", |o| {
         o.friends
             .first()
             .is_some_and(|f| f.state == FriendState::Ok && f.posts == 3)
@@ -127,7 +124,7 @@ async fn the_engine_behind_the_window() {
         format!("Waiting for {} to accept", bob.handle)
     );
     assert!(a.create_circle("", &[], None).await.is_err());
-    until(&b, "the invitation", |o| !o.invitations.is_empty()).await;
+    until(&[&b], &b, "the invitation", |o| !o.invitations.is_empty()).await;
     let o = b.overview().await.unwrap();
     let inv = &o.invitations[0];
     assert_eq!(inv.from_name, alice.handle);
@@ -140,7 +137,7 @@ async fn the_engine_behind_the_window() {
 
     // Both apps back up each other's account, and the circle turns healthy on both.
     for (e, who) in [(&a, "alice"), (&b, "bob")] {
-        until(e, &format!("{who}'s circle healthy"), |o| {
+        until(&[&a, &b], e, &format!("{who}'s circle healthy"), |o| {
             o.circles
                 .first()
                 .is_some_and(|c| c.state == "active" && c.health.as_deref() == Some("ok"))
@@ -201,7 +198,7 @@ async fn the_engine_behind_the_window() {
     // An account gone upstream: flagged, the copy kept, one alert.
     let mut alerts = b.subscribe();
     alice.deactivate().await.unwrap();
-    until(&b, "Alice deactivated", |o| {
+    until(&[&b], &b, "Alice deactivated", |o| {
         o.friends
             .first()
             .is_some_and(|f| f.state == FriendState::Deactivated)
@@ -211,26 +208,18 @@ async fn the_engine_behind_the_window() {
     assert!(o.friends[0].status_text.contains("your copy is safe"));
     assert_eq!(o.tray, TrayState::NeedsAttention);
     let mut titles = Vec::new();
-    for _ in 0..50 {
-        while let Ok(e) = alerts.try_recv() {
-            if let Event::Alert { title, .. } = e {
-                titles.push(title);
-            }
+    while let Ok(e) = alerts.try_recv() {
+        if let Event::Alert { title, .. } = e {
+            titles.push(title);
         }
-        if !titles.is_empty() {
-            break;
-        }
-        b.wake();
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let gone: Vec<&String> = titles
         .iter()
         .filter(|t| t.contains("deactivated"))
         .collect();
     assert_eq!(gone.len(), 1, "{titles:?}");
-    // Not repeated.
-    b.wake();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Not repeated by the next pass.
+    b.pass().await;
     while let Ok(e) = alerts.try_recv() {
         if let Event::Alert { title, .. } = e {
             assert!(!title.contains("deactivated"), "repeated: {title}");
@@ -238,14 +227,20 @@ async fn the_engine_behind_the_window() {
     }
     alice.activate().await.unwrap();
 
+    // The loop: it runs passes on its own, hears "Sync now", and stops when asked.
+    let mut heard = a.subscribe();
+    let ra = a.clone();
+    let running = tokio::spawn(async move { ra.run().await });
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while heard.recv().await.is_ok_and(|e| e != Event::Changed) {}
+    })
+    .await
+    .expect("the loop ran a pass");
     a.stop();
-    b.stop();
-    for l in loops {
-        tokio::time::timeout(Duration::from_secs(30), l)
-            .await
-            .expect("the loop stops")
-            .unwrap();
-    }
+    tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .expect("the loop stops")
+        .unwrap();
 }
 
 #[tokio::test]

@@ -2,10 +2,9 @@
 //! `p2pds::session` and `p2pds::group`. Reads the password (environment variable, terminal
 //! prompt or stdin), asks about copies on a terminal, prints; every rule lives in the library.
 //!
-//! `p2pds sync` calls [`before_sync`] and [`after_sync`]: circles are refreshed (new versions,
-//! acks, duties) before the accounts are copied, and this node's status and heartbeat records
-//! are published after, rate-limited (`P2PDS_PUBLISH_INTERVAL`, default 20m: at most three
-//! writes an hour per record).
+//! `p2pds sync` and `p2pds run` (the node controller) refresh the circles before the accounts
+//! are copied and publish this node's status and heartbeat records after, rate-limited
+//! (`P2PDS_PUBLISH_INTERVAL`, default 20m: at most three writes an hour per record).
 
 use std::io::{BufRead, IsTerminal, Write};
 
@@ -482,49 +481,5 @@ fn print_copies(outcome: &CopiesOutcome) {
             "Kept the copies of {} (`p2pds backup remove DID` deletes one).",
             kept.join(", ")
         );
-    }
-}
-
-/// Before a sync pass: refresh the circles of a signed-in node (looking for new invitations
-/// at most hourly). `None` when not signed in.
-pub async fn before_sync(syncer: &Syncer) -> Option<Circles> {
-    let c = circles(syncer);
-    c.me().await.ok()?;
-    let discover = match syncer
-        .store
-        .read(|conn| p2pds::group::db::meta(conn, "discovered_at"))
-        .await
-    {
-        Ok(Some(at)) => chrono::DateTime::parse_from_rfc3339(&at)
-            .map(|t| chrono::Utc::now().signed_duration_since(t) > chrono::Duration::hours(1))
-            .unwrap_or(true),
-        _ => true,
-    };
-    match c.refresh(discover).await {
-        Ok(report) => warn_report(&report),
-        Err(e) => eprintln!("circles: {e}"),
-    }
-    Some(c)
-}
-
-/// After a sync pass: publish status and heartbeat records (rate-limited).
-pub async fn after_sync(syncer: &Syncer, circles: Option<Circles>) {
-    let Some(c) = circles else {
-        return;
-    };
-    let result = async {
-        let s = session(syncer).await?;
-        Ok::<_, anyhow::Error>(c.publish(&s).await?)
-    }
-    .await;
-    match result {
-        Ok(r) if !r.statuses.is_empty() || r.heartbeat => eprintln!(
-            "circles: published {} status record{}{}",
-            r.statuses.len(),
-            if r.statuses.len() == 1 { "" } else { "s" },
-            if r.heartbeat { " and a heartbeat" } else { "" }
-        ),
-        Ok(_) => {}
-        Err(e) => eprintln!("circles: could not publish this node's status: {e:#}"),
     }
 }

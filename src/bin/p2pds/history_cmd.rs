@@ -199,28 +199,6 @@ pub async fn gc(
     Ok(0)
 }
 
-/// The daily collection of a running `p2pds sync`, quiet unless it freed something.
-pub async fn collect(syncer: &Syncer) -> anyhow::Result<()> {
-    let limits = syncer.store.read(history::limits).await?;
-    let opts = gc::GcOptions {
-        retention: Duration::from_secs(u64::from(limits.retention_days) * 86_400),
-        now: Utc::now(),
-    };
-    let blob_dir = syncer.blob_dir();
-    let report = syncer
-        .store
-        .write(move |c| gc::run(c, &blob_dir, &opts))
-        .await??;
-    if report.reclaimable_bytes > 0 {
-        eprintln!(
-            "Removed {} old version(s), freeing {}.",
-            report.states_removed,
-            space::size_words(report.reclaimable_bytes)
-        );
-    }
-    Ok(())
-}
-
 #[allow(clippy::too_many_arguments)]
 pub async fn restore(
     syncer: &Syncer,

@@ -3,6 +3,7 @@
 mod circle_cmd;
 mod history_cmd;
 mod policy_cmd;
+mod run_cmd;
 mod verify_cmd;
 
 use std::path::{Path, PathBuf};
@@ -12,9 +13,10 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use p2pds::engine::OpKinds;
 use p2pds::identity::{Resolver, DEFAULT_PLC_URL};
 use p2pds::store::{self, Store};
-use p2pds::sync::{SyncProgress, Syncer};
+use p2pds::sync::Syncer;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,6 +44,20 @@ enum Command {
     Backup {
         #[command(subcommand)]
         command: BackupCommand,
+    },
+    /// Run the whole node until stopped (SIGINT or SIGTERM): backups, circles, verification
+    /// and challenges, serving (when --listen is given or an endpoint is advertised), health,
+    /// and the daily collection of old versions. One process per data folder.
+    Run {
+        /// Serve replicated accounts here (default 127.0.0.1:2585 when an endpoint is set).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Seconds between looks at what is due.
+        #[arg(long, default_value_t = 20)]
+        tick: u64,
+        /// Minutes between two backups of an account.
+        #[arg(long, default_value_t = 30)]
+        every: u64,
     },
     /// Bring every backed-up account up to date.
     Sync {
@@ -327,10 +343,42 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
 }
 
 async fn run_async(cli: Cli) -> anyhow::Result<i32> {
+    // The commands that run the node controller open the store through it (one writer).
+    let node = |ops, tick, every| {
+        run_cmd::open(
+            data_dir(&cli)?,
+            &cli.plc_url,
+            cli.resolver_url.as_deref(),
+            run_cmd::schedule(ops, tick, every),
+        )
+    };
+    match &cli.command {
+        Command::Run {
+            listen,
+            tick,
+            every,
+        } => {
+            let n = node(OpKinds::ALL, Some(*tick), Some(every.saturating_mul(60)))?;
+            return run_cmd::run(n, listen.as_deref()).await;
+        }
+        Command::Sync { once, interval } => {
+            let n = node(OpKinds::SYNC, Some(*interval), Some(*interval))?;
+            return run_cmd::sync(n, *once).await;
+        }
+        Command::Verify {
+            once,
+            peer,
+            json,
+            tick,
+        } => {
+            let n = node(OpKinds::VERIFY, Some(*tick), None)?;
+            return run_cmd::verify(n, *once, peer.as_deref(), *json).await;
+        }
+        _ => {}
+    }
     let ctx = open(&cli)?;
     match &cli.command {
         Command::Backup { command } => backup(&ctx, command).await,
-        Command::Sync { once, interval } => sync(&ctx, *once, *interval).await,
         Command::Status { json } => status(&ctx, *json).await,
         Command::Records {
             did,
@@ -395,12 +443,6 @@ async fn run_async(cli: Cli) -> anyhow::Result<i32> {
             }
             serve(&ctx, listen).await
         }
-        Command::Verify {
-            once,
-            peer,
-            json,
-            tick,
-        } => verify_cmd::verify(&ctx.syncer, *once, peer.as_deref(), *json, *tick).await,
         Command::Compliance { uri, at, json } => {
             verify_cmd::compliance(&ctx.syncer, uri.as_deref(), at.as_deref(), *json).await
         }
@@ -416,7 +458,11 @@ async fn run_async(cli: Cli) -> anyhow::Result<i32> {
         Command::Invitations { json, from } => {
             circle_cmd::invitations(&ctx.syncer, *json, from).await
         }
-        Command::Policy { .. } | Command::Bench { .. } => Ok(2),
+        Command::Policy { .. }
+        | Command::Bench { .. }
+        | Command::Run { .. }
+        | Command::Sync { .. }
+        | Command::Verify { .. } => Ok(2),
     }
 }
 
@@ -492,111 +538,6 @@ fn progress_bar(did: &str) -> Option<ProgressBar> {
     bar.set_prefix(did.to_string());
     bar.enable_steady_tick(Duration::from_millis(120));
     Some(bar)
-}
-
-async fn sync_all(ctx: &Ctx) -> anyhow::Result<bool> {
-    let circles = circle_cmd::before_sync(&ctx.syncer).await;
-    // A PDS gone longer than the circles' grace period is flagged.
-    let mut syncer = ctx.syncer.clone();
-    if let Some(grace) = match &circles {
-        Some(c) => c.pds_grace().await,
-        None => None,
-    } {
-        syncer.pds_grace = grace;
-    }
-    let repos = ctx.store.read(store::list_repos).await?;
-    let mut all_ok = true;
-    for repo in repos {
-        let bar = progress_bar(repo.handle.as_deref().unwrap_or(&repo.did));
-        let show = |p: SyncProgress| {
-            if let Some(bar) = &bar {
-                bar.set_message(match p {
-                    SyncProgress::Checking => "checking…".to_string(),
-                    SyncProgress::Downloading { bytes, total } => match total {
-                        Some(t) => format!(
-                            "downloading {:.1} / {:.1} MB",
-                            bytes as f64 / 1e6,
-                            t as f64 / 1e6
-                        ),
-                        None => format!("downloading {:.1} MB", bytes as f64 / 1e6),
-                    },
-                    SyncProgress::Ingesting(p2pds::sync::ingest::IngestProgress::Blocks {
-                        blocks,
-                        bytes,
-                    }) => {
-                        format!("verifying: {blocks} blocks, {:.1} MB", bytes as f64 / 1e6)
-                    }
-                    SyncProgress::Ingesting(p2pds::sync::ingest::IngestProgress::Verifying) => {
-                        "checking the signature and record tree…".to_string()
-                    }
-                    SyncProgress::Blobs { done, total } => {
-                        format!("images and files {done}/{total}")
-                    }
-                });
-            }
-        };
-        let result = syncer.sync_repo(&repo.did, &show).await;
-        if let Some(bar) = bar {
-            bar.finish_and_clear();
-        }
-        let name = repo.handle.as_deref().unwrap_or(&repo.did);
-        match result {
-            Ok(report) => {
-                let what = match (&report.ingest, report.up_to_date) {
-                    (_, true) => "up to date".to_string(),
-                    (Some(i), _) => format!(
-                        "rev {}: {} new, {} changed, {} deleted, {} records held",
-                        i.rev, i.creates, i.updates, i.deletes, i.records
-                    ),
-                    (None, _) => {
-                        format!("account is {}; your copy is kept", report.upstream_status)
-                    }
-                };
-                let blobs = if report.blobs.fetched + report.blobs.bad + report.blobs.failed > 0 {
-                    format!(
-                        "; blobs: {} fetched, {} bad, {} failed",
-                        report.blobs.fetched, report.blobs.bad, report.blobs.failed
-                    )
-                } else {
-                    String::new()
-                };
-                eprintln!("{name}: {what}{blobs}");
-            }
-            Err(e) => {
-                all_ok = false;
-                eprintln!("{name}: sync failed: {e}");
-            }
-        }
-    }
-    circle_cmd::after_sync(&ctx.syncer, circles).await;
-    Ok(all_ok)
-}
-
-async fn sync(ctx: &Ctx, once: bool, interval: u64) -> anyhow::Result<i32> {
-    if once {
-        return Ok(if sync_all(ctx).await? { 0 } else { 1 });
-    }
-    let mut tick = tokio::time::interval(Duration::from_secs(interval.max(5)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut last_gc: Option<std::time::Instant> = None;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                sync_all(ctx).await?;
-                // Old versions go once a day, after the retention window (the setting).
-                if last_gc.is_none_or(|t| t.elapsed() >= Duration::from_secs(86_400)) {
-                    last_gc = Some(std::time::Instant::now());
-                    if let Err(e) = history_cmd::collect(&ctx.syncer).await {
-                        eprintln!("removing old versions failed: {e:#}");
-                    }
-                }
-            }
-            _ = tokio::signal::ctrl_c() => {
-                eprintln!("stopping");
-                return Ok(0);
-            }
-        }
-    }
 }
 
 async fn status(ctx: &Ctx, json: bool) -> anyhow::Result<i32> {

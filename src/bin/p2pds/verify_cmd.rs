@@ -1,32 +1,19 @@
-//! `p2pds verify`, `p2pds compliance` and `p2pds endpoint`: the terminal edge of
-//! `p2pds::verify`. Rounds, schedules and reports live in the library; this file reads the
-//! options, prints, and runs the loop of `verify` without `--once`.
-//!
-//! `P2PDS_CHALLENGE_TTL` (a duration, e.g. `10m`) sets how long a challenged node has to
-//! answer; by default it is the circle's verification interval.
-
-use std::time::Duration as StdDuration;
+//! `p2pds compliance` and `p2pds endpoint`, and how a verification round is printed: the
+//! terminal edge of `p2pds::verify`. `p2pds verify` itself runs the node controller
+//! (`run_cmd`); `P2PDS_CHALLENGE_TTL` (a duration, e.g. `10m`) sets how long a challenged node
+//! has to answer (by default the circle's verification interval).
 
 use anyhow::{bail, Context};
-use p2pds::policy::{Duration, Timestamp};
+use p2pds::policy::Timestamp;
 use p2pds::sync::Syncer;
-use p2pds::verify::{self, RoundOptions, RoundReport, Verifier};
+use p2pds::verify::{self, RoundReport};
 
 use crate::circle_cmd::{circles, session};
 
-/// Self-check every copy this often when running continuously.
-const SELF_CHECK_EVERY: StdDuration = StdDuration::from_secs(6 * 3600);
-
-fn verifier(syncer: &Syncer) -> anyhow::Result<Verifier> {
-    let mut v = Verifier::new(circles(syncer));
-    if let Ok(text) = std::env::var("P2PDS_CHALLENGE_TTL") {
-        let d = Duration::parse(&text).with_context(|| format!("P2PDS_CHALLENGE_TTL={text}"))?;
-        v.challenge_ttl = Some(d);
-    }
-    Ok(v)
-}
-
-async fn peer_did(syncer: &Syncer, peer: Option<&str>) -> anyhow::Result<Option<String>> {
+pub(crate) async fn peer_did(
+    syncer: &Syncer,
+    peer: Option<&str>,
+) -> anyhow::Result<Option<String>> {
     let Some(p) = peer else { return Ok(None) };
     if p.starts_with("did:") {
         return Ok(Some(p.to_string()));
@@ -39,72 +26,7 @@ async fn peer_did(syncer: &Syncer, peer: Option<&str>) -> anyhow::Result<Option<
     Ok(Some(doc.did))
 }
 
-pub async fn verify(
-    syncer: &Syncer,
-    once: bool,
-    peer: Option<&str>,
-    json: bool,
-    tick: u64,
-) -> anyhow::Result<i32> {
-    let v = verifier(syncer)?;
-    let s = session(syncer).await?;
-    let peer = peer_did(syncer, peer).await?;
-    if once {
-        let opts = RoundOptions {
-            peer,
-            only_due: false,
-            self_check: true,
-        };
-        let report = v.round(&s, &opts).await?;
-        print_round(&report, json)?;
-        return Ok(0);
-    }
-    eprintln!("Verifying on schedule (checking every {tick}s what is due; Ctrl-C stops).");
-    let mut last_self_check: Option<std::time::Instant> = None;
-    let mut paused = false;
-    loop {
-        if v.online(&s).await {
-            if paused {
-                eprintln!("Back online: verifying again.");
-                paused = false;
-            }
-            let self_check = last_self_check.is_none_or(|t| t.elapsed() >= SELF_CHECK_EVERY);
-            let opts = RoundOptions {
-                peer: peer.clone(),
-                only_due: true,
-                self_check,
-            };
-            match v.round(&s, &opts).await {
-                Ok(report) => {
-                    if self_check {
-                        last_self_check = Some(std::time::Instant::now());
-                    }
-                    let quiet = report.results.is_empty()
-                        && report.challenges_issued.is_empty()
-                        && report.challenges_answered.is_empty()
-                        && report
-                            .self_checks
-                            .iter()
-                            .all(|c| c.outcome.as_str() == "ok")
-                        && report.warnings.is_empty();
-                    if !quiet {
-                        print_round(&report, json)?;
-                    }
-                }
-                Err(e) => eprintln!("error: {e}"),
-            }
-        } else if !paused {
-            eprintln!("Your PDS cannot be reached: verification is paused until it can.");
-            paused = true;
-        }
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => return Ok(0),
-            _ = tokio::time::sleep(StdDuration::from_secs(tick.max(1))) => {}
-        }
-    }
-}
-
-fn print_round(report: &RoundReport, json: bool) -> anyhow::Result<()> {
+pub(crate) fn print_round(report: &RoundReport, json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(report)?);
         return Ok(());
