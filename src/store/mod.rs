@@ -108,6 +108,11 @@ impl Store {
         &self.path
     }
 
+    /// The data directory: the folder the SQLite file is in.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or_else(|| Path::new(""))
+    }
+
     /// Runs `f` on the writer thread and waits for its result.
     pub async fn write<R, F>(&self, f: F) -> Result<R, StoreError>
     where

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use crate::cli::assert_ok;
 use crate::pds::{self, Account, TestBed};
 
+const KEYRING: p2pds::session::SecretStore = p2pds::session::SecretStore::Keyring;
 const POLICY: &str = "org.p2pds.policy";
 const ACK: &str = "org.p2pds.policy.ack";
 const STATUS: &str = "org.p2pds.policy.status";
@@ -548,7 +549,9 @@ async fn an_expired_session_is_renewed_and_logout_clears_the_keyring() {
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path();
     login(bed, a, &alice).await;
-    let good = p2pds::session::load_secrets(&alice.did).await.unwrap();
+    let good = p2pds::session::load_secrets(&KEYRING, &alice.did)
+        .await
+        .unwrap();
     assert_eq!(good.app_password, alice.password);
     // Nothing secret in the store.
     let db = std::fs::read(a.join("p2pds.sqlite")).unwrap();
@@ -558,7 +561,7 @@ async fn an_expired_session_is_renewed_and_logout_clears_the_keyring() {
     // A refused access token: refreshSession renews it.
     let mut broken = good.clone();
     broken.access_jwt = "not-a-token".into();
-    p2pds::session::save_secrets(&alice.did, &broken)
+    p2pds::session::save_secrets(&KEYRING, &alice.did, &broken)
         .await
         .unwrap();
     run(
@@ -567,7 +570,9 @@ async fn an_expired_session_is_renewed_and_logout_clears_the_keyring() {
         &["circle", "create", "--name", "One", "--member", &bob.handle],
     )
     .await;
-    let renewed = p2pds::session::load_secrets(&alice.did).await.unwrap();
+    let renewed = p2pds::session::load_secrets(&KEYRING, &alice.did)
+        .await
+        .unwrap();
     assert_ne!(renewed.access_jwt, "not-a-token");
     assert_ne!(renewed.refresh_jwt, good.refresh_jwt);
 
@@ -575,7 +580,7 @@ async fn an_expired_session_is_renewed_and_logout_clears_the_keyring() {
     let mut dead = renewed.clone();
     dead.access_jwt = "not-a-token".into();
     dead.refresh_jwt = "not-a-token-either".into();
-    p2pds::session::save_secrets(&alice.did, &dead)
+    p2pds::session::save_secrets(&KEYRING, &alice.did, &dead)
         .await
         .unwrap();
     run(
@@ -584,7 +589,9 @@ async fn an_expired_session_is_renewed_and_logout_clears_the_keyring() {
         &["circle", "create", "--name", "Two", "--member", &bob.handle],
     )
     .await;
-    let fresh = p2pds::session::load_secrets(&alice.did).await.unwrap();
+    let fresh = p2pds::session::load_secrets(&KEYRING, &alice.did)
+        .await
+        .unwrap();
     assert_ne!(fresh.refresh_jwt, "not-a-token-either");
     assert_eq!(alice.list_records(POLICY).await.unwrap().len(), 2);
 
@@ -601,7 +608,7 @@ async fn an_expired_session_is_renewed_and_logout_clears_the_keyring() {
 
     let out = run(bed, a, &["logout"]).await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("Signed out"));
-    let gone = p2pds::session::load_secrets(&alice.did).await;
+    let gone = p2pds::session::load_secrets(&KEYRING, &alice.did).await;
     assert!(
         matches!(gone, Err(p2pds::session::SessionError::NoSecret { .. })),
         "{gone:?}"
@@ -636,9 +643,97 @@ async fn without_a_secret_service_login_says_what_to_do() {
         "{err}"
     );
     assert!(err.contains("gnome-keyring"), "{err}");
+    assert!(err.contains("p2pds login --secrets-file"), "{err}");
     // Nothing was stored: the node is not signed in.
     let out = p2pds_env(bed, dir.path(), &["circle", "list"], &[]).await;
     assert!(String::from_utf8_lossy(&out.stderr).contains("not signed in"));
+}
+
+#[tokio::test]
+async fn with_a_secrets_file_login_works_without_a_secret_service() {
+    use p2pds::session::{load_secrets, save_secrets, SecretStore};
+    let bed = pds::shared().await;
+    let alice = bed.create_account("alice").await.unwrap();
+    let bob = bed.create_account("bob").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path();
+    let no_bus = (
+        "DBUS_SESSION_BUS_ADDRESS",
+        "unix:path=/nonexistent/p2pds-test-bus",
+    );
+    let login = |extra: &'static [&'static str]| {
+        let mut args = vec!["login", alice.handle.as_str(), "--password-env", "PW"];
+        args.extend_from_slice(extra);
+        let env = [("PW", alice.password.as_str()), no_bus];
+        async move { p2pds_env(bed, a, &args, &env).await }
+    };
+    let out = login(&["--secrets-file"]).await;
+    assert_ok(&out, &["login", "--secrets-file"]);
+    let file = a.join(p2pds::session::SECRETS_FILE);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&alice.did), "{text}");
+    assert!(
+        text.contains(&format!("the file {}", file.display())),
+        "{text}"
+    );
+    assert_eq!(text.trim().lines().count(), 1, "{text}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
+    }
+    let at = SecretStore::File(file.clone());
+    let good = load_secrets(&at, &alice.did).await.unwrap();
+    assert_eq!(good.app_password, alice.password);
+
+    // A later process finds the session in the file, still without a secret service; a
+    // refused access token is renewed and the new one kept in the file.
+    let mut broken = good.clone();
+    broken.access_jwt = "not-a-token".into();
+    save_secrets(&at, &alice.did, &broken).await.unwrap();
+    let args = [
+        "circle",
+        "create",
+        "--name",
+        "Filed",
+        "--member",
+        &bob.handle,
+    ];
+    assert_ok(&p2pds_env(bed, a, &args, &[no_bus]).await, &args);
+    let renewed = load_secrets(&at, &alice.did).await.unwrap();
+    assert_ne!(renewed.access_jwt, "not-a-token");
+    let out = p2pds_env(bed, a, &["circle", "list", "--json"], &[no_bus]).await;
+    assert_ok(&out, &["circle", "list"]);
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["circles"].as_array().unwrap().len(), 1, "{list}");
+
+    // No secret anywhere else in the data directory (the database, its log).
+    let needle = alice.password.as_bytes();
+    for entry in std::fs::read_dir(a).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() && path != file {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "the password is in {}",
+                path.display()
+            );
+        }
+    }
+
+    // A sign-in without the flag keeps the choice.
+    let out = login(&[]).await;
+    assert_ok(&out, &["login (again)"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&file.display().to_string()));
+
+    // Signing out removes the secrets from the file.
+    let out = p2pds_env(bed, a, &["logout"], &[no_bus]).await;
+    assert_ok(&out, &["logout"]);
+    assert!(matches!(
+        load_secrets(&at, &alice.did).await,
+        Err(p2pds::session::SessionError::NoSecret { .. })
+    ));
 }
 
 #[tokio::test]

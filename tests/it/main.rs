@@ -10,6 +10,7 @@ mod cli;
 mod crash;
 mod hostile;
 mod lexicons;
+mod node;
 mod pds;
 mod policy;
 mod replication;

@@ -196,8 +196,16 @@ fn read_hidden_line() -> anyhow::Result<String> {
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
-pub async fn login(syncer: &Syncer, who: &str, password_env: Option<&str>) -> anyhow::Result<i32> {
+pub async fn login(
+    syncer: &Syncer,
+    who: &str,
+    password_env: Option<&str>,
+    secrets_file: bool,
+) -> anyhow::Result<i32> {
     let password = read_app_password(password_env)?;
+    if secrets_file {
+        p2pds::session::use_secrets_file(&syncer.store).await?;
+    }
     let s = Session::login(
         syncer.http.clone(),
         &syncer.resolver,
@@ -207,17 +215,19 @@ pub async fn login(syncer: &Syncer, who: &str, password_env: Option<&str>) -> an
     )
     .await?;
     println!(
-        "Signed in as {} ({}). The password and session are kept in the system keyring.",
+        "Signed in as {} ({}). The password and session are kept in {}.",
         s.account.handle.as_deref().unwrap_or(who),
-        s.account.did
+        s.account.did,
+        p2pds::session::secret_store_words(&syncer.store).await
     );
     Ok(0)
 }
 
 pub async fn logout(syncer: &Syncer) -> anyhow::Result<i32> {
+    let place = p2pds::session::secret_store_words(&syncer.store).await;
     match Session::logout(syncer.http.clone(), &syncer.store).await? {
         Some(a) => println!(
-            "Signed out {} and removed its secrets from the keyring. Your copies are kept.",
+            "Signed out {} and removed its secrets from {place}. Your copies are kept.",
             a.handle.as_deref().unwrap_or(&a.did)
         ),
         None => println!("Not signed in."),

@@ -210,14 +210,20 @@ enum Command {
         #[arg(long, conflicts_with = "url")]
         clear: bool,
     },
-    /// Sign in to your account (handle + app password); secrets go to the system keyring.
+    /// Sign in to your account (handle + app password); secrets go to the system keyring (or,
+    /// once chosen with --secrets-file, to a file only you can read).
     Login {
         handle: String,
         /// Read the password from this environment variable (otherwise: a prompt, or stdin).
         #[arg(long)]
         password_env: Option<String>,
+        /// Keep the app password and session in `secrets.json` in the data folder (mode 0600,
+        /// readable only by you) instead of the system keyring: for a server without a Secret
+        /// Service. Remembered for later sign-ins of this data folder.
+        #[arg(long)]
+        secrets_file: bool,
     },
-    /// Sign out and remove the secrets from the keyring.
+    /// Sign out and remove the secrets from where they are kept.
     Logout,
     /// Circles: friends who back each other up under one policy.
     Circle {
@@ -452,7 +458,8 @@ async fn run_async(cli: Cli) -> anyhow::Result<i32> {
         Command::Login {
             handle,
             password_env,
-        } => circle_cmd::login(&ctx.syncer, handle, password_env.as_deref()).await,
+            secrets_file,
+        } => circle_cmd::login(&ctx.syncer, handle, password_env.as_deref(), *secrets_file).await,
         Command::Logout => circle_cmd::logout(&ctx.syncer).await,
         Command::Circle { command } => circle_cmd::run(&ctx.syncer, command).await,
         Command::Invitations { json, from } => {

@@ -117,6 +117,8 @@ struct Log {
     json: bool,
     /// Print every verification round, even one with nothing to say.
     all_rounds: bool,
+    /// One line on stderr per verification round instead of the full report on stdout.
+    round_lines: bool,
     failed: usize,
     round_error: Option<String>,
 }
@@ -129,6 +131,7 @@ impl Log {
             bar: BTreeMap::new(),
             json,
             all_rounds,
+            round_lines: false,
             failed: 0,
             round_error: None,
         }
@@ -204,7 +207,11 @@ impl Log {
                         .iter()
                         .all(|c| c.outcome.as_str() == "ok")
                     && report.warnings.is_empty();
-                if self.all_rounds || !quiet {
+                if self.round_lines {
+                    if !quiet {
+                        eprintln!("{}", round_line(&report));
+                    }
+                } else if self.all_rounds || !quiet {
                     if let Err(e) = verify_cmd::print_round(&report, self.json) {
                         eprintln!("error: {e:#}");
                     }
@@ -239,6 +246,59 @@ impl Log {
             }
         }
     }
+}
+
+/// A verification round in one line: what was checked and how it went.
+fn round_line(report: &p2pds::verify::RoundReport) -> String {
+    let passed = report
+        .results
+        .iter()
+        .filter(|r| p2pds::verify::db::outcome_str(r.outcome) == "pass")
+        .count();
+    let mut parts = vec![format!(
+        "verification: {passed} of {} layer checks passed",
+        report.results.len()
+    )];
+    for r in report
+        .results
+        .iter()
+        .filter(|r| p2pds::verify::db::outcome_str(r.outcome) != "pass")
+    {
+        parts.push(format!(
+            "{}'s copy of {}: layer {} {}{}",
+            r.target,
+            r.subject,
+            r.layer,
+            p2pds::verify::db::outcome_str(r.outcome),
+            r.reason
+                .as_deref()
+                .map(|x| format!(" ({x})"))
+                .unwrap_or_default()
+        ));
+    }
+    if !report.challenges_issued.is_empty() {
+        parts.push(format!(
+            "{} challenges sent",
+            report.challenges_issued.len()
+        ));
+    }
+    if !report.challenges_answered.is_empty() {
+        parts.push(format!(
+            "{} challenges answered",
+            report.challenges_answered.len()
+        ));
+    }
+    for c in report
+        .self_checks
+        .iter()
+        .filter(|c| c.outcome.as_str() != "ok")
+    {
+        parts.push(format!("self-check of {}: {}", c.did, c.outcome.as_str()));
+    }
+    for w in &report.warnings {
+        parts.push(format!("warning: {w}"));
+    }
+    parts.join("; ")
 }
 
 /// One pass, printing as it goes. Returns the log (failures counted).
@@ -351,7 +411,9 @@ pub async fn run(node: Node, listen: Option<&str>) -> anyhow::Result<i32> {
         });
     }
     eprintln!("Running (SIGINT or SIGTERM stops).");
-    run_loop(&node, Log::new(backups, false, false)).await
+    let mut log = Log::new(backups, false, false);
+    log.round_lines = true;
+    run_loop(&node, log).await
 }
 
 /// `p2pds sync`: one pass with `--once` (exit 1 when a backup failed), else the loop.

@@ -6,10 +6,18 @@
 //! the Credential Manager on Windows) under service [`KEYRING_SERVICE`] and the account's DID,
 //! so several nodes on one machine never share an entry.
 //!
-//! Invariants: no secret is ever written to SQLite, a config file or a log; a call that fails
-//! because the access token expired (or was refused) refreshes the session once and is tried
-//! once more; when the refresh token is dead too, the app password from the keyring makes a
-//! new session. Keyring calls are blocking (D-Bus) and run on blocking threads.
+//! A home server often has no Secret Service. There the person may choose, explicitly, the
+//! secrets file instead ([`SecretStore::File`]): [`SECRETS_FILE`] in the data directory, mode
+//! 0600, a JSON map DID → the same JSON the keyring entry holds, written to a temporary file,
+//! synced and renamed; a file that other users may read is refused. The choice is kept in
+//! `group_meta` under [`SECRET_STORE_KEY`] (value `file`; absent = the keyring) and nowhere else:
+//! the library reads no environment variable for it.
+//!
+//! Invariants: no secret is ever written to SQLite, a config file or a log (the secrets file,
+//! when chosen, is the one place outside the keyring); a call that fails because the access
+//! token expired (or was refused) refreshes the session once and is tried once more; when the
+//! refresh token is dead too, the stored app password makes a new session. Keyring calls are
+//! blocking (D-Bus), like file IO, and run on blocking threads.
 
 use std::sync::Arc;
 
@@ -21,12 +29,25 @@ use crate::identity::{IdentityError, Resolver};
 use crate::policy::records::StrongRef;
 use crate::store::{self, Store, StoreError};
 
+mod secrets;
+use secrets::{blocking, keyring_error, read_secrets_file};
+pub use secrets::{
+    delete_secrets, load_recovery_key, load_secrets, save_recovery_key, save_secrets,
+    secret_store_words, use_secrets_file, SecretStore,
+};
+
 /// The keyring service name; the keyring "user" is the account's DID.
 pub const KEYRING_SERVICE: &str = "p2pds";
 
+/// The secrets file's name in the data directory (only when chosen, see [`SecretStore`]).
+pub const SECRETS_FILE: &str = "secrets.json";
+
+/// The `group_meta` key of the secret store choice: `file`, or absent for the keyring.
+pub const SECRET_STORE_KEY: &str = "secrets.store";
+
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    #[error("no secret service (keyring) is running, so P2PDS has nowhere safe to keep your app password: start one (on a desktop, log in to a GNOME/KDE session; on a server, run the command inside `dbus-run-session` with `gnome-keyring-daemon --unlock --components=secrets`), then sign in again ({detail})")]
+    #[error("no secret service (keyring) is running, so P2PDS has nowhere safe to keep your app password: start one (on a desktop, log in to a GNOME/KDE session; on a server, run the command inside `dbus-run-session` with `gnome-keyring-daemon --unlock --components=secrets`), then sign in again; or keep it in a file in the data folder that only you can read: `p2pds login --secrets-file HANDLE` ({detail})")]
     NoSecretService { detail: String },
     #[error("the keyring is locked or refused access: unlock it (log in to your desktop session, or `echo -n PASSWORD | gnome-keyring-daemon --unlock`) and try again ({detail})")]
     KeyringLocked { detail: String },
@@ -34,8 +55,20 @@ pub enum SessionError {
     Keyring(String),
     #[error("not signed in: run `p2pds login HANDLE` first")]
     NotSignedIn,
-    #[error("the keyring holds no password for {did}: sign in again with `p2pds login`")]
-    NoSecret { did: String },
+    #[error("{place} holds no password for {did}: sign in again with `p2pds login`")]
+    NoSecret { did: String, place: String },
+    #[error("the secrets file {path} can be read or changed by other users (mode {mode:o}): run `chmod 600 {path}` (and make sure only you could have changed it), then try again")]
+    SecretsFileOpen { path: String, mode: u32 },
+    #[error("could not {what} the secrets file {path}: {reason}. Check that the data folder is yours and that its disk is not full, then try again")]
+    SecretsFile {
+        path: String,
+        what: &'static str,
+        reason: String,
+    },
+    #[error("the secrets file {path} is damaged ({reason}): move it away and sign in again with `p2pds login --secrets-file HANDLE`")]
+    SecretsFileDamaged { path: String, reason: String },
+    #[error("this data directory keeps its secrets in \"{0}\", which this version of P2PDS does not know: update P2PDS")]
+    UnknownSecretStore(String),
     #[error("this data directory is signed in as {current}: run `p2pds logout` first (one data directory is one node and one account)")]
     OtherAccount { current: String },
     #[error("{who}'s server refused the sign-in: {message}. Check the handle and the password (use an app password: Settings → Privacy and security → App passwords)")]
@@ -125,102 +158,6 @@ fn forget_account(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// What a keyring error means for the person.
-fn keyring_error(e: keyring::Error) -> SessionError {
-    match e {
-        keyring::Error::NoDefaultStore => SessionError::NoSecretService {
-            detail: e.to_string(),
-        },
-        keyring::Error::NoStorageAccess(inner) => {
-            let detail = inner.to_string();
-            // A bus without a secret-service provider answers "ServiceUnknown"/"not provided".
-            if detail.contains("ServiceUnknown") || detail.contains("not provided") {
-                SessionError::NoSecretService { detail }
-            } else {
-                SessionError::KeyringLocked { detail }
-            }
-        }
-        keyring::Error::PlatformFailure(inner) => {
-            let detail = inner.to_string();
-            if detail.contains("ServiceUnknown")
-                || detail.contains("DBUS_SESSION_BUS_ADDRESS")
-                || detail.contains("not provided")
-            {
-                SessionError::NoSecretService { detail }
-            } else {
-                SessionError::Keyring(detail)
-            }
-        }
-        other => SessionError::Keyring(other.to_string()),
-    }
-}
-
-fn entry(did: &str) -> Result<keyring::Entry, SessionError> {
-    keyring::Entry::new(KEYRING_SERVICE, did).map_err(keyring_error)
-}
-
-async fn blocking<R: Send + 'static>(
-    f: impl FnOnce() -> Result<R, SessionError> + Send + 'static,
-) -> Result<R, SessionError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| SessionError::Keyring(format!("the keyring call did not finish: {e}")))?
-}
-
-/// Reads the secrets of `did` from the keyring.
-pub async fn load_secrets(did: &str) -> Result<Secrets, SessionError> {
-    let did = did.to_string();
-    blocking(move || {
-        let text = match entry(&did)?.get_password() {
-            Ok(t) => t,
-            Err(keyring::Error::NoEntry) => return Err(SessionError::NoSecret { did }),
-            Err(e) => return Err(keyring_error(e)),
-        };
-        serde_json::from_str(&text).map_err(|_| SessionError::NoSecret { did })
-    })
-    .await
-}
-
-/// Writes the secrets of `did` to the keyring.
-pub async fn save_secrets(did: &str, secrets: &Secrets) -> Result<(), SessionError> {
-    let did = did.to_string();
-    let text = serde_json::to_string(secrets)
-        .map_err(|e| SessionError::Keyring(format!("encoding the secrets: {e}")))?;
-    blocking(move || entry(&did)?.set_password(&text).map_err(keyring_error)).await
-}
-
-/// Removes the secrets of `did` from the keyring (nothing to remove is fine).
-pub async fn delete_secrets(did: &str) -> Result<(), SessionError> {
-    let did = did.to_string();
-    blocking(move || match entry(&did)?.delete_credential() {
-        Ok(()) | Err(keyring::Error::NoEntry) => Ok(()),
-        Err(e) => Err(keyring_error(e)),
-    })
-    .await
-}
-
-/// The keyring user under which the recovery key of `did` is kept (see [`crate::recovery`]).
-fn recovery_user(did: &str) -> String {
-    format!("recovery-key:{did}")
-}
-
-/// The recovery key text of `did` kept in the keyring, if any.
-pub async fn load_recovery_key(did: &str) -> Result<Option<String>, SessionError> {
-    let user = recovery_user(did);
-    blocking(move || match entry(&user)?.get_password() {
-        Ok(t) => Ok(Some(t)),
-        Err(keyring::Error::NoEntry) => Ok(None),
-        Err(e) => Err(keyring_error(e)),
-    })
-    .await
-}
-
-/// Keeps the recovery key text of `did` in the keyring.
-pub async fn save_recovery_key(did: &str, text: &str) -> Result<(), SessionError> {
-    let (user, text) = (recovery_user(did), text.to_string());
-    blocking(move || entry(&user)?.set_password(&text).map_err(keyring_error)).await
-}
-
 /// Whether an XRPC error answer means "get a new access token and try again".
 pub fn needs_new_token(status: u16, error: &str) -> bool {
     matches!(
@@ -244,11 +181,14 @@ pub struct Session {
     pub account: Account,
     http: reqwest::Client,
     secrets: tokio::sync::Mutex<Secrets>,
+    /// Where the secrets are kept (renewed tokens go there too).
+    secrets_at: SecretStore,
 }
 
 impl Session {
     /// Signs in with a handle (or DID) and an app password: `createSession` on the account's own
-    /// PDS, then keeps the password and tokens in the keyring and the account in the store.
+    /// PDS, then keeps the password and tokens in the data directory's [`SecretStore`] (the
+    /// keyring unless the secrets file was chosen) and the account in the store.
     pub async fn login(
         http: reqwest::Client,
         resolver: &Resolver,
@@ -257,13 +197,22 @@ impl Session {
         password: &str,
     ) -> Result<Arc<Session>, SessionError> {
         // Fail early, before any network call, when there is nowhere to keep the secrets.
-        blocking(|| {
-            keyring::Entry::store_status()
-                .as_ref()
-                .map(|_| ())
-                .map_err(|_| keyring_error(keyring::Error::NoDefaultStore))
-        })
-        .await?;
+        let secrets_at = SecretStore::of(store).await?;
+        match &secrets_at {
+            SecretStore::Keyring => {
+                blocking(|| {
+                    keyring::Entry::store_status()
+                        .as_ref()
+                        .map(|_| ())
+                        .map_err(|_| keyring_error(keyring::Error::NoDefaultStore))
+                })
+                .await?
+            }
+            SecretStore::File(path) => {
+                let path = path.clone();
+                blocking(move || read_secrets_file(&path).map(|_| ())).await?
+            }
+        }
         let doc = resolver.resolve_account(who).await?;
         let pds = doc.pds.clone().ok_or_else(|| SessionError::NoPds {
             did: doc.did.clone(),
@@ -295,7 +244,7 @@ impl Session {
             access_jwt: answer.access_jwt,
             refresh_jwt: answer.refresh_jwt,
         };
-        save_secrets(&doc.did, &secrets).await?;
+        save_secrets(&secrets_at, &doc.did, &secrets).await?;
         let account = Account {
             did: doc.did.clone(),
             handle: answer.handle.or(doc.handle),
@@ -307,6 +256,7 @@ impl Session {
             account,
             http,
             secrets: tokio::sync::Mutex::new(secrets),
+            secrets_at,
         }))
     }
 
@@ -319,16 +269,18 @@ impl Session {
             .read(signed_in)
             .await?
             .ok_or(SessionError::NotSignedIn)?;
-        let secrets = load_secrets(&account.did).await?;
+        let secrets_at = SecretStore::of(store).await?;
+        let secrets = load_secrets(&secrets_at, &account.did).await?;
         Ok(Arc::new(Session {
             account,
             http,
             secrets: tokio::sync::Mutex::new(secrets),
+            secrets_at,
         }))
     }
 
-    /// Signs out: ends the session on the PDS (best effort), removes the secrets from the
-    /// keyring and the account from the store. Returns who was signed in.
+    /// Signs out: ends the session on the PDS (best effort), removes the secrets from where
+    /// they are kept and the account from the store. Returns who was signed in.
     pub async fn logout(
         http: reqwest::Client,
         store: &Store,
@@ -336,7 +288,8 @@ impl Session {
         let Some(account) = store.read(signed_in).await? else {
             return Ok(None);
         };
-        if let Ok(secrets) = load_secrets(&account.did).await {
+        let secrets_at = SecretStore::of(store).await?;
+        if let Ok(secrets) = load_secrets(&secrets_at, &account.did).await {
             let url = format!("{}/xrpc/com.atproto.server.deleteSession", account.pds);
             let _ = http
                 .post(&url)
@@ -344,7 +297,7 @@ impl Session {
                 .send()
                 .await;
         }
-        delete_secrets(&account.did).await?;
+        delete_secrets(&secrets_at, &account.did).await?;
         store.write(|c| forget_account(c)).await??;
         Ok(Some(account))
     }
@@ -368,7 +321,7 @@ impl Session {
     }
 
     /// Renews the tokens (refreshSession; createSession with the app password when the
-    /// refresh token is dead too) and keeps them in the keyring. `stale` is the access token
+    /// refresh token is dead too) and keeps them in the secret store. `stale` is the access token
     /// that was refused: when another call already renewed it, nothing is done.
     async fn renew(&self, stale: &str) -> Result<(), SessionError> {
         let mut secrets = self.secrets.lock().await;
@@ -403,7 +356,7 @@ impl Session {
         };
         secrets.access_jwt = answer.access_jwt;
         secrets.refresh_jwt = answer.refresh_jwt;
-        save_secrets(&self.account.did, &secrets).await
+        save_secrets(&self.secrets_at, &self.account.did, &secrets).await
     }
 
     async fn post(&self, nsid: &str, body: &Value, access: &str) -> Result<Value, SessionError> {
@@ -577,5 +530,169 @@ mod tests {
     fn keyring_errors_say_what_to_do(#[case] e: keyring::Error, #[case] says: &str) {
         let text = keyring_error(e).to_string();
         assert!(text.contains(says), "{text}");
+    }
+
+    #[test]
+    fn without_a_secret_service_the_error_names_the_file_option() {
+        let text = keyring_error(keyring::Error::NoDefaultStore).to_string();
+        assert!(text.contains("p2pds login --secrets-file"), "{text}");
+        assert!(text.contains("gnome-keyring-daemon"), "{text}");
+    }
+
+    fn secrets(n: &str) -> Secrets {
+        Secrets {
+            app_password: format!("pw-{n}"),
+            access_jwt: format!("access-{n}"),
+            refresh_jwt: format!("refresh-{n}"),
+        }
+    }
+
+    fn file_in(dir: &tempfile::TempDir) -> SecretStore {
+        SecretStore::File(dir.path().join(SECRETS_FILE))
+    }
+
+    #[tokio::test]
+    async fn the_secrets_file_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = file_in(&dir);
+        let missing = load_secrets(&at, "did:plc:a").await;
+        assert!(
+            matches!(&missing, Err(SessionError::NoSecret { place, .. }) if place.contains(SECRETS_FILE)),
+            "{missing:?}"
+        );
+        save_secrets(&at, "did:plc:a", &secrets("a")).await.unwrap();
+        save_secrets(&at, "did:plc:b", &secrets("b")).await.unwrap();
+        save_secrets(&at, "did:plc:a", &secrets("a2"))
+            .await
+            .unwrap();
+        assert_eq!(load_secrets(&at, "did:plc:a").await.unwrap(), secrets("a2"));
+        assert_eq!(load_secrets(&at, "did:plc:b").await.unwrap(), secrets("b"));
+        // A JSON map DID → the same JSON a keyring entry holds.
+        let text = std::fs::read_to_string(dir.path().join(SECRETS_FILE)).unwrap();
+        let map: serde_json::Map<String, Value> = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            map["did:plc:b"],
+            serde_json::from_str::<Value>(&serde_json::to_string(&secrets("b")).unwrap()).unwrap()
+        );
+        // No temporary file is left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from(SECRETS_FILE)]);
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_secrets_file_is_readable_only_by_its_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let at = file_in(&dir);
+        save_secrets(&at, "did:plc:a", &secrets("a")).await.unwrap();
+        let path = dir.path().join(SECRETS_FILE);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
+        // A rewrite keeps it so.
+        save_secrets(&at, "did:plc:b", &secrets("b")).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
+    }
+
+    #[cfg(unix)]
+    #[rstest]
+    #[case(0o640)]
+    #[case(0o604)]
+    #[case(0o620)]
+    #[tokio::test]
+    async fn a_secrets_file_others_may_read_is_refused(#[case] mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let at = file_in(&dir);
+        save_secrets(&at, "did:plc:a", &secrets("a")).await.unwrap();
+        let path = dir.path().join(SECRETS_FILE);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let err = load_secrets(&at, "did:plc:a").await.unwrap_err();
+        assert!(
+            matches!(err, SessionError::SecretsFileOpen { .. }),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("chmod 600 {}", path.display())),
+            "{text}"
+        );
+        // Nor is it written to (which would read it first).
+        let err = save_secrets(&at, "did:plc:b", &secrets("b"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SessionError::SecretsFileOpen { .. }));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(load_secrets(&at, "did:plc:a").await.unwrap(), secrets("a"));
+    }
+
+    #[tokio::test]
+    async fn deleting_removes_only_that_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = file_in(&dir);
+        save_secrets(&at, "did:plc:a", &secrets("a")).await.unwrap();
+        save_secrets(&at, "did:plc:b", &secrets("b")).await.unwrap();
+        delete_secrets(&at, "did:plc:a").await.unwrap();
+        assert!(matches!(
+            load_secrets(&at, "did:plc:a").await,
+            Err(SessionError::NoSecret { .. })
+        ));
+        assert_eq!(load_secrets(&at, "did:plc:b").await.unwrap(), secrets("b"));
+        // Nothing to remove is fine; the last one gone, the file goes.
+        delete_secrets(&at, "did:plc:a").await.unwrap();
+        delete_secrets(&at, "did:plc:b").await.unwrap();
+        assert!(!dir.path().join(SECRETS_FILE).exists());
+    }
+
+    #[tokio::test]
+    async fn a_damaged_secrets_file_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = file_in(&dir);
+        save_secrets(&at, "did:plc:a", &secrets("a")).await.unwrap();
+        std::fs::write(dir.path().join(SECRETS_FILE), "{not json").unwrap();
+        let err = load_secrets(&at, "did:plc:a").await.unwrap_err();
+        assert!(err.to_string().contains("--secrets-file"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_choice_is_kept_in_the_store_and_said_in_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("p2pds.sqlite")).unwrap();
+        assert_eq!(SecretStore::of(&store).await.unwrap(), SecretStore::Keyring);
+        assert!(secret_store_words(&store).await.contains("system keyring"));
+        use_secrets_file(&store).await.unwrap();
+        let path = dir.path().join(SECRETS_FILE);
+        assert_eq!(
+            SecretStore::of(&store).await.unwrap(),
+            SecretStore::File(path.clone())
+        );
+        let words = secret_store_words(&store).await;
+        assert!(words.contains(&path.display().to_string()), "{words}");
+        #[cfg(unix)]
+        assert!(words.contains("readable only by you"), "{words}");
+        // Kept across openings.
+        drop(store);
+        let store = Store::open(&dir.path().join("p2pds.sqlite")).unwrap();
+        assert_eq!(
+            SecretStore::of(&store).await.unwrap(),
+            SecretStore::File(path)
+        );
+        // A value this version does not know is an error, never a silent fallback.
+        store
+            .write(|c| {
+                c.execute(
+                    "UPDATE group_meta SET value = 'tpm' WHERE key = ?1",
+                    [SECRET_STORE_KEY],
+                )
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let err = SecretStore::of(&store).await.unwrap_err();
+        assert!(err.to_string().contains("update P2PDS"), "{err}");
     }
 }
