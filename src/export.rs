@@ -197,7 +197,7 @@ pub fn copy_blobs(
     })?;
     for row in rows {
         let (cid, state) = row?;
-        let src = crate::sync::blobs::blob_path(blob_dir, &cid);
+        let src = crate::store::blob_path(blob_dir, &cid);
         if state == "stored" && src.exists() {
             std::fs::copy(&src, dir.join(&cid))?;
             report.blobs += 1;

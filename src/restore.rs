@@ -309,7 +309,7 @@ fn collect_blobs(value: &Value, out: &mut HashMap<String, String>) {
 /// A blob file held here, hashed against its CID.
 async fn held_blob(dir: &Path, cid: &str) -> Result<Vec<u8>, String> {
     let parsed: Cid = cid.parse().map_err(|e| format!("invalid CID: {e}"))?;
-    let path = crate::sync::blobs::blob_path(dir, cid);
+    let path = crate::store::blob_path(dir, cid);
     let mut bytes = Vec::new();
     tokio::fs::File::open(&path)
         .await

@@ -270,7 +270,7 @@ fn blob_bytes(
     if held.is_none() {
         return Ok(None);
     }
-    match std::fs::read(crate::sync::blobs::blob_path(blob_dir, cid)) {
+    match std::fs::read(crate::store::blob_path(blob_dir, cid)) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e.into()),

@@ -1,18 +1,24 @@
-//! The window's commands: each one line over the engine, errors as plain-language text.
+//! The window's commands: each one line over the engine, errors as `{code, message}` (the
+//! message in plain language).
 
 use p2pds::app::dto::{
-    Collection, Health, MoveReport, Overview, RecoveryKeyStatus, RestoreChoice, RestoreInput,
-    RestoreOutcome, Settings,
+    Collection, ErrorAnswer, ErrorCode, Health, MoveReport, Overview, RecoveryKeyStatus,
+    RestoreChoice, RestoreInput, RestoreOutcome, Settings,
 };
 use p2pds::app::AppError;
 use tauri::{AppHandle, State};
 
 use crate::AppState;
 
-type Answer<T> = Result<T, String>;
+type Answer<T> = Result<T, ErrorAnswer>;
 
-fn text(e: AppError) -> String {
-    e.to_string()
+fn text(e: AppError) -> ErrorAnswer {
+    e.answer()
+}
+
+/// A failure of the shell itself (the location file, the browser), in words.
+fn said(code: ErrorCode, message: String) -> ErrorAnswer {
+    ErrorAnswer { code, message }
 }
 
 #[tauri::command]
@@ -169,10 +175,10 @@ pub async fn move_storage(
         crate::location::record(s.location_file.as_deref(), s.default_dir.as_deref(), &to)
     {
         s.engine.cancel_move();
-        return Err(format!(
+        return Err(said(ErrorCode::Storage, format!(
             "{e} Nothing changed: your copies are still kept in {}. (The copy made in {} can be deleted.)",
             report.from, report.to
-        ));
+        )));
     }
     crate::restart_soon(&app);
     Ok(report)
@@ -196,8 +202,18 @@ pub fn help_url(topic: &str) -> Option<&'static str> {
 /// waited for).
 #[tauri::command]
 pub fn open_help(topic: String) -> Answer<()> {
-    let url = help_url(&topic).ok_or_else(|| format!("There is no help page called {topic:?}."))?;
-    open_in_browser(url).map_err(|_| format!("Couldn't open your browser. The page is: {url}"))
+    let url = help_url(&topic).ok_or_else(|| {
+        said(
+            ErrorCode::Invalid,
+            format!("There is no help page called {topic:?}."),
+        )
+    })?;
+    open_in_browser(url).map_err(|_| {
+        said(
+            ErrorCode::Other,
+            format!("Couldn't open your browser. The page is: {url}"),
+        )
+    })
 }
 
 fn open_in_browser(url: &'static str) -> std::io::Result<()> {
@@ -270,6 +286,7 @@ mod tests {
         }
         assert!(open_help("https://example.com".into())
             .unwrap_err()
+            .message
             .contains("no help page"));
     }
 }

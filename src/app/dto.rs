@@ -448,6 +448,37 @@ pub enum Event {
     },
 }
 
+/// What kind of failure an action met: the window may act on it (offer to sign in, wait for
+/// a move); the message says it in words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorCode {
+    /// Not signed in (or the sign-in was lost): sign in again.
+    NotSignedIn,
+    /// The account's server refused the handle or the password.
+    SignInRefused,
+    /// No keyring to keep the app password in, or it is locked.
+    Keyring,
+    /// A server could not be reached or answered with an error.
+    Network,
+    /// The copies are being moved to a new folder: try again after the restart.
+    Moving,
+    /// The data folder failed (disk full, a damaged file, no permission).
+    Storage,
+    /// What was typed is not possible (an empty name, a setting out of range).
+    Invalid,
+    /// Anything else.
+    Other,
+}
+
+/// A failed action, as the window receives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+pub struct ErrorAnswer {
+    pub code: ErrorCode,
+    /// What happened and what to do, in words.
+    pub message: String,
+}
+
 /// Every exported type, in dependency order: the contents of `ui/types.d.ts`.
 pub fn typescript() -> String {
     let mut out = String::from(
@@ -486,6 +517,8 @@ pub fn typescript() -> String {
         MoveReport::decl(&cfg),
         MoveProgress::decl(&cfg),
         Event::decl(&cfg),
+        ErrorCode::decl(&cfg),
+        ErrorAnswer::decl(&cfg),
     ];
     for d in decls {
         out.push_str("export ");

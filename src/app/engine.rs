@@ -62,7 +62,53 @@ pub enum AppError {
     #[error("{0}")]
     Verify(#[from] verify::VerifyError),
     #[error("{0}")]
+    Node(NodeError),
+    /// What was asked is not possible (said in words).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
     Other(String),
+}
+
+impl AppError {
+    /// The kind of failure, from the error's type (never from its text).
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            AppError::Session(e) => match e {
+                SessionError::NotSignedIn
+                | SessionError::NoSecret { .. }
+                | SessionError::SessionEnded { .. } => ErrorCode::NotSignedIn,
+                SessionError::LoginRefused { .. } => ErrorCode::SignInRefused,
+                SessionError::NoSecretService { .. }
+                | SessionError::KeyringLocked { .. }
+                | SessionError::Keyring(_) => ErrorCode::Keyring,
+                SessionError::Network { .. }
+                | SessionError::Xrpc { .. }
+                | SessionError::Identity(_)
+                | SessionError::NoPds { .. } => ErrorCode::Network,
+                SessionError::Store(_)
+                | SessionError::SecretsFile { .. }
+                | SessionError::SecretsFileOpen { .. }
+                | SessionError::SecretsFileDamaged { .. } => ErrorCode::Storage,
+                _ => ErrorCode::Other,
+            },
+            AppError::Store(_) => ErrorCode::Storage,
+            AppError::Node(NodeError::Moving) => ErrorCode::Moving,
+            AppError::Node(NodeError::Store(_) | NodeError::Folder { .. }) => ErrorCode::Storage,
+            AppError::Invalid(_) => ErrorCode::Invalid,
+            AppError::Group(_) | AppError::Verify(_) | AppError::Node(_) | AppError::Other(_) => {
+                ErrorCode::Other
+            }
+        }
+    }
+
+    /// The error as the window receives it.
+    pub fn answer(&self) -> ErrorAnswer {
+        ErrorAnswer {
+            code: self.code(),
+            message: self.to_string(),
+        }
+    }
 }
 
 /// Where the engine keeps its data and which directories it asks.
@@ -649,7 +695,7 @@ impl Engine {
     pub async fn add_friend(&self, who: &str) -> Result<Overview, AppError> {
         let who = who.trim().trim_start_matches('@');
         if who.is_empty() {
-            return Err(AppError::Other(
+            return Err(AppError::Invalid(
                 "type your friend's handle, e.g. alice.bsky.social".into(),
             ));
         }
@@ -736,7 +782,7 @@ impl Engine {
         code: Option<&str>,
     ) -> Result<RecoveryKeyStatus, AppError> {
         if password.is_empty() {
-            return Err(AppError::Other(
+            return Err(AppError::Invalid(
                 "Type your account's main password (the one you sign in to Bluesky with, not an app password).".into(),
             ));
         }
@@ -773,7 +819,7 @@ impl Engine {
             return Err(AppError::Other("give the circle a name".into()));
         }
         if members.is_empty() {
-            return Err(AppError::Other(
+            return Err(AppError::Invalid(
                 "pick at least one friend for the circle".into(),
             ));
         }
@@ -910,13 +956,13 @@ impl Engine {
         let _work = self.guard().await?;
         let to_pds = input.to_pds.trim().to_string();
         if !(to_pds.starts_with("https://") || to_pds.starts_with("http://")) {
-            return Err(AppError::Other(
+            return Err(AppError::Invalid(
                 "Write the new server's full address, starting with https://".into(),
             ));
         }
         let handle = input.handle.trim().trim_start_matches('@').to_string();
         if handle.is_empty() || input.password.is_empty() {
-            return Err(AppError::Other(
+            return Err(AppError::Invalid(
                 "The handle and the password of the account on the new server are needed.".into(),
             ));
         }
@@ -1043,12 +1089,12 @@ impl Engine {
     pub async fn save_settings(&self, s: Settings) -> Result<Settings, AppError> {
         let _work = self.guard().await?;
         if !(1..=CHECK_EVERY_MAX_MINUTES).contains(&s.check_every_minutes) {
-            return Err(AppError::Other(
+            return Err(AppError::Invalid(
                 "check for new posts at least once a week (1 to 10080 minutes)".into(),
             ));
         }
         if !(1..=RETENTION_MAX_DAYS).contains(&s.retention_days) {
-            return Err(AppError::Other(format!(
+            return Err(AppError::Invalid(format!(
                 "keep older versions for 1 to {RETENTION_MAX_DAYS} days (10 years at most); {} days is not possible",
                 s.retention_days
             )));
@@ -1520,7 +1566,7 @@ fn flag_words(f: &history::Flag, name: &str, now: Timestamp) -> String {
 fn node_error(e: NodeError) -> AppError {
     match e {
         NodeError::Store(e) => AppError::Store(e),
-        other => AppError::Other(other.to_string()),
+        other => AppError::Node(other),
     }
 }
 
@@ -1766,6 +1812,25 @@ mod tests {
             resolver_url: None,
         })
         .unwrap()
+    }
+
+    #[tokio::test]
+    async fn errors_reach_the_window_with_a_code_and_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = open(dir.path());
+        let typo = e.add_friend("  ").await.unwrap_err().answer();
+        assert_eq!(typo.code, ErrorCode::Invalid);
+        assert!(typo.message.contains("handle"), "{}", typo.message);
+        let out = e.accept("at://did:plc:x/org.p2pds.policy/1").await;
+        let out = out.unwrap_err().answer();
+        assert_eq!(out.code, ErrorCode::NotSignedIn);
+        assert!(out.message.contains("sign"), "{}", out.message);
+        assert!(e.node().start_move());
+        let moving = e.skip_sign_in().await.unwrap_err().answer();
+        assert_eq!(moving.code, ErrorCode::Moving);
+        assert!(moving.message.contains("moving"), "{}", moving.message);
+        let json = serde_json::to_value(&moving).unwrap();
+        assert_eq!(json["code"], "moving");
     }
 
     #[test]

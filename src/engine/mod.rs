@@ -478,8 +478,25 @@ impl Node {
                 return Vec::new();
             }
         };
-        let ops = plan::plan(now(), &facts, &self.schedule());
-        self.act(&ops, &opts).await;
+        let mut ops = plan::plan(now(), &facts, &self.schedule());
+        if let Some(Op::RefreshCircles { .. }) = ops.first() {
+            // The circles decide the duties: accounts they add are backed up in this pass, so
+            // plan again once they are read.
+            self.act(&ops[..1], &opts).await;
+            let facts = match self.facts(opts.forced).await {
+                Ok(f) => f,
+                Err(_) => facts,
+            };
+            let rest: Vec<Op> = plan::plan(now(), &facts, &self.schedule())
+                .into_iter()
+                .filter(|o| !matches!(o, Op::RefreshCircles { .. }))
+                .collect();
+            self.act(&rest, &opts).await;
+            ops.truncate(1);
+            ops.extend(rest);
+        } else {
+            self.act(&ops, &opts).await;
+        }
         self.emit(NodeEvent::PassFinished { ops: ops.len() });
         ops
     }

@@ -197,7 +197,11 @@ impl Node {
         let Some(s) = self.session().await else {
             return;
         };
-        match self.circles().publish(&s).await {
+        let published = match crate::verify::published_results(self.store()).await {
+            Ok(results) => self.circles().publish(&s, &results).await,
+            Err(e) => Err(e.into()),
+        };
+        match published {
             Ok(report) => self.emit(NodeEvent::Published { report }),
             Err(e) => self.emit(NodeEvent::PublishFailed {
                 error: e.to_string(),

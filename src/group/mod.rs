@@ -39,6 +39,7 @@ use crate::policy::model::Policy;
 use crate::policy::observations::AckObservation;
 use crate::policy::records::{
     nsid, AckRecord, HoldingRecord, PeerRecord, PolicyRecord, StatusRecord, StrongRef,
+    VerificationResultRecord,
 };
 use crate::policy::time::Timestamp;
 use crate::policy::validate::{check_value, Problems};
@@ -55,11 +56,13 @@ const MAX_LISTED: usize = 5000;
 const SIZE_CAP: u64 = 256 << 20;
 /// Where the advertised endpoint is kept (`group_meta`).
 const ENDPOINT_KEY: &str = "endpoint";
-/// Verification rounds per copy a status record carries (enough for the failure streaks of
-/// any policy with the default `maxConsecutiveFailures`, and a little history).
-const PUBLISHED_ROUNDS: usize = 8;
 /// The node software, as its heartbeat says.
 pub const SOFTWARE: &str = concat!("p2pds/", env!("CARGO_PKG_VERSION"));
+
+/// The verification results a node publishes in its status records, by policy URI (each
+/// list oldest first, as its status record carries it). Read by the caller from the
+/// verification tables (`verify::published_results`) and given to [`Circles::publish`].
+pub type PublishedResults = BTreeMap<String, Vec<VerificationResultRecord>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GroupError {
@@ -1371,9 +1374,15 @@ impl Circles {
 
     // ---- status and heartbeat ----------------------------------------------------------------
 
-    /// Writes this node's status record for every circle in force (what it holds for it) and
-    /// its heartbeat, each only when [`plan::should_publish`] allows.
-    pub async fn publish(&self, session: &Session) -> Result<PublishReport, GroupError> {
+    /// Writes this node's status record for every circle in force (what it holds for it and
+    /// the verification results it is given for that circle's policy, oldest first) and its
+    /// heartbeat, each only when [`plan::should_publish`] allows. The results are the caller's
+    /// to read (`verify::published_results`): circles publish them, they do not compute them.
+    pub async fn publish(
+        &self,
+        session: &Session,
+        results: &PublishedResults,
+    ) -> Result<PublishReport, GroupError> {
         let me = session.account.clone();
         let circles = self.assessed().await?;
         let duties = Self::duties(&me, &circles);
@@ -1406,15 +1415,8 @@ impl Circles {
                 uri: a.uri.clone(),
                 cid: policy.reference.cid.clone(),
             };
-            let u = a.uri.clone();
-            let verifications: Vec<_> = self
-                .syncer
-                .store
-                .read(move |c| crate::verify::db::recent_for_policy(c, &u, PUBLISHED_ROUNDS))
-                .await?
-                .iter()
-                .map(crate::verify::db::to_record)
-                .collect();
+            let verifications: Vec<VerificationResultRecord> =
+                results.get(&a.uri).cloned().unwrap_or_default();
             let digest = digest(&json!({
                 "policy": pinned,
                 "holdings": holdings.iter().map(|h| json!([h.did, h.rev, h.data, h.bytes])).collect::<Vec<_>>(),

@@ -263,7 +263,7 @@ fn orphan_files(
 }
 
 fn file_size(blob_dir: &Path, cid: &str) -> u64 {
-    std::fs::metadata(crate::sync::blobs::blob_path(blob_dir, cid))
+    std::fs::metadata(crate::store::blob_path(blob_dir, cid))
         .map(|m| m.len())
         .unwrap_or(0)
 }
@@ -372,7 +372,7 @@ pub fn run(
         .map(|c| (c, HashSet::new()))
         .collect();
     for cid in orphan_files(conn, &removed)? {
-        let path = crate::sync::blobs::blob_path(blob_dir, &cid);
+        let path = crate::store::blob_path(blob_dir, &cid);
         let size = file_size(blob_dir, &cid);
         match std::fs::remove_file(&path) {
             Ok(()) => {

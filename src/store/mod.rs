@@ -13,6 +13,7 @@ use std::thread;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 pub mod schema;
+pub mod settings;
 pub mod space;
 
 #[derive(Debug, thiserror::Error)]
@@ -373,6 +374,18 @@ pub fn blob_counts(conn: &Connection, repo_id: i64) -> Result<(i64, i64, i64, i6
         [repo_id],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
     )?)
+}
+
+/// The folder of a data directory that holds the blob files.
+pub fn blob_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("blobs")
+}
+
+/// Where a blob lives on disk: a file named by its CID in the blob folder ([`blob_dir`]).
+/// Blob files are the store's, beside the SQLite file: `sync` writes them, `serve`, `export`
+/// and `restore` read them, `history::gc` deletes them.
+pub fn blob_path(dir: &Path, cid: &str) -> PathBuf {
+    dir.join(cid)
 }
 
 pub fn now_text() -> String {

@@ -79,7 +79,7 @@ pub enum NoRoom {
 
 impl Room {
     pub fn measure(conn: &Connection, dir: &Path) -> Result<Self, StoreError> {
-        let limits = crate::history::limits(conn)?;
+        let limits = super::settings::limits(conn)?;
         let used = used_bytes(conn)?;
         Ok(Room {
             disk: free_space(dir).map(|f| f.saturating_sub(RESERVE_BYTES)),

@@ -6,8 +6,6 @@
 //! and skipped; it never stops the account's sync. Files are written to a
 //! temporary name, synced, then renamed, so a crash leaves no half blob.
 
-use std::path::PathBuf;
-
 use cid::Cid;
 use futures_util::StreamExt;
 use rusqlite::params;
@@ -16,7 +14,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::{SyncError, SyncProgress, Syncer};
-use crate::store::now_text;
+use crate::store::{blob_path, now_text};
 
 /// The largest blob fetched.
 pub const MAX_BLOB_BYTES: u64 = 200 * 1024 * 1024;
@@ -33,11 +31,6 @@ pub struct BlobReport {
 struct ListBlobs {
     cursor: Option<String>,
     cids: Vec<String>,
-}
-
-/// Where a blob lives on disk.
-pub fn blob_path(dir: &std::path::Path, cid: &str) -> PathBuf {
-    dir.join(cid)
 }
 
 pub async fn sync_blobs(

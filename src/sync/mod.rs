@@ -152,7 +152,7 @@ impl Syncer {
     }
 
     pub fn blob_dir(&self) -> PathBuf {
-        self.data_dir.join("blobs")
+        crate::store::blob_dir(&self.data_dir)
     }
 
     fn tmp_dir(&self) -> PathBuf {

@@ -38,7 +38,7 @@ use serde_json::json;
 
 use crate::crypto::PublicKey;
 use crate::group::plan;
-use crate::group::{Circles, GroupError, PublishReport};
+use crate::group::{Circles, GroupError, PublishReport, PublishedResults};
 use crate::policy::obligations::{self, VerifyDuty};
 use crate::policy::observations::Outcome;
 use crate::policy::records::{
@@ -47,10 +47,30 @@ use crate::policy::records::{
 use crate::policy::time::{Duration, Timestamp};
 use crate::repo::mst::MstError;
 use crate::session::{Session, SessionError};
-use crate::store::{self, RepoRow, StoreError};
+use crate::store::{self, RepoRow, Store, StoreError};
 use crate::sync::{selfcheck, SyncError};
 use db::{IssuedRow, ResultRow, Via};
 use layers::{Check, Head};
+
+/// Verification rounds per copy a status record carries (enough for the failure streaks of
+/// any policy with the default `maxConsecutiveFailures`, and a little history).
+pub const PUBLISHED_ROUNDS: usize = 8;
+
+/// What this node's status records publish, for every circle it knows (by policy URI): the
+/// results of the last [`PUBLISHED_ROUNDS`] rounds of every copy it verified under that
+/// policy, oldest first. Given to [`Circles::publish`], which does not read these tables.
+pub async fn published_results(store: &Store) -> Result<PublishedResults, StoreError> {
+    store
+        .read(|c| {
+            let mut out = PublishedResults::new();
+            for p in crate::group::db::policies(c)? {
+                let rows = db::recent_for_policy(c, &p.uri, PUBLISHED_ROUNDS)?;
+                out.insert(p.uri, rows.iter().map(db::to_record).collect());
+            }
+            Ok(out)
+        })
+        .await
+}
 
 /// How long a node must keep what it said it held: history samples come from holdings
 /// published within this window.
@@ -257,7 +277,11 @@ impl Verifier {
                 }
             }
         }
-        match self.circles.publish(session).await {
+        let published = match published_results(&self.circles.syncer.store).await {
+            Ok(results) => self.circles.publish(session, &results).await,
+            Err(e) => Err(GroupError::from(e)),
+        };
+        match published {
             Ok(p) => report.published = Some(p),
             Err(e) => report
                 .warnings

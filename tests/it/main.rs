@@ -9,6 +9,7 @@ mod circles;
 mod cli;
 mod crash;
 mod hostile;
+mod layers;
 mod lexicons;
 mod node;
 mod pds;

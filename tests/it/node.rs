@@ -389,3 +389,143 @@ fn the_service_files_are_valid_for_systemd() {
         );
     }
 }
+
+/// The open upstream flags of `did` as `p2pds history --json` lists them.
+async fn cli_flags(bed: &TestBed, dir: &Path, did: &str) -> Vec<String> {
+    let h = p2pds_json(bed, dir, &["history", did, "--json"]).await;
+    h["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["cleared_at"].is_null())
+        .map(|f| f["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// One situation, two entry points: a circle member's PDS goes away, and the circle's offline
+/// grace period (2 s here, not the 1-day default) decides when it counts as gone. The desktop
+/// app's engine and a `p2pds` node (one-shot passes of the same controller) flag it on the
+/// same pass: the first after the grace period.
+#[tokio::test]
+async fn the_app_and_the_cli_flag_a_gone_server_alike() {
+    let bed = pds::shared().await;
+    let doomed = bed.start_extra_pds().await.unwrap();
+    let carol = doomed.create_account("carol").await.unwrap();
+    post(&carol, 2).await;
+    let alice = bed.create_account("alice").await.unwrap();
+    let bob = bed.create_account("bob").await.unwrap();
+    // The app looks for invitations in the repos of the accounts Alice follows.
+    alice
+        .create_record(
+            "app.bsky.graph.follow",
+            json!({"$type": "app.bsky.graph.follow", "subject": bob.did,
+                   "createdAt": crate::circles::now()}),
+        )
+        .await
+        .unwrap();
+    let (app_dir, bob_dir, carol_dir) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let (bob_dir, carol_dir) = (bob_dir.path(), carol_dir.path());
+    login(bed, bob_dir, &bob).await;
+    // Carol's handle resolves on her own server only.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_p2pds"))
+        .arg("--data-dir")
+        .arg(carol_dir)
+        .args(["--plc-url", &bed.plc, "--resolver-url", &doomed.pds])
+        .args([
+            "login",
+            &carol.handle,
+            "--password-env",
+            "P2PDS_TEST_PASSWORD",
+        ])
+        .env("P2PDS_TEST_PASSWORD", &carol.password)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert_ok(&out, &["login", &carol.handle]);
+    let app = p2pds::app::Engine::open(p2pds::app::EngineConfig {
+        data_dir: app_dir.path().to_path_buf(),
+        plc_url: bed.plc.clone(),
+        resolver_url: Some(bed.pds.clone()),
+    })
+    .unwrap();
+    app.sign_in(&alice.handle, &alice.password).await.unwrap();
+    let created = p2pds_json(
+        bed,
+        bob_dir,
+        &[
+            "circle",
+            "create",
+            "--name",
+            "Grace",
+            "--member",
+            &alice.handle,
+            "--member",
+            &carol.did,
+            "--offline-grace",
+            "2s",
+            "--json",
+        ],
+    )
+    .await;
+    let uri = created["uri"].as_str().unwrap().to_string();
+    let args = ["invitations", "--from", &bob.handle];
+    assert_ok(&p2pds(bed, carol_dir, &args).await, &args);
+    let args = ["circle", "accept", &uri];
+    assert_ok(&p2pds(bed, carol_dir, &args).await, &args);
+    let mut accepted = false;
+    for _ in 0..10 {
+        app.pass().await;
+        let o = app.overview().await.unwrap();
+        if let Some(inv) = o.invitations.iter().find(|i| i.uri == uri) {
+            app.accept(&inv.uri).await.unwrap();
+            accepted = true;
+            break;
+        }
+    }
+    assert!(accepted, "the app saw the invitation");
+    // Both hold Carol's account.
+    let holds = |o: &p2pds::app::dto::Overview| {
+        o.friends
+            .iter()
+            .any(|f| f.did == carol.did && f.can_restore)
+    };
+    for _ in 0..10 {
+        if holds(&app.overview().await.unwrap()) {
+            break;
+        }
+        app.pass().await;
+    }
+    assert!(holds(&app.overview().await.unwrap()), "the app holds Carol");
+    let _ = p2pds(bed, bob_dir, &["sync", "--once"]).await;
+    let status = p2pds_json(bed, bob_dir, &["status", "--json"]).await;
+    assert!(status["repos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["did"] == carol.did.as_str() && !r["commit"].is_null()));
+
+    // Carol's server goes away. The first pass of each notes it unreachable (not yet gone).
+    drop(doomed);
+    app.pass().await;
+    let _ = p2pds(bed, bob_dir, &["sync", "--once"]).await;
+    let app_flags = |o: &p2pds::app::dto::Overview| -> Vec<String> {
+        o.friends
+            .iter()
+            .filter(|f| f.did == carol.did)
+            .flat_map(|f| f.flags.iter().map(|x| x.kind.clone()))
+            .collect()
+    };
+    assert!(app_flags(&app.overview().await.unwrap()).is_empty());
+    assert!(cli_flags(bed, bob_dir, &carol.did).await.is_empty());
+    // Past the circle's grace period, the next pass of each flags it.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    app.pass().await;
+    let _ = p2pds(bed, bob_dir, &["sync", "--once"]).await;
+    assert_eq!(app_flags(&app.overview().await.unwrap()), ["pds-gone"]);
+    assert_eq!(cli_flags(bed, bob_dir, &carol.did).await, ["pds-gone"]);
+}

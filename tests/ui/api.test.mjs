@@ -102,6 +102,10 @@ test('error text: a sentence whatever was thrown', () => {
   assert.equal(errorText('  Bluesky said no. '), 'Bluesky said no.');
   assert.equal(errorText(new Error('boom')), 'boom');
   assert.equal(errorText({ message: 'from an object' }), 'from an object');
+  // What the engine sends: an ErrorAnswer (ui/types.d.ts).
+  /** @type {import('../../ui/types').ErrorAnswer} */
+  const answer = { code: 'moving', message: 'P2PDS is moving your copies to a new folder.' };
+  assert.equal(errorText(answer), 'P2PDS is moving your copies to a new folder.');
   assert.equal(errorText(''), 'Something went wrong. Please try again.');
   assert.equal(errorText(null), 'Something went wrong. Please try again.');
   assert.equal(errorText(42), 'Something went wrong. Please try again.');

@@ -141,7 +141,11 @@ pub async fn endpoint(syncer: &Syncer, url: Option<&str>, clear: bool) -> anyhow
     }
     // The next heartbeat carries it; write it now when signed in.
     if let Ok(s) = session(syncer).await {
-        if let Err(e) = c.publish(&s).await {
+        let published = match verify::published_results(&syncer.store).await {
+            Ok(results) => c.publish(&s, &results).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = published {
             eprintln!("warning: could not publish the heartbeat now: {e}");
         }
     }
