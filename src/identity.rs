@@ -191,16 +191,11 @@ impl Resolver {
             did: did.to_string(),
             reason,
         };
-        let resp = self
-            .http
-            .get(&url)
-            .send()
+        // Read up to a stated size, within a deadline: a document is a few kilobytes.
+        let value: Value = crate::xrpc::Client::new(self.http.clone())
+            .document(&url, crate::xrpc::DID_DOC_LIMIT)
             .await
             .map_err(|e| fetch_err(e.to_string()))?;
-        if !resp.status().is_success() {
-            return Err(fetch_err(format!("{url} answered {}", resp.status())));
-        }
-        let value: Value = resp.json().await.map_err(|e| fetch_err(e.to_string()))?;
         let doc = DidDoc::parse(did, &value)?;
         if let Ok(mut cache) = self.cache.lock() {
             cache.insert(did.to_string(), (doc.clone(), Instant::now()));
@@ -251,17 +246,14 @@ impl Resolver {
     }
 
     async fn resolve_via_xrpc(&self, base: &str, handle: &str) -> Result<String, String> {
-        let resp = self
-            .http
-            .get(format!("{base}/xrpc/com.atproto.identity.resolveHandle"))
-            .query(&[("handle", handle)])
-            .send()
+        let v: Value = crate::xrpc::Client::new(self.http.clone())
+            .get(
+                base,
+                "com.atproto.identity.resolveHandle",
+                &[("handle", handle)],
+            )
             .await
             .map_err(|e| e.to_string())?;
-        if !resp.status().is_success() {
-            return Err(format!("answered {}", resp.status()));
-        }
-        let v: Value = resp.json().await.map_err(|e| e.to_string())?;
         v.get("did")
             .and_then(Value::as_str)
             .map(str::to_string)

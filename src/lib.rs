@@ -22,3 +22,4 @@ pub mod sync;
 #[doc(hidden)]
 pub mod testdata;
 pub mod verify;
+pub mod xrpc;

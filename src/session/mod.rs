@@ -456,40 +456,55 @@ fn network(url: &str) -> impl Fn(reqwest::Error) -> SessionError + '_ {
     }
 }
 
-/// A JSON answer, or the XRPC error (`{error, message}`) it carries.
+/// A JSON answer, or the XRPC error (`{error, message}`) it carries; read through
+/// [`crate::xrpc`] (a size limit and a deadline).
 pub(crate) async fn answer<T: serde::de::DeserializeOwned>(
     resp: reqwest::Response,
     url: &str,
 ) -> Result<T, SessionError> {
+    let deadline = tokio::time::Instant::now() + crate::xrpc::DEADLINE;
     let status = resp.status().as_u16();
-    let text = resp.text().await.map_err(network(url))?;
     if !(200..300).contains(&status) {
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        let field = |k: &str| {
-            body.get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
-        let message = if body.is_null() {
-            text.chars().take(300).collect()
-        } else {
-            field("message")
-        };
-        return Err(SessionError::Xrpc {
-            url: url.to_string(),
-            status,
-            error: field("error"),
-            message,
-        });
+        return Err(crate::xrpc::refusal(resp, url, deadline).await.into());
     }
-    let text = if text.is_empty() { "null" } else { &text };
-    serde_json::from_str(text).map_err(|e| SessionError::Xrpc {
+    let body = crate::xrpc::read_capped(resp, url, crate::xrpc::JSON_LIMIT, deadline).await?;
+    let body: &[u8] = if body.is_empty() { b"null" } else { &body };
+    serde_json::from_slice(body).map_err(|e| SessionError::Xrpc {
         url: url.to_string(),
         status,
         error: "BadAnswer".into(),
         message: e.to_string(),
     })
+}
+
+impl From<crate::xrpc::XrpcError> for SessionError {
+    fn from(e: crate::xrpc::XrpcError) -> Self {
+        use crate::xrpc::XrpcError as X;
+        match e {
+            X::Network { url, reason } => SessionError::Network { url, reason },
+            X::Timeout { ref url, .. } => SessionError::Network {
+                url: url.clone(),
+                reason: e.to_string(),
+            },
+            X::Status {
+                url,
+                status,
+                error,
+                message,
+            } => SessionError::Xrpc {
+                url,
+                status,
+                error,
+                message,
+            },
+            X::TooLarge { ref url, .. } | X::Decode { ref url, .. } => SessionError::Xrpc {
+                url: url.clone(),
+                status: 200,
+                error: "BadAnswer".into(),
+                message: e.to_string(),
+            },
+        }
+    }
 }
 
 #[cfg(test)]

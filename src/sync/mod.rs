@@ -41,6 +41,9 @@ pub enum SyncError {
         status: u16,
         body: String,
     },
+    /// An answer refused before it was used: too large, or not what was asked for.
+    #[error(transparent)]
+    Answer(crate::xrpc::XrpcError),
     #[error("the copy was refused and the previous copy kept: {0}")]
     Ingest(#[from] IngestError),
     #[error(transparent)]
@@ -88,6 +91,31 @@ impl SyncError {
             Self::Http { status, .. } => *status >= 500 || *status == 429,
             Self::Identity(e) => e.is_retryable(),
             _ => false,
+        }
+    }
+}
+
+impl From<crate::xrpc::XrpcError> for SyncError {
+    fn from(e: crate::xrpc::XrpcError) -> Self {
+        use crate::xrpc::XrpcError as X;
+        match e {
+            X::Network { url, reason } => SyncError::Network { url, reason },
+            // A server that does not finish answering in time did not answer.
+            X::Timeout { ref url, .. } => SyncError::Network {
+                url: url.clone(),
+                reason: e.to_string(),
+            },
+            X::Status {
+                url,
+                status,
+                error,
+                message,
+            } => SyncError::Http {
+                url,
+                status,
+                body: format!("{error}: {message}"),
+            },
+            other @ (X::TooLarge { .. } | X::Decode { .. }) => SyncError::Answer(other),
         }
     }
 }
@@ -571,12 +599,10 @@ impl Syncer {
         method: &str,
         query: &[(&str, &str)],
     ) -> Result<T, SyncError> {
-        let url = format!("{pds}/xrpc/{method}");
-        let resp = self.send(self.http.get(&url).query(query), &url).await?;
-        resp.json().await.map_err(|e| SyncError::Network {
-            url,
-            reason: e.to_string(),
-        })
+        crate::xrpc::Client::new(self.http.clone())
+            .get(pds, method, query)
+            .await
+            .map_err(SyncError::from)
     }
 
     pub(crate) async fn get_stream(

@@ -403,3 +403,51 @@ async fn a_bad_blob_is_recorded_and_skipped_not_fatal() {
     assert_eq!(held, b"a real image");
     assert!(!node.syncer.blob_dir().join(&claimed).exists());
 }
+
+/// A PLC directory whose answer for any DID is a document that never ends (500 MB of one
+/// string). The sync refuses it at the document size limit, with a clear error, having read
+/// only that much.
+#[tokio::test]
+async fn a_huge_did_document_is_refused_not_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let plc = format!("http://{}", listener.local_addr().unwrap());
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = sent.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"id\":\"";
+                if s.write_all(head).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b'a'; 64 << 10];
+                for _ in 0..(500 << 20) / chunk.len() {
+                    if s.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                    counter.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let node = node(&plc);
+    let did = fresh_did();
+    let d = did.clone();
+    node.syncer
+        .store
+        .write(move |c| store::add_repo(c, &d, None, None))
+        .await
+        .unwrap()
+        .unwrap();
+    let err = node.syncer.sync_repo(&did, &|_| {}).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("refused"), "{text}");
+    assert!(text.contains(&did), "names the account: {text}");
+    // The server could push a few buffers more before the connection closed, never 500 MB.
+    let pushed = sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(pushed < 64 << 20, "{pushed} bytes sent before the refusal");
+}

@@ -1,0 +1,363 @@
+//! One client for XRPC and the JSON documents around it (DID documents): every answer is read
+//! up to a stated size and within an overall deadline, and a refusal comes back as a typed
+//! [`XrpcError`] with the server's `{error, message}` and [`XrpcError::is_retryable`].
+//!
+//! Invariants: no answer is read whole into memory before its size is known to fit (the body
+//! is read chunk by chunk and refused past the limit); no call waits longer than its deadline
+//! (a server that trickles a byte now and then is cut off); error bodies are capped too.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::time::Instant;
+
+/// The largest JSON answer read by default (4 MiB: a `listRecords` page of large records).
+pub const JSON_LIMIT: u64 = 4 << 20;
+/// The largest DID document read (real ones are a few kilobytes).
+pub const DID_DOC_LIMIT: u64 = 256 << 10;
+/// The largest error answer read (its `message` is shown to the person, shortened).
+const ERROR_LIMIT: u64 = 64 << 10;
+/// How long one JSON call may take, from sending to the last byte.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Why an XRPC call (or a document fetch) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum XrpcError {
+    #[error("could not reach {url}: {reason}")]
+    Network { url: String, reason: String },
+    #[error("{url} did not answer within {secs} seconds")]
+    Timeout { url: String, secs: u64 },
+    #[error("{url} sent more than {limit} bytes, more than such an answer ever needs: refused")]
+    TooLarge { url: String, limit: u64 },
+    #[error("{url} answered {status} {error}: {message}")]
+    Status {
+        url: String,
+        status: u16,
+        /// The XRPC error name (`RepoNotFound`, …), empty when the body had none.
+        error: String,
+        message: String,
+    },
+    #[error("{url} sent an answer that is not what was asked for: {reason}")]
+    Decode { url: String, reason: String },
+}
+
+impl XrpcError {
+    /// Worth trying again later: the network, a deadline, a busy or failing server.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Network { .. } | Self::Timeout { .. } => true,
+            Self::Status { status, .. } => *status == 429 || (*status >= 500 && *status != 501),
+            Self::TooLarge { .. } | Self::Decode { .. } => false,
+        }
+    }
+
+    /// The HTTP status of a refusal.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The XRPC error name of a refusal (`RepoNotFound`, `AuthRequired`, …).
+    pub fn error_name(&self) -> Option<&str> {
+        match self {
+            Self::Status { error, .. } if !error.is_empty() => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// Reads a body up to `limit` bytes, all of it before `deadline`.
+pub async fn read_capped(
+    resp: reqwest::Response,
+    url: &str,
+    limit: u64,
+    deadline: Instant,
+) -> Result<Vec<u8>, XrpcError> {
+    if resp.content_length().is_some_and(|n| n > limit) {
+        return Err(XrpcError::TooLarge {
+            url: url.to_string(),
+            limit,
+        });
+    }
+    let secs = deadline
+        .saturating_duration_since(Instant::now())
+        .as_secs()
+        .max(1);
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    loop {
+        let next = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .map_err(|_| XrpcError::Timeout {
+                url: url.to_string(),
+                secs,
+            })?;
+        let Some(chunk) = next else { break };
+        let chunk = chunk.map_err(|e| XrpcError::Network {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
+        if body.len() as u64 + chunk.len() as u64 > limit {
+            return Err(XrpcError::TooLarge {
+                url: url.to_string(),
+                limit,
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The XRPC error an unsuccessful answer carries (its body read up to a small limit).
+pub async fn refusal(resp: reqwest::Response, url: &str, deadline: Instant) -> XrpcError {
+    let status = resp.status().as_u16();
+    let text = match read_capped(resp, url, ERROR_LIMIT, deadline).await {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(e) => return e,
+    };
+    let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    let field = |k: &str| {
+        body.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .chars()
+            .take(500)
+            .collect::<String>()
+    };
+    let message = if body.is_object() {
+        field("message")
+    } else {
+        text.chars().take(300).collect()
+    };
+    XrpcError::Status {
+        url: url.to_string(),
+        status,
+        error: field("error"),
+        message,
+    }
+}
+
+/// The client: one `reqwest::Client`, a size limit and a deadline for JSON answers.
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub http: reqwest::Client,
+    pub limit: u64,
+    pub deadline: Duration,
+}
+
+impl Client {
+    pub fn new(http: reqwest::Client) -> Self {
+        Client {
+            http,
+            limit: JSON_LIMIT,
+            deadline: DEADLINE,
+        }
+    }
+
+    /// Sends `req` (to `url`) within the deadline; an unsuccessful status is an error.
+    pub async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: &str,
+        deadline: Instant,
+    ) -> Result<reqwest::Response, XrpcError> {
+        let secs = self.deadline.as_secs();
+        let resp = tokio::time::timeout_at(deadline, req.send())
+            .await
+            .map_err(|_| XrpcError::Timeout {
+                url: url.to_string(),
+                secs,
+            })?
+            .map_err(|e| XrpcError::Network {
+                url: url.to_string(),
+                reason: e.to_string(),
+            })?;
+        if !resp.status().is_success() {
+            return Err(refusal(resp, url, deadline).await);
+        }
+        Ok(resp)
+    }
+
+    /// A JSON answer to `req`, read up to `limit` bytes; an empty body reads as `null`.
+    pub async fn json<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: &str,
+        limit: u64,
+    ) -> Result<T, XrpcError> {
+        let deadline = Instant::now() + self.deadline;
+        let resp = self.send(req, url, deadline).await?;
+        let body = read_capped(resp, url, limit, deadline).await?;
+        let body: &[u8] = if body.is_empty() { b"null" } else { &body };
+        serde_json::from_slice(body).map_err(|e| XrpcError::Decode {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// A query (`GET {base}/xrpc/{nsid}`).
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        base: &str,
+        nsid: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T, XrpcError> {
+        let url = format!("{}/xrpc/{nsid}", base.trim_end_matches('/'));
+        self.json(self.http.get(&url).query(query), &url, self.limit)
+            .await
+    }
+
+    /// A procedure (`POST {base}/xrpc/{nsid}` with a JSON body), with a bearer token or not.
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        base: &str,
+        nsid: &str,
+        body: &Value,
+        bearer: Option<&str>,
+    ) -> Result<T, XrpcError> {
+        let url = format!("{}/xrpc/{nsid}", base.trim_end_matches('/'));
+        let mut req = self.http.post(&url).json(body);
+        if let Some(t) = bearer {
+            req = req.bearer_auth(t);
+        }
+        self.json(req, &url, self.limit).await
+    }
+
+    /// A JSON document at `url` (a DID document), read up to `limit` bytes.
+    pub async fn document<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        limit: u64,
+    ) -> Result<T, XrpcError> {
+        self.json(self.http.get(url), url, limit).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn status(status: u16) -> XrpcError {
+        XrpcError::Status {
+            url: "http://x".into(),
+            status,
+            error: "E".into(),
+            message: String::new(),
+        }
+    }
+
+    #[rstest]
+    #[case::busy(status(429), true)]
+    #[case::server_error(status(502), true)]
+    #[case::not_implemented(status(501), false)]
+    #[case::bad_request(status(400), false)]
+    #[case::not_found(status(404), false)]
+    #[case::network(XrpcError::Network { url: "u".into(), reason: "r".into() }, true)]
+    #[case::timeout(XrpcError::Timeout { url: "u".into(), secs: 1 }, true)]
+    #[case::too_large(XrpcError::TooLarge { url: "u".into(), limit: 1 }, false)]
+    #[case::decode(XrpcError::Decode { url: "u".into(), reason: "r".into() }, false)]
+    fn which_errors_are_worth_retrying(#[case] e: XrpcError, #[case] retry: bool) {
+        assert_eq!(e.is_retryable(), retry);
+    }
+
+    /// A server on loopback that answers every connection with `answer`, then trickles
+    /// `trickle` bytes one at a time, a second apart, then closes.
+    async fn server(answer: Vec<u8>, trickle: usize) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s.write_all(&answer).await;
+                    for _ in 0..trickle {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        if s.write_all(b" ").await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_body_past_the_limit_is_refused_as_it_streams() {
+        // No Content-Length (the body ends when the connection closes): the limit is found
+        // while reading.
+        let mut answer =
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n[\""
+                .to_vec();
+        answer.extend(std::iter::repeat_n(b'x', 4096));
+        let url = server(answer, 0).await;
+        let c = Client::new(reqwest::Client::new());
+        let err = c.document::<Value>(&url, 512).await.unwrap_err();
+        assert!(
+            matches!(err, XrpcError::TooLarge { limit: 512, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("refused"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_announced_size_past_the_limit_is_refused_before_reading() {
+        let url = server(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 524288000\r\n\r\n{".to_vec(),
+            0,
+        )
+        .await;
+        let c = Client::new(reqwest::Client::new());
+        let err = c.document::<Value>(&url, DID_DOC_LIMIT).await.unwrap_err();
+        assert!(matches!(err, XrpcError::TooLarge { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_trickling_server_is_cut_off_at_the_deadline() {
+        // Headers at once, then one byte a second for a minute: each read is quick, the
+        // whole never ends.
+        let url = server(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+                .to_vec(),
+            60,
+        )
+        .await;
+        let mut c = Client::new(reqwest::Client::new());
+        c.deadline = Duration::from_secs(2);
+        let err = c
+            .get::<Value>(&url, "com.example.slow", &[])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, XrpcError::Timeout { .. }), "{err}");
+        assert!(err.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn a_refusal_carries_the_xrpc_error_name() {
+        let body = br#"{"error":"RepoNotFound","message":"no such repo!"}"#;
+        let mut answer = format!(
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        answer.extend_from_slice(body);
+        let url = server(answer, 0).await;
+        let c = Client::new(reqwest::Client::new());
+        let err = c
+            .get::<Value>(&url, "com.atproto.sync.getRepoStatus", &[])
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(400));
+        assert_eq!(err.error_name(), Some("RepoNotFound"));
+        assert!(err.to_string().contains("no such repo!"), "{err}");
+        assert!(!err.is_retryable());
+    }
+}
