@@ -178,21 +178,28 @@ impl Xrpc<'_> {
             url: url.to_string(),
             reason: e.to_string(),
         })?;
+        // The upload may be long (a whole repo); the answer is read through `xrpc`: up to a
+        // stated size, within a deadline.
+        let deadline = tokio::time::Instant::now() + crate::xrpc::DEADLINE;
         let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
+        let failed = |e: crate::xrpc::XrpcError| RestoreError::NewPds {
+            url: url.to_string(),
+            reason: e.to_string(),
+        };
         if (200..300).contains(&status) {
-            Ok(Ok(serde_json::from_str(&text).unwrap_or(Value::Null)))
-        } else {
-            let reason = serde_json::from_str::<Value>(&text)
-                .ok()
-                .map(|v| {
-                    let err = v.get("error").and_then(Value::as_str).unwrap_or("");
-                    let msg = v.get("message").and_then(Value::as_str).unwrap_or("");
-                    format!("{err}: {msg}").trim_matches([':', ' ']).to_string()
-                })
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| text.chars().take(300).collect());
-            Ok(Err((status, reason)))
+            let body = crate::xrpc::read_capped(resp, url, crate::xrpc::JSON_LIMIT, deadline)
+                .await
+                .map_err(failed)?;
+            return Ok(Ok(serde_json::from_slice(&body).unwrap_or(Value::Null)));
+        }
+        match crate::xrpc::refusal(resp, url, deadline).await {
+            crate::xrpc::XrpcError::Status { error, message, .. } => {
+                let reason = format!("{error}: {message}")
+                    .trim_matches([':', ' '])
+                    .to_string();
+                Ok(Err((status, reason)))
+            }
+            other => Err(failed(other)),
         }
     }
 

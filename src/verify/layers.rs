@@ -106,28 +106,21 @@ async fn get(http: &reqwest::Client, url: &str, query: &[(&str, &str)]) -> Resul
             .min(MAX_RETRY_WAIT);
         tokio::time::sleep(wait).await;
     };
+    // Bodies are read through `xrpc`: at most a few blocks' worth, within the deadline.
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
     let status = resp.status();
     if status.as_u16() == 404 || status.as_u16() == 400 {
-        let body = resp.text().await.unwrap_or_default();
-        return Err(Fetch::NotFound(format!(
-            "{url} answered {status}: {}",
-            body.chars().take(200).collect::<String>()
-        )));
+        let why = crate::xrpc::refusal(resp, url, deadline).await;
+        return Err(Fetch::NotFound(why.to_string()));
     }
     if !status.is_success() {
         return Err(Fetch::Unreachable(format!("{url} answered {status}")));
     }
-    if resp
-        .content_length()
-        .is_some_and(|l| l > MAX_BLOCK as u64 * 4)
-    {
-        return Err(Fetch::Bad(format!("{url}: the answer is too large")));
+    match crate::xrpc::read_capped(resp, url, MAX_BLOCK as u64 * 4, deadline).await {
+        Ok(bytes) => Ok(bytes),
+        Err(e @ crate::xrpc::XrpcError::TooLarge { .. }) => Err(Fetch::Bad(e.to_string())),
+        Err(e) => Err(Fetch::Unreachable(e.to_string())),
     }
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| Fetch::Unreachable(format!("{url}: {e}")))?;
-    Ok(bytes.to_vec())
 }
 
 async fn rasl(http: &reqwest::Client, base: &str, cid: &Cid) -> Result<Vec<u8>, Fetch> {
