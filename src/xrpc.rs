@@ -41,6 +41,8 @@ pub enum XrpcError {
     },
     #[error("{url} sent an answer that is not what was asked for: {reason}")]
     Decode { url: String, reason: String },
+    #[error("{url} lists without end ({reason}): the listing was stopped")]
+    Endless { url: String, reason: String },
 }
 
 impl XrpcError {
@@ -49,7 +51,7 @@ impl XrpcError {
         match self {
             Self::Network { .. } | Self::Timeout { .. } => true,
             Self::Status { status, .. } => *status == 429 || (*status >= 500 && *status != 501),
-            Self::TooLarge { .. } | Self::Decode { .. } => false,
+            Self::TooLarge { .. } | Self::Decode { .. } | Self::Endless { .. } => false,
         }
     }
 
@@ -67,6 +69,51 @@ impl XrpcError {
             Self::Status { error, .. } if !error.is_empty() => Some(error),
             _ => None,
         }
+    }
+}
+
+/// Keeps a cursor loop finite: the listing ends at a page without a cursor or without items,
+/// and is refused at a cursor seen before or past a number of pages.
+#[derive(Debug)]
+pub struct Pages {
+    url: String,
+    seen: std::collections::HashSet<String>,
+    pages: usize,
+    max_pages: usize,
+}
+
+impl Pages {
+    pub fn new(url: &str, max_pages: usize) -> Self {
+        Pages {
+            url: url.to_string(),
+            seen: std::collections::HashSet::new(),
+            pages: 0,
+            max_pages,
+        }
+    }
+
+    /// After a page of `items` with `cursor`: the cursor to ask for next, `None` when the
+    /// listing is complete.
+    pub fn next(
+        &mut self,
+        cursor: Option<String>,
+        items: usize,
+    ) -> Result<Option<String>, XrpcError> {
+        self.pages += 1;
+        let endless = |reason: String| XrpcError::Endless {
+            url: self.url.clone(),
+            reason,
+        };
+        let Some(cursor) = cursor.filter(|_| items > 0) else {
+            return Ok(None);
+        };
+        if self.pages >= self.max_pages {
+            return Err(endless(format!("more than {} pages", self.max_pages)));
+        }
+        if !self.seen.insert(cursor.clone()) {
+            return Err(endless(format!("the cursor {cursor:?} came back")));
+        }
+        Ok(Some(cursor))
     }
 }
 
@@ -288,6 +335,25 @@ mod tests {
             }
         });
         url
+    }
+
+    #[test]
+    fn cursor_loops_end() {
+        let mut p = Pages::new("http://x", 3);
+        assert_eq!(p.next(Some("a".into()), 10), Ok(Some("a".into())));
+        assert_eq!(p.next(Some("b".into()), 10), Ok(Some("b".into())));
+        // An empty page with a cursor, or no cursor: done.
+        assert_eq!(Pages::new("u", 3).next(Some("a".into()), 0), Ok(None));
+        assert_eq!(Pages::new("u", 3).next(None, 5), Ok(None));
+        // Past the page cap.
+        let err = p.next(Some("c".into()), 10).unwrap_err();
+        assert!(err.to_string().contains("more than 3 pages"), "{err}");
+        // A cursor that comes back.
+        let mut p = Pages::new("http://x", 100);
+        p.next(Some("a".into()), 1).unwrap();
+        let err = p.next(Some("a".into()), 1).unwrap_err();
+        assert!(err.to_string().contains("came back"), "{err}");
+        assert!(!err.is_retryable());
     }
 
     #[tokio::test]

@@ -342,6 +342,9 @@ impl Circles {
         })?;
         let mut out = Vec::new();
         let mut cursor: Option<String> = None;
+        // A cursor that comes back is refused (the record cap ends the pages otherwise).
+        let url = format!("{pds}/xrpc/com.atproto.repo.listRecords");
+        let mut pages = crate::xrpc::Pages::new(&url, usize::MAX);
         loop {
             let mut query = vec![("repo", did), ("collection", collection), ("limit", "100")];
             if let Some(c) = &cursor {
@@ -374,11 +377,18 @@ impl Circles {
                     ));
                 }
             }
-            match page.get("cursor").and_then(Value::as_str) {
-                Some(c) if !records.is_empty() && out.len() < MAX_LISTED => {
-                    cursor = Some(c.to_string())
-                }
-                _ => break,
+            if out.len() >= MAX_LISTED {
+                break;
+            }
+            let next = page
+                .get("cursor")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            cursor = pages
+                .next(next, records.len())
+                .map_err(crate::sync::SyncError::from)?;
+            if cursor.is_none() {
+                break;
             }
         }
         Ok(out)

@@ -497,7 +497,9 @@ impl From<crate::xrpc::XrpcError> for SessionError {
                 error,
                 message,
             },
-            X::TooLarge { ref url, .. } | X::Decode { ref url, .. } => SessionError::Xrpc {
+            X::TooLarge { ref url, .. }
+            | X::Decode { ref url, .. }
+            | X::Endless { ref url, .. } => SessionError::Xrpc {
                 url: url.clone(),
                 status: 200,
                 error: "BadAnswer".into(),

@@ -42,6 +42,9 @@ pub async fn sync_blobs(
     let mut report = BlobReport::default();
     let mut listed = Vec::new();
     let mut cursor: Option<String> = None;
+    // A listing that never ends is refused (a thousand pages: a million blobs).
+    let mut pages =
+        crate::xrpc::Pages::new(&format!("{pds}/xrpc/com.atproto.sync.listBlobs"), 1000);
     loop {
         let mut query = vec![("did", did), ("limit", "1000")];
         if let Some(c) = cursor.as_deref() {
@@ -50,12 +53,12 @@ pub async fn sync_blobs(
         let page: ListBlobs = syncer
             .get_json(pds, "com.atproto.sync.listBlobs", &query)
             .await?;
-        let done = page.cids.is_empty() || page.cursor.is_none();
+        let n = page.cids.len();
         listed.extend(page.cids);
-        if done {
+        cursor = pages.next(page.cursor, n)?;
+        if cursor.is_none() {
             break;
         }
-        cursor = page.cursor;
     }
     report.listed = listed.len() as u64;
     let d = did.to_string();

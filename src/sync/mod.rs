@@ -115,7 +115,9 @@ impl From<crate::xrpc::XrpcError> for SyncError {
                 status,
                 body: format!("{error}: {message}"),
             },
-            other @ (X::TooLarge { .. } | X::Decode { .. }) => SyncError::Answer(other),
+            other @ (X::TooLarge { .. } | X::Decode { .. } | X::Endless { .. }) => {
+                SyncError::Answer(other)
+            }
         }
     }
 }

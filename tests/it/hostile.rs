@@ -26,6 +26,8 @@ struct FakeState {
     car: Vec<u8>,
     latest: (String, String),
     blobs: HashMap<String, Vec<u8>>,
+    /// listBlobs answers the same page with the same cursor, forever.
+    endless_cursor: bool,
 }
 
 type Shared = Arc<Mutex<FakeState>>;
@@ -55,8 +57,12 @@ async fn get_repo(State(s): State<Shared>) -> impl IntoResponse {
 }
 
 async fn list_blobs(State(s): State<Shared>) -> Json<Value> {
-    let mut cids: Vec<String> = s.lock().unwrap().blobs.keys().cloned().collect();
+    let s = s.lock().unwrap();
+    let mut cids: Vec<String> = s.blobs.keys().cloned().collect();
     cids.sort();
+    if s.endless_cursor {
+        return Json(json!({ "cids": cids, "cursor": "again" }));
+    }
     Json(json!({ "cids": cids }))
 }
 
@@ -450,4 +456,31 @@ async fn a_huge_did_document_is_refused_not_read() {
     // The server could push a few buffers more before the connection closed, never 500 MB.
     let pushed = sent.load(std::sync::atomic::Ordering::Relaxed);
     assert!(pushed < 64 << 20, "{pushed} bytes sent before the refusal");
+}
+
+/// listBlobs hands out the same cursor again and again: the listing is refused with a clear
+/// error instead of running forever, and the records copied stay.
+#[tokio::test]
+async fn an_endless_blob_listing_is_refused() {
+    let (fake, node, _, v1) = with_good_copy().await;
+    {
+        let mut s = fake.state.lock().unwrap();
+        s.blobs
+            .insert(cid_for(RAW, b"an image").to_string(), b"an image".to_vec());
+        s.endless_cursor = true;
+    }
+    let err = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        node.syncer.sync_repo(&fake.did, &|_| {}),
+    )
+    .await
+    .expect("the listing ends")
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("lists without end"), "{text}");
+    assert!(text.contains("came back"), "{text}");
+    assert!(!err.is_retryable());
+    let (repo, records) = snapshot(&node.syncer, &fake.did).await;
+    assert_eq!(repo.head, Some(v1.commit_cid.to_string()));
+    assert_eq!(records.len(), 50);
 }
