@@ -21,8 +21,9 @@ const DB_TMP: &str = "p2pds.sqlite.moving";
 /// The image files.
 const BLOBS: &str = "blobs";
 /// What P2PDS keeps in a data folder (all of it goes when an old copy is deleted).
-const OWNED: [&str; 7] = [
+const OWNED: [&str; 8] = [
     DB_FILE,
+    crate::store::lock::LOCK_FILE,
     "p2pds.sqlite-wal",
     "p2pds.sqlite-shm",
     "p2pds.sqlite-journal",

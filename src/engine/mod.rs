@@ -88,6 +88,8 @@ pub enum NodeError {
     Http(String),
     #[error("P2PDS is moving your copies to a new folder. Try again once it has restarted.")]
     Moving,
+    #[error(transparent)]
+    Locked(#[from] crate::store::lock::LockError),
 }
 
 /// What the node did, in the past tense.
@@ -190,6 +192,8 @@ struct Inner {
     /// Work that writes holds this shared; a move of the storage folder holds it alone.
     work: RwLock<()>,
     moving: AtomicBool,
+    /// This node's hold on its data folder (released when the node is dropped).
+    _lock: crate::store::lock::FolderLock,
 }
 
 /// The node: cheap to clone (one shared state).
@@ -216,6 +220,8 @@ impl Node {
             path: config.data_dir.display().to_string(),
             reason: e.to_string(),
         })?;
+        // One running node per folder.
+        let lock = crate::store::lock::FolderLock::acquire(&config.data_dir)?;
         let store = Store::open(&config.data_dir.join("p2pds.sqlite"))?;
         let http = reqwest::Client::builder()
             .user_agent(config.user_agent.clone())
@@ -250,6 +256,7 @@ impl Node {
                 stop: CancellationToken::new(),
                 work: RwLock::new(()),
                 moving: AtomicBool::new(false),
+                _lock: lock,
             }),
         })
     }

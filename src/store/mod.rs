@@ -12,6 +12,7 @@ use std::thread;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
+pub mod lock;
 pub mod schema;
 pub mod settings;
 pub mod space;

@@ -529,3 +529,51 @@ async fn the_app_and_the_cli_flag_a_gone_server_alike() {
     assert_eq!(app_flags(&app.overview().await.unwrap()), ["pds-gone"]);
     assert_eq!(cli_flags(bed, bob_dir, &carol.did).await, ["pds-gone"]);
 }
+
+/// Two nodes on one folder would both write: the second is refused in words (with the first
+/// one's pid) while reading commands still work; once the first stops, the folder is free.
+#[tokio::test]
+async fn one_running_node_per_folder() {
+    let bed = pds::shared().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = command(bed, dir.path())
+        .args(["run", "--tick", "60"])
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let started = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.starts_with("Running") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(started, Ok(true));
+    for args in [&["sync", "--once"][..], &["run"][..]] {
+        let out = p2pds(bed, dir.path(), args).await;
+        assert!(!out.status.success(), "{args:?} beside a running node");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            said.contains("another P2PDS is using this folder")
+                && said.contains(&format!("pid {pid}")),
+            "{said}"
+        );
+    }
+    let args = ["status", "--json"];
+    assert_ok(&p2pds(bed, dir.path(), &args).await, &args);
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let args = ["sync", "--once"];
+    assert_ok(&p2pds(bed, dir.path(), &args).await, &args);
+}
