@@ -59,6 +59,9 @@ pub struct NodeConfig {
     pub on_battery: Option<fn() -> bool>,
     /// How long stop waits for work in progress to end.
     pub drain: Duration,
+    /// How long a PDS may stay unreachable before it counts as gone, outside circles (default
+    /// a day; the circles' offline grace period wins where one applies).
+    pub pds_grace: Option<Duration>,
 }
 
 impl NodeConfig {
@@ -73,6 +76,7 @@ impl NodeConfig {
             challenge_ttl: None,
             on_battery: None,
             drain: Duration::from_secs(10),
+            pds_grace: None,
         }
     }
 }
@@ -234,7 +238,10 @@ impl Node {
             &config.plc_url,
             config.resolver_url.as_deref(),
         ));
-        let syncer = Syncer::new(store, http, resolver, &config.data_dir);
+        let mut syncer = Syncer::new(store, http, resolver, &config.data_dir);
+        if let Some(grace) = config.pds_grace {
+            syncer.pds_grace = grace;
+        }
         let mut circles = Circles::new(syncer);
         if let Some(every) = config.publish_interval {
             circles.rate = crate::group::plan::PublishRate::every(every);

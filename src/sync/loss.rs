@@ -12,14 +12,11 @@ use super::SyncError;
 use crate::history::{self, kind, MASS_DELETION_MIN, MASS_DELETION_SHARE};
 use crate::store::{now_text, StoreError};
 
-/// How long a PDS may stay unreachable before it counts as gone, when no circle says:
-/// a day, or `P2PDS_PDS_GRACE` (e.g. `90s`, `2h`).
+/// How long a PDS may stay unreachable before it counts as gone, when no circle says: a day.
+/// (The command line reads `P2PDS_PDS_GRACE` and sets `Syncer::pds_grace`; the library reads
+/// no environment.)
 pub fn default_pds_grace() -> Duration {
-    std::env::var("P2PDS_PDS_GRACE")
-        .ok()
-        .and_then(|t| crate::policy::time::Duration::parse(&t).ok())
-        .map(|d| Duration::from_millis(d.millis().max(0) as u64))
-        .unwrap_or(Duration::from_secs(24 * 3600))
+    Duration::from_secs(24 * 3600)
 }
 
 /// The server did not answer at all (as opposed to answering "no").

@@ -325,12 +325,28 @@ fn open(cli: &Cli) -> anyhow::Result<Ctx> {
         &cli.plc_url,
         cli.resolver_url.as_deref(),
     ));
-    let syncer = Syncer::new(store.clone(), http, resolver, &data_dir);
+    let mut syncer = Syncer::new(store.clone(), http, resolver, &data_dir);
+    if let Some(grace) = pds_grace_from_env() {
+        syncer.pds_grace = grace;
+    }
     Ok(Ctx {
         data_dir,
         store,
         syncer,
     })
+}
+
+/// `P2PDS_PDS_GRACE` (e.g. `90s`, `2h`): how long a PDS may stay unreachable before it counts
+/// as gone, outside circles (default a day).
+fn pds_grace_from_env() -> Option<Duration> {
+    let text = std::env::var("P2PDS_PDS_GRACE").ok()?;
+    match p2pds::policy::Duration::parse(&text) {
+        Ok(d) => Some(Duration::from_secs(d.secs())),
+        Err(e) => {
+            eprintln!("warning: P2PDS_PDS_GRACE: {e}; using a day");
+            None
+        }
+    }
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {

@@ -30,6 +30,7 @@ pub fn open(
             Err(e) => eprintln!("warning: P2PDS_PUBLISH_INTERVAL: {e}; using 20m"),
         }
     }
+    config.pds_grace = crate::pds_grace_from_env();
     if let Ok(text) = std::env::var("P2PDS_CHALLENGE_TTL") {
         let d =
             PolicyDuration::parse(&text).with_context(|| format!("P2PDS_CHALLENGE_TTL={text}"))?;
