@@ -29,13 +29,7 @@ pub fn limits(conn: &Connection) -> Result<Limits, StoreError> {
         retention_days: Option<u32>,
         storage_limit_bytes: Option<u64>,
     }
-    let text: Option<String> = conn
-        .query_row(
-            "SELECT value FROM group_meta WHERE key = ?1",
-            [SETTINGS_KEY],
-            |r| r.get(0),
-        )
-        .optional()?;
+    let text = settings_text(conn)?;
     let stored: Stored = text
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default();
@@ -50,13 +44,7 @@ pub fn limits(conn: &Connection) -> Result<Limits, StoreError> {
 
 /// Stores the storage limit into the app's settings (keeping the other fields).
 pub fn set_storage_limit(conn: &Connection, limit: Option<u64>) -> Result<(), StoreError> {
-    let text: Option<String> = conn
-        .query_row(
-            "SELECT value FROM group_meta WHERE key = ?1",
-            [SETTINGS_KEY],
-            |r| r.get(0),
-        )
-        .optional()?;
+    let text = settings_text(conn)?;
     let mut value: serde_json::Value = text
         .and_then(|t| serde_json::from_str(&t).ok())
         .filter(serde_json::Value::is_object)
@@ -71,6 +59,17 @@ pub fn set_storage_limit(conn: &Connection, limit: Option<u64>) -> Result<(), St
         params![SETTINGS_KEY, value.to_string()],
     )?;
     Ok(())
+}
+
+/// The settings JSON as stored (`None` before anything was saved).
+fn settings_text(conn: &Connection) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT value FROM group_meta WHERE key = ?1",
+            [SETTINGS_KEY],
+            |r| r.get(0),
+        )
+        .optional()?)
 }
 
 #[cfg(test)]
