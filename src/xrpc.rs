@@ -258,22 +258,6 @@ impl Client {
             .await
     }
 
-    /// A procedure (`POST {base}/xrpc/{nsid}` with a JSON body), with a bearer token or not.
-    pub async fn post<T: DeserializeOwned>(
-        &self,
-        base: &str,
-        nsid: &str,
-        body: &Value,
-        bearer: Option<&str>,
-    ) -> Result<T, XrpcError> {
-        let url = format!("{}/xrpc/{nsid}", base.trim_end_matches('/'));
-        let mut req = self.http.post(&url).json(body);
-        if let Some(t) = bearer {
-            req = req.bearer_auth(t);
-        }
-        self.json(req, &url, self.limit).await
-    }
-
     /// A JSON document at `url` (a DID document), read up to `limit` bytes.
     pub async fn document<T: DeserializeOwned>(
         &self,

@@ -358,10 +358,8 @@ impl Circles {
                 Ok(v) => v,
                 // An account that is gone has no records to offer.
                 Err(SyncError::Http {
-                    status: 400, body, ..
-                }) if body.contains("RepoNotFound") || body.contains("RepoDeactivated") => {
-                    return Ok(out)
-                }
+                    status: 400, error, ..
+                }) if error == "RepoNotFound" || error == "RepoDeactivated" => return Ok(out),
                 Err(e) => return Err(e.into()),
             };
             let records = page

@@ -39,6 +39,8 @@ pub enum SyncError {
     Http {
         url: String,
         status: u16,
+        /// The XRPC error name (`RepoNotFound`, …), empty when the answer had none.
+        error: String,
         body: String,
     },
     /// An answer refused before it was used: too large, or not what was asked for.
@@ -114,6 +116,7 @@ impl From<crate::xrpc::XrpcError> for SyncError {
                 url,
                 status,
                 body: format!("{error}: {message}"),
+                error,
             },
             other @ (X::TooLarge { .. } | X::Decode { .. } | X::Endless { .. }) => {
                 SyncError::Answer(other)
@@ -561,9 +564,9 @@ impl Syncer {
             Ok(s) => Ok(s.status.unwrap_or_else(|| "inactive".into())),
             Err(SyncError::Http {
                 status: 400 | 404,
-                body,
+                error,
                 ..
-            }) if body.contains("RepoNotFound") => Ok("deleted".into()),
+            }) if error == "RepoNotFound" => Ok("deleted".into()),
             Err(e) => Err(e),
         }
     }
@@ -578,19 +581,9 @@ impl Syncer {
             reason: e.to_string(),
         })?;
         if !resp.status().is_success() {
-            let status = resp.status().as_u16();
-            let body: String = resp
-                .text()
-                .await
-                .unwrap_or_default()
-                .chars()
-                .take(500)
-                .collect();
-            return Err(SyncError::Http {
-                url: url.to_string(),
-                status,
-                body,
-            });
+            // The refusal's body, read up to a small size within the deadline.
+            let deadline = tokio::time::Instant::now() + crate::xrpc::DEADLINE;
+            return Err(crate::xrpc::refusal(resp, url, deadline).await.into());
         }
         Ok(resp)
     }
