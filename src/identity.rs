@@ -1,7 +1,9 @@
 //! Identity: handle → DID → DID document → PDS endpoint and signing key.
 //!
 //! did:plc documents come from a PLC directory (configurable); did:web from
-//! `https://HOST/.well-known/did.json` (plain http only for `localhost`). Handles
+//! `https://HOST/.well-known/did.json`, redirects refused (as the reference identity library
+//! does), plain http only for loopback hosts and only when a caller allows it explicitly
+//! ([`Resolver::allow_loopback_http`], for tests). Handles
 //! resolve through an XRPC `resolveHandle` service when one is configured, DNS
 //! TXT `_atproto.HANDLE`, and `https://HANDLE/.well-known/atproto-did`.
 //! Documents are cached for an hour; callers re-resolve with `fresh = true`
@@ -140,19 +142,59 @@ fn is_reserved(handle: &str) -> bool {
 #[derive(Debug)]
 pub struct Resolver {
     http: reqwest::Client,
+    /// For did:web documents: the same timeouts, and no redirect is followed.
+    web_http: Result<reqwest::Client, String>,
     plc_url: String,
     resolver_url: Option<String>,
+    loopback_http: bool,
     cache: Mutex<HashMap<String, (DidDoc, Instant)>>,
+}
+
+/// The address of a did:web document: `https://HOST/.well-known/did.json`. A port is allowed
+/// for loopback hosts only, and plain http only there and only when `loopback_http` is set.
+pub fn did_web_url(did: &str, loopback_http: bool) -> Result<String, IdentityError> {
+    let unsupported = || IdentityError::UnsupportedDid(did.to_string());
+    let host = did
+        .strip_prefix("did:web:")
+        .ok_or_else(unsupported)?
+        .replace("%3A", ":");
+    // A path (did:web:host:path) is not used by atproto accounts.
+    let name = host.split(':').next().unwrap_or_default();
+    let loopback = matches!(name, "localhost" | "127.0.0.1" | "[::1]");
+    if name.is_empty() || (host.contains(':') && !loopback) {
+        return Err(unsupported());
+    }
+    let scheme = if loopback && loopback_http {
+        "http"
+    } else {
+        "https"
+    };
+    Ok(format!("{scheme}://{host}/.well-known/did.json"))
 }
 
 impl Resolver {
     pub fn new(http: reqwest::Client, plc_url: &str, resolver_url: Option<&str>) -> Self {
+        let web_http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(15))
+            .read_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| e.to_string());
         Self {
             http,
+            web_http,
             plc_url: plc_url.trim_end_matches('/').to_string(),
             resolver_url: resolver_url.map(|u| u.trim_end_matches('/').to_string()),
+            loopback_http: false,
             cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Lets did:web documents on loopback hosts (`localhost`, `127.0.0.1`) come over plain
+    /// http: for tests and local development only; every other did:web needs https.
+    pub fn allow_loopback_http(mut self, allow: bool) -> Self {
+        self.loopback_http = allow;
+        self
     }
 
     /// The PLC directory this resolver reads `did:plc` documents from.
@@ -171,31 +213,31 @@ impl Resolver {
                 }
             }
         }
-        let url = if did.starts_with("did:plc:") {
-            format!("{}/{}", self.plc_url, did)
-        } else if let Some(host) = did.strip_prefix("did:web:") {
-            let host = host.replace("%3A", ":");
-            if host.contains(':') && !host.starts_with("localhost:") {
-                return Err(IdentityError::UnsupportedDid(did.to_string()));
-            }
-            let scheme = if host.starts_with("localhost") {
-                "http"
-            } else {
-                "https"
-            };
-            format!("{scheme}://{host}/.well-known/did.json")
-        } else {
-            return Err(IdentityError::UnsupportedDid(did.to_string()));
-        };
         let fetch_err = |reason: String| IdentityError::Fetch {
             did: did.to_string(),
             reason,
         };
+        let (url, http) = if did.starts_with("did:plc:") {
+            (format!("{}/{}", self.plc_url, did), self.http.clone())
+        } else if did.starts_with("did:web:") {
+            let url = did_web_url(did, self.loopback_http)?;
+            (url, self.web_http.clone().map_err(fetch_err)?)
+        } else {
+            return Err(IdentityError::UnsupportedDid(did.to_string()));
+        };
         // Read up to a stated size, within a deadline: a document is a few kilobytes.
-        let value: Value = crate::xrpc::Client::new(self.http.clone())
+        let value: Value = crate::xrpc::Client::new(http)
             .document(&url, crate::xrpc::DID_DOC_LIMIT)
             .await
-            .map_err(|e| fetch_err(e.to_string()))?;
+            .map_err(|e| match e {
+                crate::xrpc::XrpcError::Status { status, .. } if (300..400).contains(&status) => {
+                    fetch_err(format!(
+                        "{url} answered with a redirect ({status}), which is refused: a did:web \
+                         document must be served at its own address"
+                    ))
+                }
+                e => fetch_err(e.to_string()),
+            })?;
         let doc = DidDoc::parse(did, &value)?;
         if let Ok(mut cache) = self.cache.lock() {
             cache.insert(did.to_string(), (doc.clone(), Instant::now()));
@@ -222,17 +264,23 @@ impl Resolver {
                 Err(e) => reasons.push(format!("DNS: {e}")),
             }
             let url = format!("https://{handle}/.well-known/atproto-did");
-            match self.http.get(&url).send().await {
-                Ok(resp) if resp.status().is_success() => {
-                    let text = resp.text().await.unwrap_or_default();
+            // A DID is short: the answer is read up to a few kilobytes, within the deadline.
+            let client = crate::xrpc::Client::new(self.http.clone());
+            let deadline = tokio::time::Instant::now() + crate::xrpc::DEADLINE;
+            let answer = match client.send(self.http.get(&url), &url, deadline).await {
+                Ok(resp) => crate::xrpc::read_capped(resp, &url, 4096, deadline).await,
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(bytes) => {
+                    let text = String::from_utf8_lossy(&bytes);
                     let did = text.trim();
                     if did.starts_with("did:") {
                         return Ok(did.to_string());
                     }
                     reasons.push(format!("{url}: not a DID"));
                 }
-                Ok(resp) => reasons.push(format!("{url}: {}", resp.status())),
-                Err(e) => reasons.push(format!("{url}: {e}")),
+                Err(e) => reasons.push(e.to_string()),
             }
         }
         Err(IdentityError::HandleNotFound {
@@ -319,6 +367,103 @@ mod tests {
         assert_eq!(parsed.pds.as_deref(), Some("http://localhost:2583"));
         assert_eq!(parsed.signing_key, Some(key));
         assert!(DidDoc::parse("did:plc:other", &doc).is_err());
+    }
+
+    #[rstest::rstest]
+    #[case::https(
+        "did:web:example.com",
+        false,
+        Ok("https://example.com/.well-known/did.json")
+    )]
+    #[case::loopback_needs_the_setting(
+        "did:web:localhost%3A2583",
+        false,
+        Ok("https://localhost:2583/.well-known/did.json")
+    )]
+    #[case::loopback_http(
+        "did:web:127.0.0.1%3A2583",
+        true,
+        Ok("http://127.0.0.1:2583/.well-known/did.json")
+    )]
+    #[case::other_hosts_stay_https(
+        "did:web:example.com",
+        true,
+        Ok("https://example.com/.well-known/did.json")
+    )]
+    #[case::no_port_elsewhere("did:web:example.com%3A8080", true, Err(()))]
+    #[case::lookalike("did:web:localhost.evil.com%3A80", true, Err(()))]
+    #[case::empty("did:web:", true, Err(()))]
+    fn did_web_is_https_unless_loopback_http_is_allowed(
+        #[case] did: &str,
+        #[case] loopback_http: bool,
+        #[case] url: Result<&str, ()>,
+    ) {
+        assert_eq!(
+            did_web_url(did, loopback_http).map_err(|_| ()),
+            url.map(str::to_string)
+        );
+    }
+
+    /// A did:web server on loopback: `/.well-known/did.json` redirects to `/moved.json`, which
+    /// serves a valid document; `/direct/…` is not used (the path is fixed by the method).
+    async fn web_server(redirect: bool) -> String {
+        use axum::response::IntoResponse;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let did = format!("did:web:127.0.0.1%3A{port}");
+        let key = crate::crypto::SigningKey::generate_k256().public_key();
+        let doc = json!({
+            "id": did,
+            "verificationMethod": [{
+                "id": format!("{did}#atproto"), "type": "Multikey",
+                "controller": did, "publicKeyMultibase": key.to_multikey()
+            }],
+            "service": [{
+                "id": "#atproto_pds", "type": "AtprotoPersonalDataServer",
+                "serviceEndpoint": "https://pds.example.com"
+            }]
+        });
+        let moved = doc.clone();
+        let app = axum::Router::new()
+            .route(
+                "/.well-known/did.json",
+                axum::routing::get(move || async move {
+                    if redirect {
+                        axum::response::Redirect::temporary("/moved.json").into_response()
+                    } else {
+                        axum::Json(doc).into_response()
+                    }
+                }),
+            )
+            .route(
+                "/moved.json",
+                axum::routing::get(move || async move { axum::Json(moved) }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        did
+    }
+
+    #[tokio::test]
+    async fn a_did_web_redirect_is_refused() {
+        let resolver = || Resolver::new(reqwest::Client::new(), DEFAULT_PLC_URL, None);
+        let direct = web_server(false).await;
+        let doc = resolver()
+            .allow_loopback_http(true)
+            .resolve_did(&direct, true)
+            .await
+            .unwrap();
+        assert_eq!(doc.pds.as_deref(), Some("https://pds.example.com"));
+        let moved = web_server(true).await;
+        let err = resolver()
+            .allow_loopback_http(true)
+            .resolve_did(&moved, true)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("redirect") && err.contains("refused"), "{err}");
+        // Without the setting, the loopback host is asked over https (which it does not speak).
+        let err = resolver().resolve_did(&direct, true).await.unwrap_err();
+        assert!(err.to_string().contains("https://127.0.0.1"), "{err}");
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::policy::lifecycle::AckState;
 use crate::policy::Timestamp;
 use crate::session::{self, Session, SessionError};
 use crate::store::{self, Store, StoreError};
-use crate::sync::{SyncProgress, Syncer};
+use crate::sync::{FailureKind, SyncProgress, Syncer};
 use crate::verify;
 
 use super::alerts::{self, FlagFacts, FriendFacts, InvitationFacts, MemberFacts};
@@ -305,7 +305,7 @@ impl Engine {
                 detected_at: f.detected_at,
             });
         }
-        let mut no_room: Option<String> = None;
+        let mut no_room: Option<FailureKind> = None;
         let st = self.inner.node.state();
         let notifications = self.live().notifications.clone();
         let mut holders: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -345,12 +345,13 @@ impl Engine {
                 FriendState::Ok
             };
             let last = parse_time(r.last_sync_at.as_deref());
+            let kind = r.error_code.as_deref().and_then(FailureKind::parse);
             let problem = (state == FriendState::Failing)
                 .then(|| r.error.clone())
                 .flatten()
-                .map(|e| plain_error(&humanize(&e, &names)));
-            if let Some(p) = problem.as_deref().filter(|p| is_no_room(p)) {
-                no_room.get_or_insert_with(|| p.to_string());
+                .map(|e| plain_error(kind, &humanize(&e, &names)));
+            if let Some(k) = kind.filter(|k| state == FriendState::Failing && k.is_no_room()) {
+                no_room.get_or_insert(k);
             }
             per_friend.push(StorageItem {
                 name: name.clone(),
@@ -1352,6 +1353,10 @@ impl Engine {
                 tracing::warn!(%did, %error, "backup failed");
                 self.changed();
             }
+            NodeEvent::FlagRaised { did, flag } => {
+                tracing::warn!(%did, kind = %flag.kind, "{}", flag.detail);
+                self.changed();
+            }
             NodeEvent::RoundFinished { report } => {
                 for w in &report.warnings {
                     tracing::warn!("{w}");
@@ -1676,15 +1681,15 @@ fn history_error(e: history::HistoryError) -> AppError {
     }
 }
 
-/// A backup that did not fit (the storage limit, or a full disk).
-fn is_no_room(e: &str) -> bool {
-    e.contains("storage limit") || e.contains("disk holding your backups is nearly full")
-}
-
-/// What the storage section says about the limit: nothing while there is room.
-fn storage_limit_text(used: u64, limit: Option<u64>, no_room: Option<String>) -> Option<String> {
+/// What the storage section says about the limit: nothing while there is room. `no_room` is
+/// the kind of a backup that did not fit, if one did not.
+fn storage_limit_text(
+    used: u64,
+    limit: Option<u64>,
+    no_room: Option<FailureKind>,
+) -> Option<String> {
     match (limit, no_room) {
-        (_, Some(e)) if e.contains("disk holding") => Some(
+        (_, Some(FailureKind::DiskFull)) => Some(
             "The disk is full: some backups are waiting for room. Free some space on it, or move the copies to a larger disk in Settings."
                 .into(),
         ),
@@ -1703,17 +1708,15 @@ fn storage_limit_text(used: u64, limit: Option<u64>, no_room: Option<String>) ->
     }
 }
 
-/// An engine error, shortened for a friend's card.
-fn plain_error(e: &str) -> String {
-    let lower = e.to_lowercase();
-    if is_no_room(e) {
-        e.to_string()
-    } else if lower.contains("connect") || lower.contains("network") || lower.contains("dns") {
-        "their server can't be reached right now".into()
-    } else if lower.contains("signature") || lower.contains("does not match") {
-        "their server sent data that failed verification; your copy was kept".into()
-    } else {
-        e.chars().take(200).collect()
+/// A failed backup's message, shortened for a friend's card by the kind of failure (a row
+/// written before kinds were kept has none: its message is shown as it is).
+fn plain_error(kind: Option<FailureKind>, e: &str) -> String {
+    match kind {
+        Some(FailureKind::Unreachable) => "their server can't be reached right now".into(),
+        Some(FailureKind::BadData) => {
+            "their server sent data that failed verification; your copy was kept".into()
+        }
+        _ => e.chars().take(300).collect(),
     }
 }
 
@@ -2045,15 +2048,28 @@ mod tests {
         assert!(storage_limit_text(100, Some(100), None)
             .unwrap()
             .contains("limit of 100 bytes is reached"));
-        let full = storage_limit_text(
-            1,
-            None,
-            Some("the disk holding your backups is nearly full: …".into()),
-        )
-        .unwrap();
+        let full = storage_limit_text(1, None, Some(FailureKind::DiskFull)).unwrap();
         assert!(full.starts_with("The disk is full"), "{full}");
+        let limit = storage_limit_text(1, Some(10), Some(FailureKind::StorageLimit)).unwrap();
+        assert!(limit.contains("limit of 10 bytes is reached"), "{limit}");
         let msg = "bob.test's backup does not fit within your storage limit: it needs about 3 MB more, and 9 MB of 10 MB is used. Nothing was changed: raise the limit in Settings, or stop backing up someone";
-        assert_eq!(plain_error(msg), msg, "kept whole");
+        assert_eq!(
+            plain_error(Some(FailureKind::StorageLimit), msg),
+            msg,
+            "kept whole"
+        );
+        // The kind decides, not the words: a message that mentions a network is not one.
+        assert_eq!(
+            plain_error(
+                Some(FailureKind::Unreachable),
+                "connection refused (os error 111)"
+            ),
+            "their server can't be reached right now"
+        );
+        assert_eq!(
+            plain_error(Some(FailureKind::Refused), "the network said no"),
+            "the network said no"
+        );
         assert_eq!(
             humanize(
                 "did:plc:bob's backup",

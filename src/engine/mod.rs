@@ -13,9 +13,13 @@
 //! - Writes hold the work lock shared ([`Node::guard`]); a move of the storage folder holds it
 //!   alone and sets `moving`, after which no pass and no action writes.
 //! - Backoff is per account: a failing account never delays another (backups run
-//!   concurrently, each with its own cancellation token).
-//! - Stop cancels every task, then waits at most [`NodeConfig::drain`] for them to end; an
-//!   interrupted backup leaves the previous verified copy (an ingest is one transaction).
+//!   concurrently).
+//! - Every op is a task with its own child cancellation token (each backup, a verification
+//!   round, publishing, health, a collection). Stop cancels them all, then waits at most
+//!   [`NodeConfig::drain`]; an interrupted op leaves whole data behind (every store write is one
+//!   transaction: an interrupted backup keeps the previous verified copy).
+//! - Screens and tools act on kinds ([`crate::sync::FailureKind`], stored beside each failed
+//!   backup's message), never on the words of a message.
 
 pub mod plan;
 mod work;
@@ -62,6 +66,8 @@ pub struct NodeConfig {
     /// How long a PDS may stay unreachable before it counts as gone, outside circles (default
     /// a day; the circles' offline grace period wins where one applies).
     pub pds_grace: Option<Duration>,
+    /// The disk's free space as the caller states it, in bytes (None: measured).
+    pub free_space: Option<u64>,
 }
 
 impl NodeConfig {
@@ -77,6 +83,7 @@ impl NodeConfig {
             on_battery: None,
             drain: Duration::from_secs(10),
             pds_grace: None,
+            free_space: None,
         }
     }
 }
@@ -116,7 +123,15 @@ pub enum NodeEvent {
     SyncFailed {
         did: String,
         error: String,
+        /// The kind of failure (what screens act on; `error` says it in words).
+        kind: crate::sync::FailureKind,
         retry_at: Timestamp,
+    },
+    /// A backup found an upstream event that may mean loss (the account gone, history
+    /// rewritten, a mass deletion, a new key); the last good state is kept.
+    FlagRaised {
+        did: String,
+        flag: crate::history::Flag,
     },
     RoundFinished {
         report: Box<RoundReport>,
@@ -242,6 +257,7 @@ impl Node {
         if let Some(grace) = config.pds_grace {
             syncer.pds_grace = grace;
         }
+        syncer.free_space = config.free_space;
         let mut circles = Circles::new(syncer);
         if let Some(every) = config.publish_interval {
             circles.rate = crate::group::plan::PublishRate::every(every);

@@ -37,24 +37,34 @@ impl Node {
                 self.sync_all(&ops[start..i]).await;
                 continue;
             }
-            match &ops[i] {
-                Op::RefreshCircles { discover } => self.refresh_circles(*discover).await,
-                Op::Verify { all, self_check } => {
-                    let peer = opts.peer.clone().or_else(|| self.schedule().peer);
-                    self.verify_round(*all, *self_check, peer).await
-                }
-                Op::Publish => self.publish().await,
-                Op::Health => self.evaluate_health().await,
-                Op::CollectGarbage => {
-                    if let Err(text) = self.collect_garbage_now().await {
-                        self.emit(NodeEvent::Warning {
-                            text: format!("removing old versions failed: {text}"),
-                        });
-                    }
-                }
-                Op::Sync { .. } => {}
+            // Each op is a task of its own: stopping the node ends it where it is (what it
+            // wrote is whole: every store write is one transaction).
+            let token = self.stop_token().child_token();
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = self.act_one(&ops[i], opts) => {}
             }
             i += 1;
+        }
+    }
+
+    async fn act_one(&self, op: &Op, opts: &PassOptions) {
+        match op {
+            Op::RefreshCircles { discover } => self.refresh_circles(*discover).await,
+            Op::Verify { all, self_check } => {
+                let peer = opts.peer.clone().or_else(|| self.schedule().peer);
+                self.verify_round(*all, *self_check, peer).await
+            }
+            Op::Publish => self.publish().await,
+            Op::Health => self.evaluate_health().await,
+            Op::CollectGarbage => {
+                if let Err(text) = self.collect_garbage_now().await {
+                    self.emit(NodeEvent::Warning {
+                        text: format!("removing old versions failed: {text}"),
+                    });
+                }
+            }
+            Op::Sync { did } => self.sync_one(did).await,
         }
     }
 
@@ -103,7 +113,9 @@ impl Node {
         if let Some(grace) = self.pds_grace() {
             syncer.pds_grace = grace;
         }
+        let flags_before = self.store().read(history::last_flag_id).await.ok();
         let result = syncer.sync_repo(did, &report).await;
+        self.tell_new_flags(did, flags_before).await;
         let schedule = self.schedule();
         let mut st = self.state_mut();
         st.progress.remove(did);
@@ -123,12 +135,32 @@ impl Node {
                 NodeEvent::SyncFailed {
                     did: did.to_string(),
                     error: e.to_string(),
+                    kind: e.kind(),
                     retry_at: b.retry_at,
                 }
             }
         };
         drop(st);
         self.emit(event);
+    }
+
+    /// Tells the flags this account's backup raised (after the flag `before`).
+    async fn tell_new_flags(&self, did: &str, before: Option<i64>) {
+        let Some(before) = before else {
+            return;
+        };
+        let d = did.to_string();
+        let raised = self
+            .store()
+            .read(move |c| history::flags_after(c, &d, before))
+            .await
+            .unwrap_or_default();
+        for flag in raised {
+            self.emit(NodeEvent::FlagRaised {
+                did: did.to_string(),
+                flag,
+            });
+        }
     }
 
     /// The grace period the circles in force give a PDS that does not answer.

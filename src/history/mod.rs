@@ -236,6 +236,26 @@ pub fn open_flags(conn: &Connection) -> Result<Vec<(String, Option<String>, Flag
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// The newest flag's id (0 when there is none): what [`flags_after`] counts from.
+pub fn last_flag_id(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(
+        conn.query_row("SELECT coalesce(max(id), 0) FROM upstream_flags", [], |r| {
+            r.get(0)
+        })?,
+    )
+}
+
+/// The flags of one account raised after the flag `after` (see [`last_flag_id`]), oldest first.
+pub fn flags_after(conn: &Connection, did: &str, after: i64) -> Result<Vec<Flag>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT f.id, f.kind, f.detected_at, f.detail, f.good_rev, f.cleared_at
+         FROM upstream_flags f JOIN repos r ON r.id = f.repo_id
+         WHERE r.did = ?1 AND f.id > ?2 ORDER BY f.id",
+    )?;
+    let rows = stmt.query_map(params![did, after], flag_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// The state a restore uses.
 #[derive(Clone, Debug, Serialize)]
 pub struct Picked {

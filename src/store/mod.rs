@@ -197,10 +197,12 @@ pub struct RepoRow {
     pub upstream_status: Option<String>,
     pub state: String,
     pub error: Option<String>,
+    /// The kind of the last failure (`sync::FailureKind`), while `state` is "error".
+    pub error_code: Option<String>,
 }
 
 const REPO_COLUMNS: &str = "id, did, handle, pds, head, rev, data, records, blocks, bytes, \
-     last_sync_at, upstream_status, state, error";
+     last_sync_at, upstream_status, state, error, error_code";
 
 fn cid_text(bytes: Option<Vec<u8>>) -> Option<String> {
     bytes.and_then(|b| cid::Cid::try_from(b.as_slice()).ok().map(|c| c.to_string()))
@@ -222,6 +224,7 @@ fn repo_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RepoRow> {
         upstream_status: row.get(11)?,
         state: row.get(12)?,
         error: row.get(13)?,
+        error_code: row.get(14)?,
     })
 }
 
@@ -289,8 +292,25 @@ pub fn set_repo_state(
     error: Option<&str>,
 ) -> Result<(), StoreError> {
     conn.execute(
-        "UPDATE repos SET state = ?2, error = ?3, last_attempt_at = ?4 WHERE did = ?1",
+        "UPDATE repos SET state = ?2, error = ?3, error_code = NULL, last_attempt_at = ?4
+         WHERE did = ?1",
         rusqlite::params![did, state, error, now_text()],
+    )?;
+    Ok(())
+}
+
+/// Records a failed sync attempt: its message and the kind of failure (a stable code that
+/// screens act on; see `sync::FailureKind`).
+pub fn set_repo_failed(
+    conn: &Connection,
+    did: &str,
+    message: &str,
+    code: &str,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE repos SET state = 'error', error = ?2, error_code = ?3, last_attempt_at = ?4
+         WHERE did = ?1",
+        rusqlite::params![did, message, code, now_text()],
     )?;
     Ok(())
 }
@@ -306,7 +326,7 @@ pub fn set_upstream_status(conn: &Connection, did: &str, status: &str) -> Result
 pub fn mark_synced(conn: &Connection, did: &str) -> Result<(), StoreError> {
     let now = now_text();
     conn.execute(
-        "UPDATE repos SET state = 'synced', error = NULL, last_sync_at = ?2, last_attempt_at = ?2
+        "UPDATE repos SET state = 'synced', error = NULL, error_code = NULL, last_sync_at = ?2, last_attempt_at = ?2
          WHERE did = ?1",
         rusqlite::params![did, now],
     )?;

@@ -209,6 +209,9 @@ const MIGRATIONS: &[&str] = &[
         cleared_at TEXT
     );
     CREATE INDEX upstream_flags_by_repo ON upstream_flags (repo_id, cleared_at);",
+    // 5: the kind of a failed sync beside its message (`sync::FailureKind`), so screens act on
+    // a code and never search the words.
+    "ALTER TABLE repos ADD COLUMN error_code TEXT;",
 ];
 
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

@@ -13,16 +13,7 @@ use super::StoreError;
 pub const RESERVE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Free bytes for this user on the filesystem holding `dir` (None where unknown).
-///
-/// `P2PDS_FREE_SPACE` (bytes) stands in for the measured figure: a full disk cannot be
-/// produced on demand without privileges, and the tests use it to show what a full disk does.
 pub fn free_space(dir: &Path) -> Option<u64> {
-    if let Some(bytes) = std::env::var("P2PDS_FREE_SPACE")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        return Some(bytes);
-    }
     #[cfg(unix)]
     {
         let s = rustix::fs::statvfs(dir).ok()?;
@@ -78,11 +69,16 @@ pub enum NoRoom {
 }
 
 impl Room {
-    pub fn measure(conn: &Connection, dir: &Path) -> Result<Self, StoreError> {
+    /// The room left: `free` is the disk's free space when the caller knows it better than a
+    /// measurement (a full disk cannot be made on demand, so the command line lets a test say
+    /// it); None measures the disk holding `dir`.
+    pub fn measure(conn: &Connection, dir: &Path, free: Option<u64>) -> Result<Self, StoreError> {
         let limits = super::settings::limits(conn)?;
         let used = used_bytes(conn)?;
         Ok(Room {
-            disk: free_space(dir).map(|f| f.saturating_sub(RESERVE_BYTES)),
+            disk: free
+                .or_else(|| free_space(dir))
+                .map(|f| f.saturating_sub(RESERVE_BYTES)),
             limit: limits
                 .storage_limit_bytes
                 .map(|l| (l.saturating_sub(used), l, used)),

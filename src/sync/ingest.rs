@@ -342,7 +342,7 @@ fn ingest(
     tx.execute(
         "UPDATE repos SET head = ?2, rev = ?3, data = ?4, records = ?5,
             blocks = blocks + ?6, bytes = bytes + ?7,
-            state = 'synced', error = NULL, last_sync_at = ?8, last_attempt_at = ?8
+            state = 'synced', error = NULL, error_code = NULL, last_sync_at = ?8, last_attempt_at = ?8
          WHERE id = ?1",
         rusqlite::params![
             repo_id,

@@ -85,7 +85,90 @@ pub enum SyncError {
     },
 }
 
+/// What kind of failure a backup met, kept beside its message so screens and tools act on the
+/// kind, never on the words. Stored as text (`repos.error_code`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The account's server or its identity directory could not be reached, or answered late.
+    Unreachable,
+    /// The server answered with an error.
+    Refused,
+    /// What the server sent failed verification (or was too large); the previous copy was kept.
+    BadData,
+    /// The account is deactivated, taken down or deleted on its server.
+    Gone,
+    /// The identity document is missing what a backup needs, or is invalid.
+    Identity,
+    /// The disk holding the backups is nearly full.
+    DiskFull,
+    /// The user's storage limit is reached.
+    StorageLimit,
+    /// The local copy is damaged and the repair from the server failed.
+    Damaged,
+    /// Anything else (the store, a local file).
+    Local,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unreachable => "unreachable",
+            Self::Refused => "refused",
+            Self::BadData => "bad_data",
+            Self::Gone => "gone",
+            Self::Identity => "identity",
+            Self::DiskFull => "disk_full",
+            Self::StorageLimit => "storage_limit",
+            Self::Damaged => "damaged",
+            Self::Local => "local",
+        }
+    }
+
+    /// The kind a stored code names (None for an unknown or missing code).
+    pub fn parse(code: &str) -> Option<Self> {
+        [
+            Self::Unreachable,
+            Self::Refused,
+            Self::BadData,
+            Self::Gone,
+            Self::Identity,
+            Self::DiskFull,
+            Self::StorageLimit,
+            Self::Damaged,
+            Self::Local,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == code)
+    }
+
+    /// A backup that did not fit (the storage limit, or a full disk).
+    pub fn is_no_room(self) -> bool {
+        matches!(self, Self::DiskFull | Self::StorageLimit)
+    }
+}
+
 impl SyncError {
+    /// The kind of failure, for screens and tools.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            Self::Network { .. } => FailureKind::Unreachable,
+            Self::Http { status, .. } if *status >= 500 => FailureKind::Unreachable,
+            Self::Http { .. } => FailureKind::Refused,
+            Self::Identity(e) if e.is_retryable() => FailureKind::Unreachable,
+            Self::Identity(_) | Self::NoPds { .. } | Self::NoKey { .. } => FailureKind::Identity,
+            Self::Answer(crate::xrpc::XrpcError::Timeout { .. }) => FailureKind::Unreachable,
+            Self::Answer(_) | Self::Ingest(_) | Self::Proof { .. } => FailureKind::BadData,
+            Self::Upstream { .. } => FailureKind::Gone,
+            Self::DiskFull { .. } => FailureKind::DiskFull,
+            Self::StorageLimit { .. } => FailureKind::StorageLimit,
+            Self::Damaged { .. } => FailureKind::Damaged,
+            Self::Store(_) | Self::Io(_) | Self::NotBackedUp(_) | Self::NotHeld(_) => {
+                FailureKind::Local
+            }
+        }
+    }
+
     /// Worth trying again later (as opposed to bad data that will stay bad).
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -166,6 +249,8 @@ pub struct Syncer {
     pub data_dir: PathBuf,
     /// How long an account's PDS may stay unreachable before it is flagged as gone.
     pub pds_grace: std::time::Duration,
+    /// The disk's free space as the caller states it (None: measured). See `Room::measure`.
+    pub free_space: Option<u64>,
 }
 
 impl Syncer {
@@ -181,6 +266,7 @@ impl Syncer {
             resolver,
             data_dir: data_dir.to_path_buf(),
             pds_grace: loss::default_pds_grace(),
+            free_space: None,
         }
     }
 
@@ -210,9 +296,9 @@ impl Syncer {
             }
         }
         if let Err(e) = &result {
-            let (did, msg) = (did.to_string(), e.to_string());
+            let (did, msg, kind) = (did.to_string(), e.to_string(), e.kind());
             self.store
-                .write(move |c| store::set_repo_state(c, &did, "error", Some(&msg)))
+                .write(move |c| store::set_repo_failed(c, &did, &msg, kind.as_str()))
                 .await??;
         }
         result
@@ -480,10 +566,10 @@ impl Syncer {
 
     /// What may still be written (free disk space, the storage limit).
     pub async fn room(&self) -> Result<crate::store::space::Room, SyncError> {
-        let dir = self.data_dir.clone();
+        let (dir, free) = (self.data_dir.clone(), self.free_space);
         Ok(self
             .store
-            .read(move |c| crate::store::space::Room::measure(c, &dir))
+            .read(move |c| crate::store::space::Room::measure(c, &dir, free))
             .await?)
     }
 

@@ -667,10 +667,10 @@ pub async fn repair_repo(syncer: &Syncer, did: &str) -> Result<Repair, SyncError
                 missing,
                 source: Box::new(source),
             };
-            let (d, msg) = (did.to_string(), err.to_string());
+            let (d, msg, kind) = (did.to_string(), err.to_string(), err.kind());
             syncer
                 .store
-                .write(move |c| store::set_repo_state(c, &d, "error", Some(&msg)))
+                .write(move |c| store::set_repo_failed(c, &d, &msg, kind.as_str()))
                 .await??;
             tracing::warn!(%did, error = %err, "self-repair failed");
             return Err(err);

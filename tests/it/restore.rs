@@ -533,7 +533,13 @@ async fn upstream_loss_is_flagged_and_the_copy_kept() {
     // Deactivated: flagged, the copy kept; active again: cleared.
     let (_, rev) = carol.latest_commit().await.unwrap();
     carol.deactivate().await.unwrap();
-    run(bed, node, &["sync", "--once"]).await;
+    let out = run(bed, node, &["sync", "--once"]).await;
+    // The pass tells the flag as it is raised (the node's FlagRaised event).
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!("{}: flagged:", carol.handle)) && said.contains("deactivated"),
+        "{said}"
+    );
     let history = run_json(bed, node, &["history", &carol.did, "--json"]).await;
     assert_eq!(
         open_flags(&history),
@@ -588,6 +594,7 @@ async fn upstream_loss_is_flagged_and_the_copy_kept() {
         held["records"], 3,
         "the copy held stays as it was: {status}"
     );
+    assert_eq!(held["errorCode"], "storage_limit", "{status}");
     run(bed, node, &["storage", "--no-limit"]).await;
 
     // A full disk: found before writing, said in words, the copy kept.
@@ -621,6 +628,7 @@ async fn upstream_loss_is_flagged_and_the_copy_kept() {
         held["records"], 3,
         "the copy held stays as it was: {status}"
     );
+    assert_eq!(held["errorCode"], "disk_full", "{status}");
     run(bed, node, &["sync", "--once"]).await;
     let status = run_json(bed, node, &["status", "--json"]).await;
     let held = status["repos"]

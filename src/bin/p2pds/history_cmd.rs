@@ -304,18 +304,20 @@ pub async fn storage(
             .write(move |c| history::set_storage_limit(c, bytes))
             .await??;
     }
-    let dir = syncer.data_dir.clone();
+    let (dir, free) = (syncer.data_dir.clone(), syncer.free_space);
     let (limits, used, room) = syncer
         .store
         .read(move |c| {
             Ok((
                 history::limits(c)?,
                 space::used_bytes(c)?,
-                space::Room::measure(c, &dir)?,
+                space::Room::measure(c, &dir, free)?,
             ))
         })
         .await?;
-    let free = space::free_space(&syncer.data_dir);
+    let free = syncer
+        .free_space
+        .or_else(|| space::free_space(&syncer.data_dir));
     if json {
         println!(
             "{}",

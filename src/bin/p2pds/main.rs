@@ -329,11 +329,19 @@ fn open(cli: &Cli) -> anyhow::Result<Ctx> {
     if let Some(grace) = pds_grace_from_env() {
         syncer.pds_grace = grace;
     }
+    syncer.free_space = free_space_from_env();
     Ok(Ctx {
         data_dir,
         store,
         syncer,
     })
+}
+
+/// `P2PDS_FREE_SPACE` (bytes) stands in for the disk's measured free space: a full disk
+/// cannot be produced on demand without privileges, and the tests use it to show what a full
+/// disk does.
+fn free_space_from_env() -> Option<u64> {
+    std::env::var("P2PDS_FREE_SPACE").ok()?.parse().ok()
 }
 
 /// `P2PDS_PDS_GRACE` (e.g. `90s`, `2h`): how long a PDS may stay unreachable before it counts
@@ -592,7 +600,8 @@ async fn status(ctx: &Ctx, json: bool) -> anyhow::Result<i32> {
                     "did": r.did, "handle": r.handle, "rev": r.rev, "commit": r.head,
                     "records": r.records, "blocks": r.blocks, "bytes": r.bytes,
                     "blobs": blobs, "blobBytes": blob_bytes, "lastSyncAt": r.last_sync_at,
-                    "state": r.state, "error": r.error, "upstreamStatus": r.upstream_status,
+                    "state": r.state, "error": r.error, "errorCode": r.error_code,
+                    "upstreamStatus": r.upstream_status,
                     "flags": flags_of(&r.did),
                 })
             })

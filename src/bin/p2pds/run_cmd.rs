@@ -31,6 +31,7 @@ pub fn open(
         }
     }
     config.pds_grace = crate::pds_grace_from_env();
+    config.free_space = crate::free_space_from_env();
     if let Ok(text) = std::env::var("P2PDS_CHALLENGE_TTL") {
         let d =
             PolicyDuration::parse(&text).with_context(|| format!("P2PDS_CHALLENGE_TTL={text}"))?;
@@ -169,6 +170,7 @@ impl Log {
                 did,
                 error,
                 retry_at,
+                ..
             } => {
                 self.done(&did);
                 self.failed += 1;
@@ -176,6 +178,9 @@ impl Log {
                     "{}: sync failed: {error} (next try after {retry_at})",
                     self.name(&did)
                 );
+            }
+            NodeEvent::FlagRaised { did, flag } => {
+                eprintln!("{}: flagged: {}", self.name(&did), flag.detail);
             }
             NodeEvent::CirclesRefreshed { warnings } => {
                 for w in warnings {
