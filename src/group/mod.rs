@@ -785,6 +785,7 @@ impl Circles {
     /// circle needs) when asked.
     async fn end_duties(&self, uri: &str, copies: Copies) -> Result<CopiesOutcome, GroupError> {
         let uri = uri.to_string();
+        let blobs = self.syncer.blob_dir();
         Ok(self
             .syncer
             .store
@@ -803,6 +804,9 @@ impl Circles {
                         store::remove_repo(c, &s.did)?;
                     }
                     out.push((s.did, delete));
+                }
+                if out.iter().any(|(_, deleted)| *deleted) {
+                    store::blobfiles::remove_unreferenced(c, &blobs)?;
                 }
                 db::remove_subjects(c, &uri)?;
                 Ok::<_, StoreError>(out)

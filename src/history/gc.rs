@@ -291,6 +291,10 @@ pub fn plan(conn: &Connection, blob_dir: &Path, opts: &GcOptions) -> Result<GcRe
         report.blob_files_removed += 1;
         report.blob_bytes_removed += file_size(blob_dir, &cid);
     }
+    for (_, bytes) in crate::store::blobfiles::unreferenced(conn, blob_dir)? {
+        report.blob_files_removed += 1;
+        report.blob_bytes_removed += bytes;
+    }
     report.reclaimable_bytes = report.bytes_removed + report.blob_bytes_removed;
     Ok(report)
 }
@@ -371,6 +375,10 @@ pub fn run(
         .into_iter()
         .map(|c| (c, HashSet::new()))
         .collect();
+    // Files no account names at all (an account removed mid-download, a crash's leftovers).
+    let (files, bytes) = crate::store::blobfiles::remove_unreferenced(conn, blob_dir)?;
+    report.blob_files_removed += files;
+    report.blob_bytes_removed += bytes;
     for cid in orphan_files(conn, &removed)? {
         let path = crate::store::blob_path(blob_dir, &cid);
         let size = file_size(blob_dir, &cid);

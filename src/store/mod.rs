@@ -12,6 +12,7 @@ use std::thread;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
+pub mod blobfiles;
 pub mod lock;
 pub mod schema;
 pub mod settings;
@@ -263,6 +264,36 @@ pub fn add_repo(
         )?;
     }
     Ok(n == 1)
+}
+
+/// Updates what an account's identity says (its handle, its PDS); false when the account is
+/// not backed up. A sync uses this, never [`add_repo`]: an account removed while its backup
+/// was under way stays removed.
+pub fn update_repo_identity(
+    conn: &Connection,
+    did: &str,
+    handle: Option<&str>,
+    pds: Option<&str>,
+) -> Result<bool, StoreError> {
+    let n = conn.execute(
+        "UPDATE repos SET handle = coalesce(?2, handle), pds = coalesce(?3, pds) WHERE did = ?1",
+        rusqlite::params![did, handle, pds],
+    )?;
+    Ok(n == 1)
+}
+
+/// Removes an account and everything held for it, then deletes the blob files no other
+/// account names; returns false when unknown.
+pub fn remove_repo_and_files(
+    conn: &mut Connection,
+    did: &str,
+    blob_dir: &Path,
+) -> Result<bool, StoreError> {
+    if !remove_repo(conn, did)? {
+        return Ok(false);
+    }
+    blobfiles::remove_unreferenced(conn, blob_dir)?;
+    Ok(true)
 }
 
 /// Removes an account and everything held for it; returns false when unknown.

@@ -212,6 +212,10 @@ const MIGRATIONS: &[&str] = &[
     // 5: the kind of a failed sync beside its message (`sync::FailureKind`), so screens act on
     // a code and never search the words.
     "ALTER TABLE repos ADD COLUMN error_code TEXT;",
+    // 6: a blob that could not be fetched or failed to verify is tried again on later syncs,
+    // less and less often (see `sync::blobs`).
+    "ALTER TABLE blobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE blobs ADD COLUMN retry_at TEXT;",
 ];
 
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

@@ -2,9 +2,19 @@
 //! hashed against their CID, stored content-addressed as files named by CID.
 //!
 //! Resumable: the `blobs` table remembers which are stored, so a pass picks up
-//! where the last stopped. A blob whose bytes do not match is recorded as bad
-//! and skipped; it never stops the account's sync. Files are written to a
-//! temporary name, synced, then renamed, so a crash leaves no half blob.
+//! where the last stopped. A blob that could not be fetched, or whose bytes do not match
+//! (wrong, too big, cut off), is recorded with its reason and tried again on later syncs,
+//! less and less often ([`retry_after`]); it never stops the account's sync, and the report
+//! says how many are still waiting. Files are written to a temporary name, synced, then
+//! renamed, so a crash leaves no half blob. An account removed during its sync stays removed:
+//! its blob rows are never written back.
+
+/// How long after its `attempts`-th failure a blob is tried again: 15 minutes, doubling,
+/// at most a day.
+pub fn retry_after(attempts: u32) -> std::time::Duration {
+    let minutes = 15u64.saturating_mul(1u64 << attempts.saturating_sub(1).min(16));
+    std::time::Duration::from_secs(minutes.min(24 * 60) * 60)
+}
 
 use cid::Cid;
 use futures_util::StreamExt;
@@ -25,6 +35,9 @@ pub struct BlobReport {
     pub fetched: u64,
     pub bad: u64,
     pub failed: u64,
+    /// Blobs of the account not held after this sync (failed now or earlier, waiting for
+    /// their next try).
+    pub waiting: u64,
 }
 
 #[derive(Deserialize)]
@@ -62,11 +75,18 @@ pub async fn sync_blobs(
     }
     report.listed = listed.len() as u64;
     let d = did.to_string();
-    let missing: Vec<String> = syncer
+    let now = now_text();
+    let missing: Option<Vec<String>> = syncer
         .store
-        .write(move |conn| -> Result<Vec<String>, rusqlite::Error> {
+        .write(move |conn| -> Result<Option<Vec<String>>, rusqlite::Error> {
+            use rusqlite::OptionalExtension;
             let tx = conn.transaction()?;
-            let repo_id: i64 = tx.query_row("SELECT id FROM repos WHERE did = ?1", [&d], |r| r.get(0))?;
+            let Some(repo_id) = tx
+                .query_row("SELECT id FROM repos WHERE did = ?1", [&d], |r| r.get::<_, i64>(0))
+                .optional()?
+            else {
+                return Ok(None);
+            };
             {
                 let mut ins = tx.prepare(
                     "INSERT INTO blobs (repo_id, cid, state, updated_at) VALUES (?1, ?2, 'missing', ?3)
@@ -76,16 +96,23 @@ pub async fn sync_blobs(
                     ins.execute(params![repo_id, cid, now_text()])?;
                 }
             }
-            let mut q = tx.prepare("SELECT cid FROM blobs WHERE repo_id = ?1 AND state = 'missing' ORDER BY cid")?;
+            // Never fetched, and those whose last try failed once their wait is over.
+            let mut q = tx.prepare(
+                "SELECT cid FROM blobs WHERE repo_id = ?1 AND state IN ('missing', 'bad')
+                   AND (retry_at IS NULL OR retry_at <= ?2) ORDER BY cid",
+            )?;
             let missing = q
-                .query_map([repo_id], |r| r.get(0))?
+                .query_map(params![repo_id, now], |r| r.get(0))?
                 .collect::<Result<Vec<String>, _>>()?;
             drop(q);
             tx.commit()?;
-            Ok(missing)
+            Ok(Some(missing))
         })
         .await?
         .map_err(crate::store::StoreError::from)?;
+    let Some(missing) = missing else {
+        return Err(SyncError::NotBackedUp(did.to_string()));
+    };
 
     let dir = syncer.blob_dir();
     tokio::fs::create_dir_all(&dir).await?;
@@ -126,19 +153,61 @@ pub async fn sync_blobs(
             }
         };
         let (d, c, s, e) = (did.to_string(), cid.clone(), state.to_string(), error);
-        syncer
+        let dir = dir.clone();
+        let still_held = syncer
             .store
-            .write(move |conn| {
+            .write(move |conn| -> Result<bool, crate::store::StoreError> {
+                use rusqlite::OptionalExtension;
+                let which = "repo_id = (SELECT id FROM repos WHERE did = ?1) AND cid = ?2";
+                let attempts: Option<u32> = conn
+                    .query_row(
+                        &format!("SELECT attempts FROM blobs WHERE {which}"),
+                        params![d, c],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let Some(attempts) = attempts else {
+                    // The account was removed meanwhile: what was just written goes too.
+                    crate::store::blobfiles::remove_unreferenced(conn, &dir)?;
+                    return Ok(false);
+                };
+                let (attempts, retry_at) = if e.is_some() {
+                    let wait =
+                        chrono::Duration::from_std(retry_after(attempts + 1)).unwrap_or_default();
+                    let at = (chrono::Utc::now() + wait)
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                    (attempts + 1, Some(at))
+                } else {
+                    (0, None)
+                };
                 conn.execute(
-                    "UPDATE blobs SET state = ?3, size = ?4, error = ?5, updated_at = ?6
-                     WHERE repo_id = (SELECT id FROM repos WHERE did = ?1) AND cid = ?2",
-                    params![d, c, s, size, e, now_text()],
-                )
+                    &format!(
+                        "UPDATE blobs SET state = ?3, size = ?4, error = ?5, updated_at = ?6,
+                           attempts = ?7, retry_at = ?8 WHERE {which}"
+                    ),
+                    params![d, c, s, size, e, now_text(), attempts, retry_at],
+                )?;
+                Ok(true)
             })
-            .await?
-            .map_err(crate::store::StoreError::from)?;
+            .await??;
+        if !still_held {
+            return Err(SyncError::NotBackedUp(did.to_string()));
+        }
     }
     progress(SyncProgress::Blobs { done: total, total });
+    let d = did.to_string();
+    report.waiting = syncer
+        .store
+        .read(move |conn| {
+            Ok(conn.query_row(
+                "SELECT count(*) FROM blobs
+                 WHERE repo_id = (SELECT id FROM repos WHERE did = ?1) AND state != 'stored'",
+                [d],
+                |r| r.get::<_, i64>(0),
+            )?)
+        })
+        .await?
+        .max(0) as u64;
     Ok(report)
 }
 

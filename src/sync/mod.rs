@@ -330,12 +330,17 @@ impl Syncer {
         {
             let (d, h, p) = (did.to_string(), doc.handle.clone(), pds.clone());
             let key = doc.signing_key.as_ref().map(|k| k.to_did_key());
-            self.store
+            let held = self
+                .store
                 .write(move |c| {
                     loss::observe_identity(c, &d, &p, key.as_deref())?;
-                    store::add_repo(c, &d, h.as_deref(), Some(&p))
+                    store::update_repo_identity(c, &d, h.as_deref(), Some(&p))
                 })
                 .await??;
+            if !held {
+                // Removed while its identity was looked up: it stays removed.
+                return Err(SyncError::NotBackedUp(did.to_string()));
+            }
         }
         let mut report = SyncReport {
             did: did.to_string(),

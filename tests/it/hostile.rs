@@ -28,6 +28,8 @@ struct FakeState {
     blobs: HashMap<String, Vec<u8>>,
     /// listBlobs answers the same page with the same cursor, forever.
     endless_cursor: bool,
+    /// The DID document is held back until the gate opens (`asked` is told when it is asked).
+    gate: Option<(Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>)>,
 }
 
 type Shared = Arc<Mutex<FakeState>>;
@@ -39,6 +41,11 @@ struct Fake {
 }
 
 async fn did_doc(State(s): State<Shared>, Path(_did): Path<String>) -> Json<Value> {
+    let gate = s.lock().unwrap().gate.clone();
+    if let Some((asked, open)) = gate {
+        asked.notify_one();
+        open.notified().await;
+    }
     Json(s.lock().unwrap().doc.clone())
 }
 
@@ -408,6 +415,155 @@ async fn a_bad_blob_is_recorded_and_skipped_not_fatal() {
     let held = std::fs::read(node.syncer.blob_dir().join(&good_cid)).unwrap();
     assert_eq!(held, b"a real image");
     assert!(!node.syncer.blob_dir().join(&claimed).exists());
+}
+
+#[tokio::test]
+async fn a_bad_blob_is_tried_again_later_then_kept() {
+    let (fake, node, mut builder, _) = with_good_copy().await;
+    let good = b"the real picture".to_vec();
+    let cid = cid_for(RAW, &good).to_string();
+    fake.state
+        .lock()
+        .unwrap()
+        .blobs
+        .insert(cid.clone(), b"a cut-off pic".to_vec());
+    posts(&mut builder, 50, 1);
+    fake.serve(&builder.build(&tid::now(0)));
+    let first = node.syncer.sync_repo(&fake.did, &|_| {}).await.unwrap();
+    assert_eq!((first.blobs.bad, first.blobs.waiting), (1, 1));
+    // The server is fixed, but the next try waits (backoff): the sync says one is waiting.
+    fake.state.lock().unwrap().blobs.insert(cid.clone(), good);
+    let soon = node.syncer.sync_repo(&fake.did, &|_| {}).await.unwrap();
+    assert_eq!((soon.blobs.fetched, soon.blobs.bad), (0, 0));
+    assert_eq!(soon.blobs.waiting, 1, "still not held, and said so");
+    // Later (the wait over), it is fetched and kept.
+    node.syncer
+        .store
+        .write(|c| c.execute("UPDATE blobs SET retry_at = '2000-01-01T00:00:00.000Z'", []))
+        .await
+        .unwrap()
+        .unwrap();
+    let later = node.syncer.sync_repo(&fake.did, &|_| {}).await.unwrap();
+    assert_eq!((later.blobs.fetched, later.blobs.waiting), (1, 0));
+    assert_eq!(
+        std::fs::read(node.syncer.blob_dir().join(&cid)).unwrap(),
+        b"the real picture"
+    );
+}
+
+#[test]
+fn blob_retries_back_off_to_a_day() {
+    use p2pds::sync::blobs::retry_after;
+    let mins = |n| retry_after(n).as_secs() / 60;
+    assert_eq!([mins(1), mins(2), mins(3)], [15, 30, 60]);
+    assert_eq!(mins(8), 24 * 60);
+    assert_eq!(mins(u32::MAX), 24 * 60);
+}
+
+/// A removal is final: an account removed while its sync is looking up its identity is not
+/// put back by that sync, and its blob files go, except those another account still names.
+#[tokio::test]
+async fn an_account_removed_during_its_sync_stays_removed_and_its_files_go() {
+    let (fake, node, mut builder, _) = with_good_copy().await;
+    let shared_pic = b"a picture both friends posted".to_vec();
+    let own_pic = b"a picture only this friend posted".to_vec();
+    let (shared_cid, own_cid) = (
+        cid_for(RAW, &shared_pic).to_string(),
+        cid_for(RAW, &own_pic).to_string(),
+    );
+    {
+        let mut s = fake.state.lock().unwrap();
+        s.blobs.insert(shared_cid.clone(), shared_pic.clone());
+        s.blobs.insert(own_cid.clone(), own_pic);
+    }
+    posts(&mut builder, 50, 1);
+    fake.serve(&builder.build(&tid::now(0)));
+    node.syncer.sync_repo(&fake.did, &|_| {}).await.unwrap();
+    // A second friend on another server, holding the shared picture too.
+    let other_did = fresh_did();
+    let other_key = SigningKey::generate_k256();
+    let other = Fake::start(&other_did, &other_key).await;
+    let mut other_builder = RepoBuilder::new(&other_did, other_key);
+    posts(&mut other_builder, 0, 2);
+    other.serve(&other_builder.build(&tid::now(0)));
+    other
+        .state
+        .lock()
+        .unwrap()
+        .blobs
+        .insert(shared_cid.clone(), shared_pic);
+    let syncer_for = |plc: &str| {
+        let http = reqwest::Client::new();
+        let resolver = Arc::new(Resolver::new(http.clone(), plc, None));
+        Syncer::new(
+            node.syncer.store.clone(),
+            http,
+            resolver,
+            &node.syncer.data_dir,
+        )
+    };
+    let d = other_did.clone();
+    node.syncer
+        .store
+        .write(move |c| store::add_repo(c, &d, None, None))
+        .await
+        .unwrap()
+        .unwrap();
+    syncer_for(&other.url)
+        .sync_repo(&other_did, &|_| {})
+        .await
+        .unwrap();
+    let blobs = node.syncer.blob_dir();
+    assert!(blobs.join(&shared_cid).exists() && blobs.join(&own_cid).exists());
+
+    // The next sync of the first friend is held at its identity lookup (a fresh resolver:
+    // nothing cached); the account is removed meanwhile.
+    let (asked, open) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    fake.state.lock().unwrap().gate = Some((asked.clone(), open.clone()));
+    let syncer = syncer_for(&fake.url);
+    let did = fake.did.clone();
+    let running = tokio::spawn(async move { syncer.sync_repo(&did, &|_| {}).await });
+    asked.notified().await;
+    let (d, dir) = (fake.did.clone(), blobs.clone());
+    let removed = node
+        .syncer
+        .store
+        .write(move |c| store::remove_repo_and_files(c, &d, &dir))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(removed);
+    open.notify_one();
+    let err = running.await.unwrap().unwrap_err();
+    assert!(matches!(err, SyncError::NotBackedUp(_)), "{err:?}");
+    let d = fake.did.clone();
+    let row = node
+        .syncer
+        .store
+        .read(move |c| store::get_repo(c, &d))
+        .await
+        .unwrap();
+    assert_eq!(row, None, "the sync did not put the account back");
+    assert!(
+        !blobs.join(&own_cid).exists(),
+        "its own picture's file went"
+    );
+    assert!(
+        blobs.join(&shared_cid).exists(),
+        "the picture the other friend still has stays"
+    );
+    // Removing the other friend frees the shared file too.
+    let (d, dir) = (other_did.clone(), blobs.clone());
+    node.syncer
+        .store
+        .write(move |c| store::remove_repo_and_files(c, &d, &dir))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!blobs.join(&shared_cid).exists());
 }
 
 /// A PLC directory whose answer for any DID is a document that never ends (500 MB of one

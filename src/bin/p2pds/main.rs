@@ -523,13 +523,13 @@ async fn backup(ctx: &Ctx, command: &BackupCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         BackupCommand::Remove { did } => {
-            let d = did.clone();
+            let (d, blobs) = (did.clone(), ctx.syncer.blob_dir());
             if ctx
                 .store
-                .write(move |c| store::remove_repo(c, &d))
+                .write(move |c| store::remove_repo_and_files(c, &d, &blobs))
                 .await??
             {
-                println!("Stopped backing up {did} and deleted its copy.");
+                println!("Stopped backing up {did} and deleted its copy (images and files no other account names went too).");
                 Ok(0)
             } else {
                 eprintln!("{did} is not backed up.");

@@ -79,14 +79,20 @@ fn synced_words(report: &p2pds::sync::SyncReport) -> String {
         (None, _) => format!("account is {}; your copy is kept", report.upstream_status),
     };
     let b = &report.blobs;
+    let mut out = what;
     if b.fetched + b.bad + b.failed > 0 {
-        format!(
-            "{what}; blobs: {} fetched, {} bad, {} failed",
+        out += &format!(
+            "; blobs: {} fetched, {} bad, {} failed",
             b.fetched, b.bad, b.failed
-        )
-    } else {
-        what
+        );
     }
+    if b.waiting > 0 {
+        out += &format!(
+            "; {} images or files not held yet (tried again later: `p2pds status` says why)",
+            b.waiting
+        );
+    }
+    out
 }
 
 fn progress_words(p: &SyncProgress) -> String {
@@ -122,6 +128,8 @@ struct Log {
     /// One line on stderr per verification round instead of the full report on stdout.
     round_lines: bool,
     failed: usize,
+    /// Backups done with some images or files still missing or bad.
+    incomplete: usize,
     round_error: Option<String>,
 }
 
@@ -135,6 +143,7 @@ impl Log {
             all_rounds,
             round_lines: false,
             failed: 0,
+            incomplete: 0,
             round_error: None,
         }
     }
@@ -164,6 +173,9 @@ impl Log {
             }
             NodeEvent::RepoSynced { did, report } => {
                 self.done(&did);
+                if report.blobs.waiting > 0 {
+                    self.incomplete += 1;
+                }
                 eprintln!("{}: {}", self.name(&did), synced_words(&report));
             }
             NodeEvent::SyncFailed {
@@ -422,7 +434,8 @@ pub async fn run(node: Node, listen: Option<&str>) -> anyhow::Result<i32> {
     run_loop(&node, log).await
 }
 
-/// `p2pds sync`: one pass with `--once` (exit 1 when a backup failed), else the loop.
+/// `p2pds sync`: one pass with `--once` (exit 1 when a backup failed, 3 when every backup
+/// ran but some images or files are still missing or bad), else the loop.
 pub async fn sync(node: Node, once: bool) -> anyhow::Result<i32> {
     let mut log = Log::new(names(&node).await, false, false);
     if once {
@@ -435,7 +448,11 @@ pub async fn sync(node: Node, once: bool) -> anyhow::Result<i32> {
             &mut log,
         )
         .await;
-        return Ok(if log.failed == 0 { 0 } else { 1 });
+        return Ok(match (log.failed, log.incomplete) {
+            (0, 0) => 0,
+            (0, _) => 3,
+            _ => 1,
+        });
     }
     run_loop(&node, log).await
 }
