@@ -471,7 +471,8 @@ mod tests {
         )
         .unwrap();
         c.execute(
-            "INSERT INTO blobs VALUES (1, ?1, 'stored', 7, NULL, 'x')",
+            "INSERT INTO blobs (repo_id, cid, state, size, error, updated_at)
+             VALUES (1, ?1, 'stored', 7, NULL, 'x')",
             [picture.to_string()],
         )
         .unwrap();

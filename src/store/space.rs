@@ -154,7 +154,8 @@ mod tests {
         super::super::schema::migrate(&mut c, Path::new(":memory:")).unwrap();
         c.execute_batch(
             "INSERT INTO repos (id, did, added_at, bytes) VALUES (1, 'a', 'x', 100), (2, 'b', 'x', 50);
-             INSERT INTO blobs VALUES (1, 'c1', 'stored', 10, NULL, 'x'), (2, 'c1', 'stored', 10, NULL, 'x'),
+             INSERT INTO blobs (repo_id, cid, state, size, error, updated_at)
+               VALUES (1, 'c1', 'stored', 10, NULL, 'x'), (2, 'c1', 'stored', 10, NULL, 'x'),
                                       (2, 'c2', 'missing', NULL, NULL, 'x');",
         )
         .unwrap();

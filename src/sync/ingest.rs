@@ -48,6 +48,8 @@ pub enum IngestError {
     UnknownRepo,
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 impl IngestError {
@@ -372,6 +374,18 @@ fn ingest(
             key.to_did_key(),
             records
         ],
+    )?;
+    let old_key: Option<String> = tx.query_row(
+        "SELECT signing_key FROM repos WHERE id = ?1",
+        [repo_id],
+        |r| r.get(0),
+    )?;
+    super::loss::observe_new_key(
+        &tx,
+        repo_id,
+        old_key.as_deref(),
+        &key.to_did_key(),
+        held_rev.as_deref(),
     )?;
     tx.execute(
         "UPDATE repos SET signing_key = ?2 WHERE id = ?1",

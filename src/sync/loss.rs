@@ -37,22 +37,18 @@ fn repo(conn: &Connection, did: &str) -> Result<Option<(i64, Option<String>)>, S
         .optional()?)
 }
 
-/// Compares the DID document's PDS and signing key with those last seen. A change may be
-/// a migration the owner made, or a takeover: either way the state held before it is kept.
-pub fn observe_identity(
-    conn: &Connection,
-    did: &str,
-    pds: &str,
-    key: Option<&str>,
-) -> Result<(), StoreError> {
+/// Compares the DID document's PDS with the one last seen. A change may be a migration the
+/// owner made, or a takeover: either way the state held before it is kept. (A new signing key
+/// is flagged by [`observe_new_key`] when a commit signed by it is accepted: a document whose
+/// key verifies nothing raises no flag.)
+pub fn observe_identity(conn: &Connection, did: &str, pds: &str) -> Result<(), StoreError> {
     let Some((repo_id, rev)) = repo(conn, did)? else {
         return Ok(());
     };
-    let (old_pds, old_key): (Option<String>, Option<String>) = conn.query_row(
-        "SELECT pds, signing_key FROM repos WHERE id = ?1",
-        [repo_id],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+    let old_pds: Option<String> =
+        conn.query_row("SELECT pds FROM repos WHERE id = ?1", [repo_id], |r| {
+            r.get(0)
+        })?;
     let held = rev.is_some();
     if let Some(old) =
         old_pds.filter(|o| held && o.trim_end_matches('/') != pds.trim_end_matches('/'))
@@ -67,22 +63,30 @@ pub fn observe_identity(
             rev.as_deref(),
         )?;
     }
-    if let (Some(old), Some(new)) = (old_key.as_deref(), key) {
-        if held && old != new {
+    Ok(())
+}
+
+/// A commit signed by `new_key` is being accepted (in the ingest's transaction): when the key
+/// that verified the state held (`old_key`) was another, the change is flagged once, keeping
+/// that state (`held_rev`). Later syncs under the new key go on working; the flag stays until
+/// the user dismisses it.
+pub fn observe_new_key(
+    conn: &Connection,
+    repo_id: i64,
+    old_key: Option<&str>,
+    new_key: &str,
+    held_rev: Option<&str>,
+) -> Result<(), StoreError> {
+    if let (Some(old), Some(_)) = (old_key, held_rev) {
+        if old != new_key {
             history::raise(
                 conn,
                 repo_id,
                 kind::NEW_KEY,
                 "the account's signing key changed: if its owner did not move or reset it, someone else may have taken it over",
-                rev.as_deref(),
+                held_rev,
             )?;
         }
-    }
-    if let Some(new) = key {
-        conn.execute(
-            "UPDATE repos SET signing_key = ?2 WHERE id = ?1",
-            params![repo_id, new],
-        )?;
     }
     Ok(())
 }
@@ -230,16 +234,15 @@ mod tests {
     #[test]
     fn identity_changes_are_flagged_once_with_the_state_held() {
         let c = conn();
-        observe_identity(
-            &c,
-            "did:plc:a",
-            "https://old.example/",
-            Some("did:key:zOld"),
-        )
-        .unwrap();
+        observe_identity(&c, "did:plc:a", "https://old.example/").unwrap();
+        observe_new_key(&c, 1, Some("did:key:zOld"), "did:key:zOld", Some("rev1")).unwrap();
         assert!(history::open_flags(&c).unwrap().is_empty());
-        observe_identity(&c, "did:plc:a", "https://new.example", Some("did:key:zNew")).unwrap();
-        observe_identity(&c, "did:plc:a", "https://new.example", Some("did:key:zNew")).unwrap();
+        observe_identity(&c, "did:plc:a", "https://new.example").unwrap();
+        observe_identity(&c, "did:plc:a", "https://new.example").unwrap();
+        observe_new_key(&c, 1, Some("did:key:zOld"), "did:key:zNew", Some("rev1")).unwrap();
+        observe_new_key(&c, 1, Some("did:key:zOld"), "did:key:zNew", Some("rev1")).unwrap();
+        // A first copy (nothing held before) is no change.
+        observe_new_key(&c, 1, None, "did:key:zNew", None).unwrap();
         let open = history::open_flags(&c).unwrap();
         let kinds: Vec<&str> = open.iter().map(|(_, _, f)| f.kind.as_str()).collect();
         assert_eq!(kinds, [kind::NEW_PDS, kind::NEW_KEY]);

@@ -329,11 +329,10 @@ impl Syncer {
         let (row, doc, pds) = self.locate(did).await?;
         {
             let (d, h, p) = (did.to_string(), doc.handle.clone(), pds.clone());
-            let key = doc.signing_key.as_ref().map(|k| k.to_did_key());
             let held = self
                 .store
                 .write(move |c| {
-                    loss::observe_identity(c, &d, &p, key.as_deref())?;
+                    loss::observe_identity(c, &d, &p)?;
                     store::update_repo_identity(c, &d, h.as_deref(), Some(&p))
                 })
                 .await??;
@@ -484,7 +483,13 @@ impl Syncer {
             other => other,
         };
         let _ = tokio::fs::remove_file(&file).await;
-        result
+        match result {
+            // Removed while its copy was downloading: it stays removed.
+            Err(SyncError::Ingest(IngestError::UnknownRepo)) => {
+                Err(SyncError::NotBackedUp(doc.did.clone()))
+            }
+            other => other,
+        }
     }
 
     async fn ingest_file(

@@ -640,3 +640,88 @@ async fn an_endless_blob_listing_is_refused() {
     assert_eq!(repo.head, Some(v1.commit_cid.to_string()));
     assert_eq!(records.len(), 50);
 }
+
+async fn open_flag_kinds(node: &Node) -> Vec<(String, Option<String>)> {
+    node.syncer
+        .store
+        .read(|c| Ok(p2pds::history::open_flags(c)?))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, _, f)| (f.kind, f.good_rev))
+        .collect()
+}
+
+async fn verified_key(node: &Node, did: &str) -> Option<String> {
+    let d = did.to_string();
+    node.syncer
+        .store
+        .read(move |c| {
+            Ok(
+                c.query_row("SELECT signing_key FROM repos WHERE did = ?1", [d], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+        .await
+        .unwrap()
+}
+
+/// A takeover: a new key in the DID document and commits signed by it. Accepted (the data
+/// verifies under the document) and flagged once, keeping the state held before; the syncs
+/// after it keep working under the new key, the flag staying. The node's cached document
+/// still names the old key when it starts: the flag must not depend on the cache.
+#[tokio::test]
+async fn a_takeover_is_flagged_once_and_later_syncs_keep_working() {
+    let (fake, node, builder, v1) = with_good_copy().await;
+    let taker = SigningKey::generate_p256();
+    fake.set_key(&taker);
+    let mut taken = RepoBuilder::new(&builder.did, taker.clone());
+    taken.records = builder.records.clone();
+    posts(&mut taken, 50, 3);
+    fake.serve(&taken.build(&tid::now(0)));
+    node.syncer.sync_repo(&fake.did, &|_| {}).await.unwrap();
+    let flagged = vec![("new-key".to_string(), Some(v1.rev.clone()))];
+    assert_eq!(open_flag_kinds(&node).await, flagged);
+    let taker_key = Some(taker.public_key().to_did_key());
+    assert_eq!(verified_key(&node, &fake.did).await, taker_key);
+    // The next syncs work: up to date, then a new post under the new key; one flag.
+    let same = node.syncer.sync_repo(&fake.did, &|_| {}).await.unwrap();
+    assert!(same.up_to_date);
+    posts(&mut taken, 60, 1);
+    fake.serve(&taken.build(&tid::now(0)));
+    let more = node.syncer.sync_repo(&fake.did, &|_| {}).await.unwrap();
+    assert_eq!(more.ingest.unwrap().creates, 1);
+    assert_eq!(open_flag_kinds(&node).await, flagged);
+    let (repo, _) = snapshot(&node.syncer, &fake.did).await;
+    assert_eq!((repo.state.as_str(), repo.error), ("synced", None));
+}
+
+/// A document naming a key that verifies nothing (the commits served are still signed by
+/// the old key, or by a third one) raises no flag and changes nothing held.
+#[tokio::test]
+async fn a_document_whose_key_verifies_nothing_raises_no_flag() {
+    let (fake, node, builder, v1) = with_good_copy().await;
+    let old_key = verified_key(&node, &fake.did).await;
+    fake.set_key(&SigningKey::generate_p256());
+    // The same commit as before, under a document naming another key: nothing to fetch.
+    let fresh = Syncer::new(
+        node.syncer.store.clone(),
+        reqwest::Client::new(),
+        Arc::new(Resolver::new(reqwest::Client::new(), &fake.url, None)),
+        &node.syncer.data_dir,
+    );
+    fresh.sync_repo(&fake.did, &|_| {}).await.unwrap();
+    assert_eq!(open_flag_kinds(&node).await, vec![]);
+    // A new commit signed by a third key: refused, no flag, the copy and its key kept.
+    let mut forged = RepoBuilder::new(&builder.did, SigningKey::generate_p256());
+    forged.records = builder.records.clone();
+    posts(&mut forged, 50, 1);
+    fake.serve(&forged.build(&tid::now(0)));
+    let err = fresh.sync_repo(&fake.did, &|_| {}).await.unwrap_err();
+    assert!(matches!(err, SyncError::Ingest(_)), "{err:?}");
+    assert_eq!(open_flag_kinds(&node).await, vec![]);
+    assert_eq!(verified_key(&node, &fake.did).await, old_key);
+    let (repo, _) = snapshot(&node.syncer, &fake.did).await;
+    assert_eq!(repo.rev, Some(v1.rev));
+}

@@ -1,0 +1,233 @@
+//! A circle's dashboard: [`Engine::health`], from its members' public records (the policy
+//! engine's report) and this node's own history of the circle's accounts.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::policy::observations::Outcome;
+use crate::policy::report::{NodeReport, Status};
+use crate::policy::{Observations, Report, Timestamp};
+use crate::store;
+use crate::verify;
+
+use super::{humanize, now, short_did, AppError, Engine};
+use crate::app::dto::*;
+
+/// The checks a member's card shows: this many days back.
+const CHECKS_SHOWN_DAYS: u64 = 7;
+
+impl Engine {
+    /// A circle's dashboard, computed now from its members' public records.
+    pub async fn health(&self, uri: &str) -> Result<Health, AppError> {
+        let now = now();
+        let (report, obs, warnings) =
+            verify::report::compliance_inputs(self.circles(), uri, now).await?;
+        let names = self.names().await;
+        let reasons = reasons(&report, &warnings, &names);
+        let since = now.minus(crate::policy::Duration::from_secs(
+            CHECKS_SHOWN_DAYS * 86_400,
+        ));
+        let members: Vec<MemberHealth> = report
+            .nodes
+            .iter()
+            .map(|n| {
+                let name = names
+                    .get(&n.member)
+                    .cloned()
+                    .unwrap_or_else(|| short_did(&n.member));
+                member_health(n, &obs, since, name)
+            })
+            .collect();
+        let subjects: BTreeSet<String> = report.subjects.iter().map(|s| s.did.clone()).collect();
+        let (storage, timeline) = self.local_history(&subjects, &names).await?;
+        let state = report.state.as_str().to_string();
+        let sentence = health_sentence(&state, report.subjects.len(), report.policy.min_copies);
+        Ok(Health {
+            uri: uri.to_string(),
+            name: report.policy.name.clone(),
+            state,
+            sentence,
+            reasons,
+            members,
+            storage,
+            timeline,
+            evaluated_at: report.evaluated_at.to_string(),
+        })
+    }
+
+    /// Storage held per account and the recent events about them, from the store.
+    async fn local_history(
+        &self,
+        subjects: &BTreeSet<String>,
+        names: &BTreeMap<String, String>,
+    ) -> Result<(Vec<StorageItem>, Vec<TimelineEvent>), AppError> {
+        let subjects = subjects.clone();
+        let names = names.clone();
+        Ok(self
+            .store()
+            .read(move |c| {
+                let name_of = |did: &str| names.get(did).cloned().unwrap_or_else(|| short_did(did));
+                let mut storage = Vec::new();
+                let mut timeline = Vec::new();
+                for r in store::list_repos(c)? {
+                    if !subjects.contains(&r.did) {
+                        continue;
+                    }
+                    let (_, image_bytes, _, _) = store::blob_counts(c, r.id)?;
+                    storage.push(StorageItem {
+                        name: name_of(&r.did),
+                        bytes: u64::try_from(r.bytes.max(0) + image_bytes.max(0)).unwrap_or(0),
+                    });
+                    let mut stmt = c.prepare(
+                        "SELECT synced_at, creates, updates, deletes FROM commits
+                         WHERE repo_id = ?1 ORDER BY synced_at DESC LIMIT 10",
+                    )?;
+                    let rows = stmt.query_map([r.id], |x| {
+                        Ok((
+                            x.get::<_, String>(0)?,
+                            x.get::<_, i64>(1)?,
+                            x.get::<_, i64>(2)?,
+                            x.get::<_, i64>(3)?,
+                        ))
+                    })?;
+                    for row in rows {
+                        let (at, cr, up, de) = row?;
+                        timeline.push(TimelineEvent {
+                            at,
+                            kind: "sync".into(),
+                            text: format!(
+                                "Backed up {} ({})",
+                                name_of(&r.did),
+                                changes_words(cr, up, de)
+                            ),
+                        });
+                    }
+                }
+                for v in verify::db::results_since(c, "")?.into_iter().rev().take(40) {
+                    if !subjects.contains(&v.subject) {
+                        continue;
+                    }
+                    let outcome = match v.outcome {
+                        Outcome::Pass => "passed",
+                        Outcome::Fail => "failed",
+                        Outcome::Unreachable => "got no answer",
+                    };
+                    timeline.push(TimelineEvent {
+                        at: v.at.clone(),
+                        kind: "check".into(),
+                        text: format!(
+                            "Checked {}'s copy of {}'s account: {outcome}",
+                            name_of(&v.target),
+                            name_of(&v.subject)
+                        ),
+                    });
+                }
+                timeline.sort_by(|a, b| b.at.cmp(&a.at));
+                timeline.truncate(50);
+                storage.sort_by_key(|s| std::cmp::Reverse(s.bytes));
+                Ok((storage, timeline))
+            })
+            .await?)
+    }
+}
+
+/// Why the circle is not fine, in words: its own conditions that are not true, then the
+/// subjects' and the members' that are false, then the warnings of the evaluation.
+fn reasons(report: &Report, warnings: &[String], names: &BTreeMap<String, String>) -> Vec<String> {
+    let mut reasons = Vec::new();
+    for c in report
+        .conditions
+        .iter()
+        .filter(|c| c.status != Status::True)
+    {
+        reasons.push(humanize(&c.message, names));
+    }
+    for s in &report.subjects {
+        for c in s.conditions.iter().filter(|c| c.status == Status::False) {
+            reasons.push(humanize(&c.message, names));
+        }
+    }
+    for n in &report.nodes {
+        for c in n.conditions.iter().filter(|c| c.status == Status::False) {
+            reasons.push(humanize(&c.message, names));
+        }
+    }
+    reasons.extend(warnings.iter().map(|w| humanize(w, names)));
+    reasons.dedup();
+    reasons
+}
+
+/// A member's card: its state in words and the checks of its copies since `since`.
+fn member_health(
+    n: &NodeReport,
+    obs: &Observations,
+    since: Timestamp,
+    name: String,
+) -> MemberHealth {
+    let mut checks: Vec<CheckPoint> = obs
+        .verifications
+        .iter()
+        .filter(|v| v.node == n.node && v.at >= since)
+        .map(|v| CheckPoint {
+            at: v.at.to_string(),
+            outcome: verify::db::outcome_str(v.outcome).to_string(),
+        })
+        .collect();
+    checks.sort_by(|a, b| a.at.cmp(&b.at));
+    checks.dedup();
+    let passed = checks.iter().filter(|c| c.outcome == "pass").count();
+    let words = match n.state.as_str() {
+        "ok" if checks.is_empty() => "keeps its copies; not checked yet".to_string(),
+        "ok" => format!(
+            "keeps its copies; {passed} of {} checks passed",
+            checks.len()
+        ),
+        "recovering" => "catching up".to_string(),
+        "degraded" => "some checks of its copies failed".to_string(),
+        "at-risk" => "checks of its copies keep failing".to_string(),
+        "failed" => "has not been heard from for too long".to_string(),
+        "abandoned" => "has been silent for weeks".to_string(),
+        other => other.replace('-', " "),
+    };
+    MemberHealth {
+        did: n.member.clone(),
+        name,
+        state: n.state.as_str().to_string(),
+        words,
+        last_seen: n.last_seen.map(|t| t.to_string()),
+        checks,
+    }
+}
+
+/// What a backup changed, in words ("3 new, 1 deleted"; "no change").
+fn changes_words(creates: i64, updates: i64, deletes: i64) -> String {
+    let mut parts = Vec::new();
+    if creates > 0 {
+        parts.push(format!("{creates} new"));
+    }
+    if updates > 0 {
+        parts.push(format!("{updates} changed"));
+    }
+    if deletes > 0 {
+        parts.push(format!("{deletes} deleted"));
+    }
+    if parts.is_empty() {
+        "no change".to_string()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// The circle's state in one sentence (the dashboard and the circle's card).
+pub(super) fn health_sentence(state: &str, accounts: usize, copies: u32) -> String {
+    match state {
+        "ok" => format!(
+            "Everyone is safe: {accounts} accounts, each kept by {copies} {}, and the checks pass",
+            if copies == 1 { "friend" } else { "friends" }
+        ),
+        "recovering" => "Copies are being made; checks start soon".into(),
+        "degraded" => "Everyone's account is kept, but some checks failed".into(),
+        "at-risk" => "Some accounts are at risk: copies are missing or failing checks".into(),
+        "failed" => "Some accounts are not safe: a member's copies can't be counted on".into(),
+        _ => "Not known yet: the circle has just started".into(),
+    }
+}
