@@ -22,6 +22,63 @@ const ERROR_LIMIT: u64 = 64 << 10;
 /// How long one JSON call may take, from sending to the last byte.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
+/// How long a large download (a repository's CAR, a blob) may take: a floor, plus the time its
+/// bytes take at the slowest rate accepted. The bytes counted are the larger of what the
+/// server announced and what it has sent, so a server that trickles is cut off, and one that
+/// announces nothing still has to keep up the rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transfer {
+    pub floor: Duration,
+    /// Bytes per second.
+    pub min_rate: u64,
+}
+
+impl Default for Transfer {
+    /// A minute, plus 32 KiB/s (a 100 MB repository may take about 53 minutes).
+    fn default() -> Self {
+        Transfer {
+            floor: Duration::from_secs(60),
+            min_rate: 32 << 10,
+        }
+    }
+}
+
+impl Transfer {
+    /// The time allowed for `bytes`.
+    pub fn allowed(&self, bytes: u64) -> Duration {
+        self.floor + Duration::from_secs(bytes / self.min_rate.max(1))
+    }
+
+    /// The next chunk of a download that started at `start`, announced `announced` bytes and
+    /// has sent `received`; a timeout once the time allowed is over.
+    pub async fn next_chunk<S, B, E>(
+        &self,
+        stream: &mut S,
+        url: &str,
+        start: Instant,
+        announced: Option<u64>,
+        received: u64,
+    ) -> Result<Option<B>, XrpcError>
+    where
+        S: futures_util::Stream<Item = Result<B, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let allowed = self.allowed(announced.unwrap_or(0).max(received));
+        match tokio::time::timeout_at(start + allowed, stream.next()).await {
+            Err(_) => Err(XrpcError::Timeout {
+                url: url.to_string(),
+                secs: allowed.as_secs(),
+            }),
+            Ok(None) => Ok(None),
+            Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
+            Ok(Some(Err(e))) => Err(XrpcError::Network {
+                url: url.to_string(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
 /// Why an XRPC call (or a document fetch) failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum XrpcError {
@@ -280,6 +337,22 @@ mod tests {
             error: "E".into(),
             message: String::new(),
         }
+    }
+
+    #[test]
+    fn a_download_gets_a_floor_plus_its_size_at_the_slowest_rate() {
+        let t = Transfer::default();
+        assert_eq!(t.allowed(0), Duration::from_secs(60));
+        assert_eq!(t.allowed(100 << 20), Duration::from_secs(60 + 3200));
+        let strict = Transfer {
+            floor: Duration::ZERO,
+            min_rate: 0,
+        };
+        assert_eq!(
+            strict.allowed(5),
+            Duration::from_secs(5),
+            "no division by zero"
+        );
     }
 
     #[rstest]

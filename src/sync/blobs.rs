@@ -17,7 +17,6 @@ pub fn retry_after(attempts: u32) -> std::time::Duration {
 }
 
 use cid::Cid;
-use futures_util::StreamExt;
 use rusqlite::params;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -244,6 +243,7 @@ async fn fetch_blob(
         return Ok(meta.len());
     }
     let url = format!("{pds}/xrpc/com.atproto.sync.getBlob");
+    let start = tokio::time::Instant::now();
     let resp = syncer
         .get_stream(&url, &[("did", did), ("cid", cid_text)])
         .await
@@ -259,14 +259,22 @@ async fn fetch_blob(
     let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
     let mut hasher = Sha256::new();
     let mut size = 0u64;
+    let announced = resp.content_length();
     let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            BlobError::Sync(SyncError::Network {
-                url: url.clone(),
-                reason: e.to_string(),
-            })
-        })?;
+    loop {
+        let next = syncer
+            .transfer
+            .next_chunk(&mut stream, &url, start, announced, size)
+            .await;
+        let chunk = match next {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(e) => {
+                drop(file);
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(BlobError::Sync(e.into()));
+            }
+        };
         size += chunk.len() as u64;
         let spent = budget.spent + size;
         if let Err(e) = budget.room.fits(spent, spent) {

@@ -17,7 +17,6 @@ pub mod selfcheck;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
@@ -251,6 +250,8 @@ pub struct Syncer {
     pub pds_grace: std::time::Duration,
     /// The disk's free space as the caller states it (None: measured). See `Room::measure`.
     pub free_space: Option<u64>,
+    /// How long a repository or a blob may take to download, by its size.
+    pub transfer: crate::xrpc::Transfer,
 }
 
 impl Syncer {
@@ -267,6 +268,7 @@ impl Syncer {
             data_dir: data_dir.to_path_buf(),
             pds_grace: loss::default_pds_grace(),
             free_space: None,
+            transfer: crate::xrpc::Transfer::default(),
         }
     }
 
@@ -538,6 +540,7 @@ impl Syncer {
         }
         let room = self.room().await?;
         let name = self.display_name(did).await;
+        let start = tokio::time::Instant::now();
         let resp = self.send(self.http.get(&url).query(&query), &url).await?;
         let total = resp.content_length();
         // The CAR is written twice (the temporary file, then the store): both must fit.
@@ -545,18 +548,31 @@ impl Syncer {
             room.fits(2 * t, t).map_err(|e| no_room(&name, e))?;
         }
         tokio::fs::create_dir_all(self.tmp_dir()).await?;
-        let path = self
-            .tmp_dir()
-            .join(format!("{}.car.part", did.replace(':', "_")));
+        // A name of its own (two runs never share a temporary file).
+        let path = self.tmp_dir().join(format!(
+            "{}.{}-{:016x}.car.part",
+            did.replace(':', "_"),
+            std::process::id(),
+            rand::random::<u64>()
+        ));
         let mut out = tokio::io::BufWriter::new(tokio::fs::File::create(&path).await?);
         let mut stream = resp.bytes_stream();
         let mut bytes = 0u64;
         let mut last_report = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| SyncError::Network {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?;
+        loop {
+            let next = self
+                .transfer
+                .next_chunk(&mut stream, &url, start, total, bytes)
+                .await;
+            let chunk = match next {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => {
+                    drop(out);
+                    let _ = tokio::fs::remove_file(&path).await;
+                    return Err(e.into());
+                }
+            };
             bytes += chunk.len() as u64;
             if let Err(e) = room.fits(2 * bytes, bytes) {
                 drop(out);

@@ -28,6 +28,8 @@ struct FakeState {
     blobs: HashMap<String, Vec<u8>>,
     /// listBlobs answers the same page with the same cursor, forever.
     endless_cursor: bool,
+    /// getRepo announces the CAR's length, then sends a byte now and then.
+    trickle: bool,
     /// The DID document is held back until the gate opens (`asked` is told when it is asked).
     gate: Option<(Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>)>,
 }
@@ -58,9 +60,28 @@ async fn latest(State(s): State<Shared>) -> Json<Value> {
     Json(json!({ "cid": s.latest.0, "rev": s.latest.1 }))
 }
 
-async fn get_repo(State(s): State<Shared>) -> impl IntoResponse {
-    let car = s.lock().unwrap().car.clone();
-    ([(header::CONTENT_TYPE, "application/vnd.ipld.car")], car)
+async fn get_repo(State(s): State<Shared>) -> axum::response::Response {
+    let (car, trickle) = {
+        let s = s.lock().unwrap();
+        (s.car.clone(), s.trickle)
+    };
+    if trickle {
+        let len = car.len();
+        let bytes = futures_util::stream::unfold(car.into_iter(), |mut rest| async move {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let b = rest.next()?;
+            Some((Ok::<_, std::io::Error>(vec![b]), rest))
+        });
+        return (
+            [
+                (header::CONTENT_TYPE, "application/vnd.ipld.car".to_string()),
+                (header::CONTENT_LENGTH, len.to_string()),
+            ],
+            axum::body::Body::from_stream(bytes),
+        )
+            .into_response();
+    }
+    ([(header::CONTENT_TYPE, "application/vnd.ipld.car")], car).into_response()
 }
 
 async fn list_blobs(State(s): State<Shared>) -> Json<Value> {
@@ -564,6 +585,32 @@ async fn an_account_removed_during_its_sync_stays_removed_and_its_files_go() {
         .unwrap()
         .unwrap();
     assert!(!blobs.join(&shared_cid).exists());
+}
+
+/// A server that announces a repository and then trickles it (a byte every 200 ms) is cut
+/// off when the time its size allows is over; the copy held stays, and the error says it.
+#[tokio::test]
+async fn a_trickled_repository_is_cut_off_by_its_deadline() {
+    let (fake, mut node, mut builder, v1) = with_good_copy().await;
+    posts(&mut builder, 50, 5);
+    fake.serve(&builder.build(&tid::now(0)));
+    fake.state.lock().unwrap().trickle = true;
+    // A second's floor and 1 MiB/s: the few kilobytes announced get about a second.
+    node.syncer.transfer = p2pds::xrpc::Transfer {
+        floor: std::time::Duration::from_secs(1),
+        min_rate: 1 << 20,
+    };
+    let outcome = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        node.syncer.sync_repo(&fake.did, &|_| {}),
+    )
+    .await
+    .expect("the sync ends on its own");
+    let err = outcome.unwrap_err();
+    assert!(err.to_string().contains("did not answer within"), "{err}");
+    assert_eq!(err.kind(), p2pds::sync::FailureKind::Unreachable);
+    let (repo, records) = snapshot(&node.syncer, &fake.did).await;
+    assert_eq!((repo.rev, records.len()), (Some(v1.rev), 50));
 }
 
 /// A PLC directory whose answer for any DID is a document that never ends (500 MB of one
