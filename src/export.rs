@@ -66,6 +66,11 @@ pub struct ExportReport {
     pub records: u64,
     pub blobs: u64,
     pub blobs_missing: u64,
+    /// The blobs the exported records name (what [`copy_blobs`] writes).
+    #[serde(skip)]
+    pub blob_refs: std::collections::BTreeSet<String>,
+    /// The named blobs this store does not hold (not written by [`copy_blobs`]).
+    pub missing_blobs: Vec<String>,
 }
 
 /// Writes the current verified state of `did` as a CAR.
@@ -151,6 +156,15 @@ fn write_commit_car<W: Write>(
         report.blocks += 1;
         report.bytes += bytes.len() as u64;
     }
+    let mut refs = Vec::new();
+    for cid in &leaves {
+        if let Some(value) =
+            get_block(conn, repo_id, cid)?.and_then(|b| crate::repo::record::to_json(&b).ok())
+        {
+            crate::repo::record::blob_refs(&value, &mut refs);
+            report.blob_refs.extend(refs.drain(..));
+        }
+    }
     report.records = leaves.len() as u64;
     car.finish()?;
     Ok(report)
@@ -180,29 +194,25 @@ fn collect_nodes(
     Ok(())
 }
 
-/// Copies the stored blobs of `did` into `dir`, named by CID.
+/// Copies into `dir`, named by CID, exactly the blobs the exported state names
+/// (`report.blob_refs`, filled by the CAR export), and lists those this store does not hold
+/// in `report.missing_blobs`. (The store's blob files were hashed against their CIDs when
+/// they were written.)
 pub fn copy_blobs(
-    conn: &Connection,
-    did: &str,
     blob_dir: &Path,
     dir: &Path,
     report: &mut ExportReport,
 ) -> Result<(), ExportError> {
     std::fs::create_dir_all(dir)?;
-    let mut stmt = conn.prepare(
-        "SELECT b.cid, b.state FROM blobs b JOIN repos r ON r.id = b.repo_id WHERE r.did = ?1",
-    )?;
-    let rows = stmt.query_map([did], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-    })?;
-    for row in rows {
-        let (cid, state) = row?;
+    for cid in report.blob_refs.clone() {
         let src = crate::store::blob_path(blob_dir, &cid);
-        if state == "stored" && src.exists() {
-            std::fs::copy(&src, dir.join(&cid))?;
-            report.blobs += 1;
-        } else {
-            report.blobs_missing += 1;
+        match std::fs::copy(&src, dir.join(&cid)) {
+            Ok(_) => report.blobs += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                report.blobs_missing += 1;
+                report.missing_blobs.push(cid);
+            }
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(())

@@ -401,6 +401,47 @@ async fn an_account_deleted_upstream_is_restored_from_a_friends_copy() {
     .await;
     let files_before = blob_files(bob);
     assert!(files_before.contains(&doomed_blob));
+    // An export of state 2 writes exactly the pictures state 2 names (the doomed one is still
+    // held here, for state 1, but is not part of it), and names those not held.
+    let export_blobs = |dir: &std::path::Path| {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect::<BTreeSet<String>>()
+    };
+    let state2_car = bob.join("state2.car");
+    let (dir2, dir3) = (bob.join("state2-blobs"), bob.join("state2-blobs-again"));
+    let export_at_between = |blobs: &std::path::Path| {
+        [
+            "export".to_string(),
+            alice.did.clone(),
+            "--car".into(),
+            state2_car.to_str().unwrap().into(),
+            "--at".into(),
+            between.to_rfc3339(),
+            "--blobs".into(),
+            blobs.to_str().unwrap().into(),
+        ]
+    };
+    let args = export_at_between(&dir2);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run(bed, bob, &args).await;
+    assert_eq!(
+        export_blobs(&dir2),
+        BTreeSet::from([kept_blob.clone(), new_blob.clone()])
+    );
+    let held = bob.join("blobs").join(&new_blob);
+    std::fs::rename(&held, bob.join("aside")).unwrap();
+    let args = export_at_between(&dir3);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = p2pds_env(bed, bob, &args, &[]).await;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("1 not held here") && said.contains(&new_blob),
+        "{said}"
+    );
+    assert_eq!(export_blobs(&dir3), BTreeSet::from([kept_blob.clone()]));
+    std::fs::rename(bob.join("aside"), &held).unwrap();
     let done = run_json(bed, bob, &["gc", "--retention", &retention, "--json"]).await;
     assert_eq!(done["states_removed"], 1, "{done}");
     assert!(done["bytes_removed"].as_u64().unwrap() > 0, "{done}");

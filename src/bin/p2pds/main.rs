@@ -708,7 +708,7 @@ async fn export(
                 written.map_err(|e| store::StoreError::Io(std::io::Error::other(e.to_string())))?;
             std::fs::rename(&tmp, &car_path)?;
             if let Some(dir) = blob_out {
-                p2pds::export::copy_blobs(c, &d, &blob_dir, &dir, &mut report)
+                p2pds::export::copy_blobs(&blob_dir, &dir, &mut report)
                     .map_err(|e| store::StoreError::Io(std::io::Error::other(e.to_string())))?;
             }
             Ok(report)
@@ -722,13 +722,19 @@ async fn export(
         report.bytes as f64 / 1e6,
         if blobs.is_some() {
             format!(
-                "; {} blobs ({} not held)",
+                "; {} images and files written, {} not held here",
                 report.blobs, report.blobs_missing
             )
         } else {
             String::new()
         }
     );
+    if !report.missing_blobs.is_empty() {
+        eprintln!(
+            "Named by this version but not held here: {}",
+            report.missing_blobs.join(", ")
+        );
+    }
     let _ = &ctx.data_dir;
     Ok(0)
 }
