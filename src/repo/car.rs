@@ -83,8 +83,8 @@ impl<R: Read> CarReader<R> {
         }
         let mut buf = vec![0u8; len];
         read_exact(&mut inner, &mut buf)?;
-        let header: Header =
-            serde_ipld_dagcbor::from_slice(&buf).map_err(|e| CarError::BadHeader(e.to_string()))?;
+        let header: Header = serde_ipld_dagcbor::from_slice(&buf)
+            .map_err(|e| CarError::BadHeader(super::cbor_words(&e)))?;
         if header.version != 1 {
             return Err(CarError::BadHeader(format!(
                 "version {} (only CAR v1 is supported)",

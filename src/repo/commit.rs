@@ -40,7 +40,7 @@ pub struct Commit {
 impl Commit {
     pub fn decode(bytes: &[u8]) -> Result<Self, CommitError> {
         let ipld: Ipld = serde_ipld_dagcbor::from_slice(bytes)
-            .map_err(|e| CommitError::Decode(e.to_string()))?;
+            .map_err(|e| CommitError::Decode(super::cbor_words(&e)))?;
         let Ipld::Map(mut map) = ipld else {
             return Err(CommitError::Decode("not a map".into()));
         };
@@ -75,7 +75,7 @@ impl Commit {
             _ => return Err(CommitError::Field("prev")),
         };
         let unsigned = serde_ipld_dagcbor::to_vec(&Ipld::Map(map))
-            .map_err(|e| CommitError::Decode(e.to_string()))?;
+            .map_err(|_| CommitError::Decode("it could not be encoded again to check".into()))?;
         Ok(Self {
             did,
             version,
@@ -115,8 +115,8 @@ pub fn sign(did: &str, data: Cid, rev: &str, key: &SigningKey) -> (Cid, Vec<u8>)
 /// Re-encodes a commit with another signature: for building hostile test
 /// inputs (a forged or malleated signature), never for real data.
 pub fn with_signature(bytes: &[u8], sig: &[u8]) -> Result<(Cid, Vec<u8>), CommitError> {
-    let ipld: Ipld =
-        serde_ipld_dagcbor::from_slice(bytes).map_err(|e| CommitError::Decode(e.to_string()))?;
+    let ipld: Ipld = serde_ipld_dagcbor::from_slice(bytes)
+        .map_err(|e| CommitError::Decode(super::cbor_words(&e)))?;
     let Ipld::Map(mut map) = ipld else {
         return Err(CommitError::Decode("not a map".into()));
     };

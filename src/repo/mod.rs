@@ -33,6 +33,57 @@ pub enum BlockError {
 }
 
 /// The CIDv1 of `bytes` under `codec`, hashed with SHA-256.
+/// A DAG-CBOR decoding error in words (the decoder's own text is its Rust debug output).
+pub fn cbor_words<E>(e: &serde_ipld_dagcbor::DecodeError<E>) -> String {
+    use serde_ipld_dagcbor::DecodeError as D;
+    let kind = |byte: u8| match byte >> 5 {
+        0 | 1 => "a number",
+        2 => "bytes",
+        3 => "text",
+        4 => "a list",
+        5 => "a map",
+        6 => "a tag",
+        _ => "a simple value",
+    };
+    let expected = |major: u8| kind(major << 5);
+    match e {
+        D::Msg(m) => serde_words(m),
+        D::Read(_) | D::Eof => "it ends too early".into(),
+        D::Mismatch { expect_major, byte } => {
+            format!(
+                "expected {} but found {}",
+                expected(*expect_major),
+                kind(*byte)
+            )
+        }
+        D::TypeMismatch { name, byte } => format!("expected {name} but found {}", kind(*byte)),
+        D::CastOverflow(_) | D::Overflow { .. } => "a number is too large".into(),
+        D::RequireBorrowed { name } => format!("a {name} value could not be read"),
+        D::RequireLength {
+            name,
+            expect,
+            value,
+        } => format!("a {name} has length {value} where {expect} was expected"),
+        D::InvalidUtf8(_) => "a text string is not valid UTF-8".into(),
+        D::Unsupported { byte } => {
+            format!("it uses a CBOR feature DAG-CBOR does not allow (byte 0x{byte:02x})")
+        }
+        D::DepthLimit => "it is nested too deeply".into(),
+        D::TrailingData => "there are extra bytes after the value".into(),
+        D::IndefiniteSize => "it uses an indefinite length, which DAG-CBOR does not allow".into(),
+    }
+}
+
+/// A serde message without the Rust type names it may carry ("expected struct NodeData").
+fn serde_words(m: &str) -> String {
+    match m.split_once(", expected ") {
+        Some((what, rest)) if rest.starts_with("struct ") || rest.starts_with("enum ") => {
+            format!("{what}, not the shape expected")
+        }
+        _ => m.to_string(),
+    }
+}
+
 pub fn cid_for(codec: u64, bytes: &[u8]) -> Cid {
     let digest = Sha256::digest(bytes);
     // A 32-byte digest always fits the 64-byte multihash.
@@ -85,6 +136,26 @@ pub fn digest_key(cid: &Cid) -> [u8; 32] {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn decoding_errors_are_said_in_words() {
+        for bytes in [
+            &[0x60, 0xff][..],
+            &[0xa1, 0x61][..],
+            &[0x62, 0xff, 0xfe][..],
+            &[0x9f][..],
+        ] {
+            let e = serde_ipld_dagcbor::from_slice::<std::collections::BTreeMap<String, u8>>(bytes)
+                .unwrap_err();
+            let words = super::cbor_words(&e);
+            assert!(
+                !words.contains('{') && !words.contains("Utf8Error") && !words.contains("struct "),
+                "{words}"
+            );
+        }
+        let e = serde_ipld_dagcbor::from_slice::<Vec<u8>>(&[0xa0]).unwrap_err();
+        assert_eq!(super::cbor_words(&e), "expected a list but found a map");
+    }
+
     use super::*;
 
     #[test]

@@ -141,7 +141,8 @@ pub fn decode_node(cid: &Cid, bytes: &[u8]) -> Result<Node, MstError> {
         cid: cid.to_string(),
         reason,
     };
-    let data: NodeData = serde_ipld_dagcbor::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+    let data: NodeData =
+        serde_ipld_dagcbor::from_slice(bytes).map_err(|e| bad(super::cbor_words(&e)))?;
     if data.e.len() > MAX_ENTRIES {
         return Err(MstError::TooManyEntries(cid.to_string()));
     }

@@ -14,7 +14,7 @@ pub struct RecordError(String);
 /// Decodes a record block to its JSON form.
 pub fn to_json(bytes: &[u8]) -> Result<Value, RecordError> {
     let ipld: Ipld =
-        serde_ipld_dagcbor::from_slice(bytes).map_err(|e| RecordError(e.to_string()))?;
+        serde_ipld_dagcbor::from_slice(bytes).map_err(|e| RecordError(super::cbor_words(&e)))?;
     Ok(ipld_to_json(ipld))
 }
 
