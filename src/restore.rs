@@ -96,6 +96,8 @@ pub struct RestoreReport {
     pub rev: String,
     pub time: String,
     pub why: String,
+    /// Why the state was picked, for screens to act on.
+    pub picked_by: crate::history::PickedBy,
     pub to_pds: String,
     /// `created` (this run made the account) or `existing` (an earlier run did: resumed).
     pub account: String,
@@ -394,6 +396,7 @@ pub async fn restore(
         rev: picked.state.rev.clone(),
         time: picked.state.time.clone(),
         why: picked.why.clone(),
+        picked_by: picked.by.clone(),
         to_pds: to_pds.clone(),
         records,
         car_bytes: export.bytes,

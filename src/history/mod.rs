@@ -263,6 +263,21 @@ pub struct Picked {
     pub state: State,
     /// Why this one, in words.
     pub why: String,
+    /// Why this one, for screens to act on.
+    pub by: PickedBy,
+}
+
+/// How a kept state was picked.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum PickedBy {
+    /// The newest one at or before the time asked for.
+    At,
+    /// The last good state of an open flag (`detail`: what happened, in words).
+    BeforeLoss { detail: String },
+    /// The newest one: nothing suggests a loss.
+    #[default]
+    Newest,
 }
 
 /// Picks a kept state: the newest one at or before `at`; without a time, the last good state
@@ -288,6 +303,7 @@ pub fn pick(
                 repo_id,
                 state: s.clone(),
                 why: format!("the newest version kept from before {}", at.to_rfc3339()),
+                by: PickedBy::At,
             }),
             None => Err(HistoryError::NothingBefore {
                 did: did.to_string(),
@@ -309,6 +325,9 @@ pub fn pick(
                 repo_id,
                 state: s.clone(),
                 why: format!("the last good version, from before: {}", flag.detail),
+                by: PickedBy::BeforeLoss {
+                    detail: flag.detail.clone(),
+                },
             });
         }
     }
@@ -326,6 +345,7 @@ pub fn pick(
         repo_id,
         state: newest,
         why: "the newest version".into(),
+        by: PickedBy::Newest,
     })
 }
 

@@ -327,7 +327,8 @@ pub fn run(members: usize, subjects: usize, days: u32) -> BenchReport {
     let text = serde_json::to_string(&obs).unwrap_or_default();
     report.observations_json_bytes = text.len();
     let started = Instant::now();
-    let parsed: Option<Observations> = serde_json::from_str(&text).ok();
+    // As `p2pds policy eval` reads them: the repeated-key pass, then serde.
+    let parsed: Option<Observations> = super::input::observations(text.as_bytes()).ok();
     report.parse_ms = ms(started);
     let obs = parsed.unwrap_or(obs);
 

@@ -9,6 +9,9 @@
 //! Map (DESIGN §3–4, seed §1, §5, §8):
 //! - [`records`]: the wire types of the `org.p2pds.*` lexicons.
 //! - [`time`]: durations ("30m"), timestamps, percentages; integers inside.
+//! - [`input`]: the input files as bytes: size cap, UTF-8, JSON, no key twice, the observations
+//!   file's shape; refusals in words.
+//! - [`defaults`]: what a policy may leave out, filled in before it is read; the effective policy.
 //! - [`validate`] → [`model`]: a record becomes a [`model::Policy`] or a list of problems.
 //! - [`version`]: a policy version is its record's CID.
 //! - [`lifecycle`]: scheduled, pending acks, active, expired, revoked.
@@ -26,6 +29,8 @@
 pub mod bench;
 pub mod combine;
 pub mod compliance;
+pub mod defaults;
+pub mod input;
 pub mod lifecycle;
 pub mod model;
 pub mod obligations;
@@ -38,6 +43,7 @@ pub mod version;
 pub mod window;
 
 pub use compliance::evaluate;
+pub use input::{check_bytes, MAX_POLICY_BYTES};
 pub use model::{Policy, PolicyRef};
 pub use observations::Observations;
 pub use report::{Report, State};

@@ -17,6 +17,21 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15 * 60);
 pub const DEFAULT_ABANDON_AFTER: Duration = Duration::from_secs(7 * 86_400);
 /// Rolling window of the SLA figures when a policy has no `rules.sla`.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(7 * 86_400);
+/// Verification layers when a policy does not list them: commit root and block sampling, the
+/// research's "basic" verification (seed §3).
+pub const DEFAULT_LAYERS: [u8; 2] = [0, 1];
+/// Silence after which a node counts as failed when a policy does not state it (seed §5).
+pub const DEFAULT_OFFLINE_GRACE_PERIOD: Duration = Duration::from_secs(3600);
+/// Time to catch up after a return, a join or a takeover when a policy does not state it
+/// (seed §5).
+pub const DEFAULT_RECOVERY_GRACE_PERIOD: Duration = Duration::from_secs(30 * 60);
+/// Failed verification rounds in a row before a copy is at risk when a policy does not state
+/// it (seed §5).
+pub const DEFAULT_MAX_CONSECUTIVE_FAILURES: u32 = 3;
+/// `effectiveAt` when a policy does not state it: the Unix epoch, so the policy binds as soon as
+/// every member has accepted it (a policy is active from the later of `effectiveAt` and the last
+/// acceptance). Also the `createdAt` of a policy that does not state one (it decides nothing).
+pub const UNSTATED_TIME: Timestamp = Timestamp::from_millis(0);
 
 /// Which version of which policy: the record's AT-URI (when known) and CID.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

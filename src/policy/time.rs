@@ -8,7 +8,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Longest duration a policy may state: ten years. Keeps every sum of durations and timestamps
@@ -49,8 +49,13 @@ impl Timestamp {
     /// Reads an RFC 3339 date-time with a time zone (the atproto `datetime` format).
     pub fn parse(text: &str) -> Result<Self, TimeError> {
         DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+            // The canonical form is UTC with a four-digit year: an instant whose year has four
+            // digits only in its own time zone (0000-01-01T00:00:00+01:00) has no such form.
+            .filter(|t| (0..=9999).contains(&t.year()))
             .map(|t| Timestamp(t.timestamp_millis()))
-            .map_err(|_| TimeError::Timestamp(text.to_string()))
+            .ok_or_else(|| TimeError::Timestamp(text.to_string()))
     }
 
     /// This instant plus a duration (saturating at the far future).
@@ -375,6 +380,8 @@ mod tests {
     #[case("2026-01-01")]
     #[case("2026-01-01T00:00:00")]
     #[case("yesterday")]
+    #[case("0000-01-01T00:00:00+01:00")]
+    #[case("9999-12-31T23:59:59-01:00")]
     fn timestamps_reject(#[case] text: &str) {
         assert!(Timestamp::parse(text).is_err());
     }

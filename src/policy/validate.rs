@@ -23,6 +23,7 @@ use super::records::{
 };
 use super::time::{Duration, Percent, Timestamp};
 use super::version::record_cid;
+use super::{defaults, input};
 
 /// Most members a policy may list (the lexicon's `maxLength`).
 pub const MAX_MEMBERS: usize = 1000;
@@ -85,22 +86,21 @@ impl fmt::Display for Problems {
 pub struct Checked {
     pub policy: Policy,
     pub warnings: Vec<Problem>,
+    /// JSON paths of the optional fields the record left out, which take their documented
+    /// defaults ([`defaults::OPTIONAL`]).
+    pub defaulted: Vec<String>,
+    /// The record's `version`: the author's own count of revisions, used in no decision (the
+    /// version members ack is the CID).
+    pub version_label: Option<u64>,
 }
 
 /// Reads a policy from JSON text: either a bare `org.p2pds.policy` record, or the
 /// `{uri, cid?, value}` shape that `com.atproto.repo.getRecord` returns. Without a `cid`, the
-/// record's CID is computed from its content.
+/// record's CID is computed from its content. The text is refused whole when it is larger than
+/// [`MAX_POLICY_BYTES`](super::input::MAX_POLICY_BYTES) or names a key twice in one object
+/// ([`input::check_bytes`]).
 pub fn check_json(text: &str) -> Result<Checked, Problems> {
-    match serde_json::from_str::<Value>(text) {
-        Ok(value) => check_value(&value),
-        Err(e) => Err(Problems::new(
-            vec![Problem {
-                path: String::new(),
-                message: format!("the file is not JSON: {e}"),
-            }],
-            Vec::new(),
-        )),
-    }
+    input::check_bytes(text.as_bytes())
 }
 
 /// [`check_json`] on parsed JSON.
@@ -167,7 +167,12 @@ pub fn check_value(value: &Value) -> Result<Checked, Problems> {
         (None, Some(computed)) => computed,
         (None, None) => String::new(),
     };
-    let record = r.policy_record(&record_value);
+    // Defaults are filled in after the CID is computed: the CID is the record's as written.
+    let filled = defaults::fill(&record_value);
+    for p in filled.problems {
+        r.problem(&p.path, p.message);
+    }
+    let record = r.policy_record(&filled.record);
     match record {
         Some(record) if r.problems.is_empty() => {
             let reference = PolicyRef { uri, cid };
@@ -177,6 +182,8 @@ pub fn check_value(value: &Value) -> Result<Checked, Problems> {
                     warnings.append(&mut checked.warnings);
                     warnings.sort();
                     checked.warnings = warnings;
+                    checked.defaulted = filled.defaulted;
+                    checked.version_label = filled.version;
                     Ok(checked)
                 }
                 Err(mut problems) => {
@@ -197,12 +204,20 @@ pub fn check_record(
     author: Option<String>,
 ) -> Result<Checked, Problems> {
     let mut r = Reader::default();
+    let defaulted = serde_json::to_value(&record)
+        .map(|v| defaults::defaulted(&v))
+        .unwrap_or_default();
     let policy = semantic(&mut r, record, reference, author);
     match policy {
         Some(policy) if r.problems.is_empty() => {
             let mut warnings = r.warnings;
             warnings.sort();
-            Ok(Checked { policy, warnings })
+            Ok(Checked {
+                policy,
+                warnings,
+                defaulted,
+                version_label: None,
+            })
         }
         _ => Err(Problems::new(r.problems, r.warnings)),
     }

@@ -7,7 +7,8 @@ use std::process::{Command, Output};
 use p2pds::policy::bench;
 use p2pds::policy::observations::Observations;
 use p2pds::policy::report::State;
-use p2pds::policy::{check_json, evaluate, Policy, Timestamp};
+use p2pds::policy::validate::check_value;
+use p2pds::policy::{check_json, evaluate, Policy, Timestamp, MAX_POLICY_BYTES};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -190,7 +191,13 @@ fn eval_refuses_an_observations_file_with_a_typo() {
         NOW,
     ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown field `heartbeat`"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(
+            "heartbeat is not a field of the observations file (did you mean heartbeats?)"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -247,6 +254,342 @@ fn bench_command_prints_figures() {
         "{v:#}"
     );
     assert!(v["evaluateMsMedian"].as_f64().is_some());
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Writes `bytes` to `name` in a fresh folder; the folder lives as long as the guard.
+fn file(name: &str, bytes: &[u8]) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join(name);
+    std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{e}"));
+    let path = path.to_string_lossy().into_owned();
+    (dir, path)
+}
+
+/// Words that belong to Rust or serde, not to a person reading a refusal.
+const INTERNALS: [&str; 12] = [
+    "`",
+    "invalid type",
+    "expected struct",
+    "expected a sequence",
+    "Mismatch",
+    "InvalidUtf8",
+    "Error(",
+    "os error",
+    "Observations",
+    "u64",
+    "error: error",
+    "stream did not contain",
+];
+
+/// A refusal in words, said once: exit 1, no Rust internals, and no sentence twice.
+fn said_once_in_words(o: &Output, expected: &str) {
+    let all = format!("{}{}", stdout(o), stderr(o));
+    assert_eq!(o.status.code(), Some(1), "{all}");
+    assert!(all.contains(expected), "expected {expected:?} in:\n{all}");
+    for internal in INTERNALS {
+        assert!(!all.contains(internal), "{internal:?} in:\n{all}");
+    }
+    assert_eq!(all.matches(expected).count(), 1, "said twice:\n{all}");
+    assert!(all.matches("error:").count() <= 1, "{all}");
+}
+
+#[test]
+fn check_refuses_a_policy_with_a_repeated_key() {
+    let text = read("lexicons/examples/policy-mutual-aid.json").replacen(
+        "\"minCopies\": 2",
+        "\"minCopies\": 2, \"minCopies\": 1",
+        1,
+    );
+    assert_ne!(text, read("lexicons/examples/policy-mutual-aid.json"));
+    let (_dir, path) = file("policy.json", text.as_bytes());
+    let o = p2pds(&["policy", "check", &path]);
+    said_once_in_words(
+        &o,
+        "the key \"minCopies\" appears twice in rules.replication",
+    );
+    // The library refuses it the same way (serde_json alone would keep the last one).
+    let problems = check_json(&text)
+        .err()
+        .map(|p| p.problems)
+        .unwrap_or_default();
+    assert_eq!(
+        problems.first().map(|p| p.path.as_str()),
+        Some("rules.replication.minCopies")
+    );
+}
+
+#[test]
+fn eval_refuses_observations_with_a_repeated_key() {
+    let text = read(OBSERVATIONS).replacen(
+        "{\"node\": \"did:plc:alice\", \"at\": \"2026-03-01T00:02:00.000Z\"}",
+        "{\"node\": \"did:plc:alice\", \"node\": \"did:plc:bob\", \"at\": \"2026-03-01T00:02:00.000Z\"}",
+        1,
+    );
+    assert_ne!(text, read(OBSERVATIONS));
+    let (_dir, path) = file("obs.json", text.as_bytes());
+    let o = p2pds(&[
+        "policy",
+        "eval",
+        "--policy",
+        POLICY,
+        "--observations",
+        &path,
+        "--now",
+        NOW,
+    ]);
+    said_once_in_words(&o, "the key \"node\" appears twice in heartbeats[0]");
+}
+
+#[test]
+fn eval_refuses_observations_that_are_not_the_documented_object() {
+    let cases: [(&str, &str); 6] = [
+        ("[]", "the observations file must be an object with the lists acks, heartbeats, heads, holdings and verifications (each may be left out), not a list"),
+        ("42", "the observations file must be an object with the lists acks, heartbeats, heads, holdings and verifications (each may be left out), not a whole number"),
+        (r#"{"heads": [{"subject": "did:plc:alice", "at": "2026-03-01T00:00:00Z"}]}"#, "heads[0].rev is missing: a head needs subject, rev and at"),
+        (r#"{"heartbeats": [{"node": ["did:plc:alice"], "at": "2026-03-01T00:00:00Z"}]}"#, "heartbeats[0].node must be text, not a list"),
+        (r#"{"verifications": [{"verifier": "did:plc:alice", "node": "did:plc:bob", "subject": "did:plc:carol", "layer": "one", "outcome": "pass", "at": "2026-03-01T00:00:00Z"}]}"#, "verifications[0].layer must be a layer number (0, 1 or 3), not text"),
+        (r#"{"holdings": [{"node": "did:plc:bob", "subject": "did:plc:alice", "rev": "3mfxu2l5w222b", "syncedAt": 1772323200}]}"#, "holdings[0].syncedAt must be a date-time (RFC 3339 text with a time zone), not a whole number"),
+    ];
+    for (text, expected) in cases {
+        let (_dir, path) = file("obs.json", text.as_bytes());
+        let o = p2pds(&[
+            "policy",
+            "eval",
+            "--policy",
+            POLICY,
+            "--observations",
+            &path,
+            "--now",
+            NOW,
+        ]);
+        said_once_in_words(&o, expected);
+        let o = p2pds(&[
+            "policy",
+            "obligations",
+            "--policy",
+            POLICY,
+            "--node",
+            "did:plc:bob",
+            "--observations",
+            &path,
+            "--now",
+            NOW,
+        ]);
+        said_once_in_words(&o, expected);
+    }
+}
+
+#[test]
+fn check_refuses_a_policy_over_the_size_cap_before_parsing() {
+    // Valid JSON (the example, padded with spaces) but one byte too long.
+    let example = read("lexicons/examples/policy-mutual-aid.json");
+    let padded = format!(
+        "{example}{}",
+        " ".repeat(MAX_POLICY_BYTES + 1 - example.len())
+    );
+    let (_dir, path) = file("policy.json", padded.as_bytes());
+    let o = p2pds(&["policy", "check", &path]);
+    said_once_in_words(
+        &o,
+        "the file is larger than 1 MiB (1048576 bytes), the most a policy may be",
+    );
+    // At the cap it is read.
+    let at_cap = &padded[..MAX_POLICY_BYTES];
+    let (_dir, path) = file("policy.json", at_cap.as_bytes());
+    assert_eq!(p2pds(&["policy", "check", &path]).status.code(), Some(0));
+}
+
+#[test]
+fn every_policy_command_refuses_bad_inputs_in_words_once() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let folder = dir.path().to_string_lossy().into_owned();
+    let missing = dir
+        .path()
+        .join("missing.json")
+        .to_string_lossy()
+        .into_owned();
+    let bad: [(&str, &[u8], &str); 5] = [
+        ("latin1.json", b"{\"name\": \"caf\xe9\"}", "the file is not UTF-8 text: byte 14 (line 1) is not part of a UTF-8 character"),
+        ("empty.json", b"  \n", "the file is empty"),
+        ("cut.json", b"{\"name\": [1, 2", "the file ends at line 1, column 14 before the JSON does"),
+        ("comma.json", b"{\"name\": 1,}", "the file is not valid JSON at line 1, column 12: a comma comes before a closing bracket"),
+        ("two.json", b"{} {}", "the file is not valid JSON at line 1, column 4: there is more after the JSON value"),
+    ];
+    for (name, bytes, expected) in bad {
+        let (_d, path) = file(name, bytes);
+        said_once_in_words(&p2pds(&["policy", "check", &path]), expected);
+        said_once_in_words(
+            &p2pds(&[
+                "policy",
+                "obligations",
+                "--policy",
+                &path,
+                "--node",
+                "did:plc:bob",
+            ]),
+            expected,
+        );
+        said_once_in_words(
+            &p2pds(&[
+                "policy",
+                "eval",
+                "--policy",
+                POLICY,
+                "--observations",
+                &path,
+                "--now",
+                NOW,
+            ]),
+            expected,
+        );
+    }
+    said_once_in_words(
+        &p2pds(&["policy", "check", &missing]),
+        "there is no such file",
+    );
+    said_once_in_words(
+        &p2pds(&["policy", "check", &folder]),
+        "it is a folder, not a file",
+    );
+    said_once_in_words(
+        &p2pds(&[
+            "policy",
+            "eval",
+            "--policy",
+            POLICY,
+            "--observations",
+            OBSERVATIONS,
+            "--now",
+            "yesterday",
+        ]),
+        "--now: \"yesterday\" is not a date-time",
+    );
+    // A policy that is JSON but not an object, through each command.
+    let (_d, path) = file("list.json", b"[1, 2]");
+    said_once_in_words(
+        &p2pds(&["policy", "check", &path]),
+        "the policy must be an object, not a list",
+    );
+    said_once_in_words(
+        &p2pds(&[
+            "policy",
+            "eval",
+            "--policy",
+            &path,
+            "--observations",
+            OBSERVATIONS,
+            "--now",
+            NOW,
+        ]),
+        "the policy must be an object, not a list",
+    );
+}
+
+/// The policy of the research's "Simplest Useful Thing" (seed §8), as written there: no
+/// `rules.compliance`, no `rules.verification.layers`, no dates, a `version` number.
+const SIMPLEST: &str = r#"{
+  "$type": "org.p2pds.policy",
+  "version": 1,
+  "type": "mutual-aid",
+  "name": "my-cluster",
+  "members": [
+    { "did": "did:plc:alice" },
+    { "did": "did:plc:bob" },
+    { "did": "did:plc:carol" }
+  ],
+  "rules": {
+    "replication": { "strategy": "full", "minCopies": 2 },
+    "verification": { "interval": "30m", "sampleSize": 50 },
+    "sync": { "maxLag": "5m" }
+  }
+}"#;
+
+#[test]
+fn check_accepts_the_simplest_policy_and_prints_its_defaults() {
+    let (_dir, path) = file("simplest.json", SIMPLEST.as_bytes());
+    let o = p2pds(&["policy", "check", &path]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(
+        out.contains("ok: \"my-cluster\" (mutual-aid), 3 members, 3 accounts, minCopies 2"),
+        "{out}"
+    );
+    assert!(!out.contains("warning"), "{out}");
+    let line = |path: &str| {
+        out.lines()
+            .find(|l| l.split_whitespace().next() == Some(path))
+            .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    assert_eq!(line("rules.verification.layers"), "[0, 1] (default)");
+    assert_eq!(line("rules.compliance.offlineGracePeriod"), "1h (default)");
+    assert_eq!(
+        line("rules.compliance.recoveryGracePeriod"),
+        "30m (default)"
+    );
+    assert_eq!(
+        line("rules.compliance.maxConsecutiveFailures"),
+        "3 (default)"
+    );
+    assert_eq!(line("rules.verification.interval"), "30m");
+    assert_eq!(line("rules.sync.maxLag"), "5m");
+    assert_eq!(
+        line("effectiveAt"),
+        "as soon as every member has accepted (default)"
+    );
+    assert_eq!(
+        line("version"),
+        "1 (the author's label; members ack the CID)"
+    );
+}
+
+/// The walkthrough's observations, with the acks pinning `policy` instead.
+fn acking(policy: &Policy) -> Observations {
+    let (_, mut obs, _) = walkthrough();
+    for ack in &mut obs.acks {
+        ack.value.policy.uri = policy.reference.uri.clone().unwrap_or_default();
+        ack.value.policy.cid = policy.reference.cid.clone();
+    }
+    obs
+}
+
+#[test]
+fn the_simplest_policy_evaluates_as_its_defaults_written_out_for_every_member() {
+    let uri = "at://did:plc:alice/org.p2pds.policy/3mfwsjov4222b";
+    let simplest: Value = serde_json::from_str(SIMPLEST).unwrap_or_default();
+    let mut explicit = simplest.clone();
+    explicit["rules"]["verification"]["layers"] = serde_json::json!([0, 1]);
+    explicit["rules"]["compliance"] = serde_json::json!({
+        "offlineGracePeriod": "1h", "recoveryGracePeriod": "30m", "maxConsecutiveFailures": 3
+    });
+    explicit["effectiveAt"] = Value::from("1970-01-01T00:00:00.000Z");
+    explicit["createdAt"] = Value::from("1970-01-01T00:00:00.000Z");
+    let check =
+        |record: &Value| match check_value(&serde_json::json!({"uri": uri, "value": record})) {
+            Ok(c) => c.policy,
+            Err(p) => panic!("{p}"),
+        };
+    let (a, b) = (check(&simplest), check(&explicit));
+    assert_ne!(a.reference.cid, b.reference.cid);
+    let now = Timestamp::parse(NOW).unwrap_or_else(|e| panic!("{e}"));
+    let report = |p: &Policy| {
+        let mut v = serde_json::to_value(evaluate(p, &acking(p), now)).unwrap_or_default();
+        // The versions differ; everything they mean is the same.
+        v["policy"]["cid"] = Value::Null;
+        v
+    };
+    let (ra, rb) = (report(&a), report(&b));
+    assert_eq!(ra["lifecycle"]["phase"], "active", "{ra:#}");
+    assert_eq!(ra, rb);
+    // The file a person checks and the record a node reads give the same policy.
+    let file = check_json(&serde_json::json!({"uri": uri, "value": simplest}).to_string())
+        .map(|c| c.policy)
+        .map_err(|p| p.to_string());
+    assert_eq!(file, Ok(a));
 }
 
 /// A reproducible shuffle (SplitMix64-driven Fisher–Yates).

@@ -40,7 +40,7 @@ impl Engine {
         Ok(RestoreChoice {
             did: did.to_string(),
             suggested: kept(&picked.state),
-            why: restore_why(&picked.why, &name),
+            why: restore_why(&picked.why, &picked.by, &name),
             versions: states.iter().rev().map(kept).collect(),
             name,
         })
@@ -139,7 +139,7 @@ impl Engine {
         Ok(RestoreOutcome {
             complete: report.complete(),
             did: report.did,
-            why: restore_why(&report.why, &name),
+            why: restore_why(&report.why, &report.picked_by, &name),
             name,
             time: report.time,
             to_pds: report.to_pds,
@@ -161,13 +161,15 @@ impl Engine {
 }
 
 /// Why a version is the one a restore uses, in words for the dialog.
-fn restore_why(why: &str, name: &str) -> String {
-    match why.strip_prefix("the last good version, from before: ") {
-        Some(what) => format!("It is the last version from before this happened: {what}."),
-        None if why == "the newest version" => format!(
+fn restore_why(why: &str, by: &history::PickedBy, name: &str) -> String {
+    match by {
+        history::PickedBy::BeforeLoss { detail } => {
+            format!("It is the last version from before this happened: {detail}.")
+        }
+        history::PickedBy::Newest => format!(
             "It is the newest copy of {name}'s account; nothing suggests anything was lost."
         ),
-        None => format!("{}.", why),
+        history::PickedBy::At => format!("{why}."),
     }
 }
 

@@ -6,17 +6,22 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
 use p2pds::policy::report::{Condition, Report, Status};
-use p2pds::policy::{bench, check_json, combine, compliance, Checked, Observations, Timestamp};
+use p2pds::policy::{
+    bench, check_bytes, combine, compliance, defaults, input, Checked, Observations, Timestamp,
+    MAX_POLICY_BYTES,
+};
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
     /// Check a policy file (a bare org.p2pds.policy record, or getRecord's {uri, cid, value}):
-    /// exit 0 when it is valid, 1 with its problems listed.
+    /// exit 0 when it is valid, with the effective policy (defaults marked), 1 with its problems
+    /// listed.
     Check {
         /// The policy file (JSON).
         file: PathBuf,
@@ -99,13 +104,40 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<i32> {
     }
 }
 
-fn read(path: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+/// What went wrong reading a file, in words (no "os error" numbers).
+fn io_words(e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::NotFound => "there is no such file".into(),
+        ErrorKind::PermissionDenied => "permission denied".into(),
+        ErrorKind::IsADirectory => "it is a folder, not a file".into(),
+        _ => {
+            let text = e.to_string();
+            let text = text.split(" (os error").next().unwrap_or(&text);
+            text.to_lowercase()
+        }
+    }
+}
+
+/// The bytes of a file; with a `limit`, at most one byte more than it (enough to refuse it).
+fn read(path: &Path, limit: Option<usize>) -> anyhow::Result<Vec<u8>> {
+    let cannot =
+        |e: std::io::Error| anyhow::anyhow!("cannot read {}: {}", path.display(), io_words(&e));
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let mut bytes = Vec::new();
+    match limit {
+        Some(n) => file
+            .take(u64::try_from(n).unwrap_or(u64::MAX).saturating_add(1))
+            .read_to_end(&mut bytes),
+        None => (&file).read_to_end(&mut bytes),
+    }
+    .map_err(cannot)?;
+    Ok(bytes)
 }
 
 /// Reads and checks a policy; prints its problems and returns `None` when it has some.
 fn load_policy(path: &Path) -> anyhow::Result<Option<Checked>> {
-    match check_json(&read(path)?) {
+    match check_bytes(&read(path, Some(MAX_POLICY_BYTES))?) {
         Ok(checked) => Ok(Some(checked)),
         Err(problems) => {
             println!("{}: {problems}", path.display());
@@ -116,7 +148,7 @@ fn load_policy(path: &Path) -> anyhow::Result<Option<Checked>> {
 
 fn parse_now(now: Option<&str>) -> anyhow::Result<Timestamp> {
     match now {
-        Some(text) => Timestamp::parse(text).with_context(|| format!("--now {text:?}")),
+        Some(text) => Timestamp::parse(text).context("--now"),
         None => Ok(Timestamp::from_millis(
             chrono::Utc::now().timestamp_millis(),
         )),
@@ -124,18 +156,22 @@ fn parse_now(now: Option<&str>) -> anyhow::Result<Timestamp> {
 }
 
 fn read_observations(path: &Path) -> anyhow::Result<Observations> {
-    serde_json::from_str(&read(path)?).with_context(|| {
-        format!(
-            "{} is not an observations file (see docs/policy.md)",
+    input::observations(&read(path, None)?).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e} (the format is in docs/policy.md, \"The observations file\")",
             path.display()
         )
     })
 }
 
 fn check(file: &Path) -> anyhow::Result<i32> {
-    let Some(Checked { policy, warnings }) = load_policy(file)? else {
+    let Some(checked) = load_policy(file)? else {
         return Ok(1);
     };
+    let settings = defaults::effective(&checked);
+    let Checked {
+        policy, warnings, ..
+    } = checked;
     println!(
         "{}: ok: \"{}\" ({}), {} members, {} account{}, minCopies {}, cid {}",
         file.display(),
@@ -153,6 +189,14 @@ fn check(file: &Path) -> anyhow::Result<i32> {
         policy.replication.min_copies,
         policy.reference.cid
     );
+    println!(
+        "effective policy (\"default\": left out of the file, the documented default applies):"
+    );
+    let width = settings.iter().map(|s| s.path.len()).max().unwrap_or(0);
+    for s in settings {
+        let mark = if s.defaulted { "  (default)" } else { "" };
+        println!("  {:<width$}  {}{mark}", s.path, s.value);
+    }
     for w in warnings {
         println!("warning: {w}");
     }
