@@ -237,7 +237,12 @@ impl<'a> Plc<'a> {
             return Ok(());
         }
         let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
+        let url = resp.url().to_string();
+        let deadline = tokio::time::Instant::now() + crate::xrpc::DEADLINE;
+        let text = crate::xrpc::read_capped(resp, &url, 64 << 10, deadline)
+            .await
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
         Err(RecoveryError::Refused {
             what: "the identity directory".into(),
             reason: format!("{status}: {}", text.chars().take(300).collect::<String>()),

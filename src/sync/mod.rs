@@ -207,6 +207,9 @@ impl From<crate::xrpc::XrpcError> for SyncError {
     }
 }
 
+/// The largest `getRecord` proof read (a record is at most 1 MiB; the path above it is small).
+const PROOF_LIMIT: u64 = 4 << 20;
+
 /// Progress of one account's sync, for terminals and the desktop app.
 #[derive(Clone, Debug)]
 pub enum SyncProgress {
@@ -642,10 +645,9 @@ impl Syncer {
                     &url,
                 )
                 .await?;
-            let car = resp.bytes().await.map_err(|e| SyncError::Network {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?;
+            // A proof is a commit, a path of tree nodes and one record: a few kilobytes.
+            let deadline = tokio::time::Instant::now() + crate::xrpc::DEADLINE;
+            let car = crate::xrpc::read_capped(resp, &url, PROOF_LIMIT, deadline).await?;
             match crate::repo::proof::verify_record(&car, did, &key, collection, rkey) {
                 Ok(record) => return Ok(record),
                 Err(crate::repo::proof::ProofError::Signature(_)) if attempt == 0 => {
