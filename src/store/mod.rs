@@ -258,10 +258,7 @@ pub fn add_repo(
         rusqlite::params![did, handle, pds, now_text()],
     )?;
     if n == 0 {
-        conn.execute(
-            "UPDATE repos SET handle = coalesce(?2, handle), pds = coalesce(?3, pds) WHERE did = ?1",
-            rusqlite::params![did, handle, pds],
-        )?;
+        update_repo_identity(conn, did, handle, pds)?;
     }
     Ok(n == 1)
 }

@@ -172,6 +172,18 @@ fn node(plc: &str) -> Node {
     Node { _dir: dir, syncer }
 }
 
+/// Another syncer on the node's store, with a resolver of its own (nothing cached).
+fn fresh_syncer(node: &Node, plc: &str) -> Syncer {
+    let http = reqwest::Client::new();
+    let resolver = Arc::new(Resolver::new(http.clone(), plc, None));
+    Syncer::new(
+        node.syncer.store.clone(),
+        http,
+        resolver,
+        &node.syncer.data_dir,
+    )
+}
+
 fn fresh_did() -> String {
     let n: u64 = rand::random();
     format!("did:plc:{:024x}", u128::from(n) << 32)[..32].to_string()
@@ -513,16 +525,7 @@ async fn an_account_removed_during_its_sync_stays_removed_and_its_files_go() {
         .unwrap()
         .blobs
         .insert(shared_cid.clone(), shared_pic);
-    let syncer_for = |plc: &str| {
-        let http = reqwest::Client::new();
-        let resolver = Arc::new(Resolver::new(http.clone(), plc, None));
-        Syncer::new(
-            node.syncer.store.clone(),
-            http,
-            resolver,
-            &node.syncer.data_dir,
-        )
-    };
+    let syncer_for = |plc: &str| fresh_syncer(&node, plc);
     let d = other_did.clone();
     node.syncer
         .store
@@ -752,12 +755,7 @@ async fn a_document_whose_key_verifies_nothing_raises_no_flag() {
     let old_key = verified_key(&node, &fake.did).await;
     fake.set_key(&SigningKey::generate_p256());
     // The same commit as before, under a document naming another key: nothing to fetch.
-    let fresh = Syncer::new(
-        node.syncer.store.clone(),
-        reqwest::Client::new(),
-        Arc::new(Resolver::new(reqwest::Client::new(), &fake.url, None)),
-        &node.syncer.data_dir,
-    );
+    let fresh = fresh_syncer(&node, &fake.url);
     fresh.sync_repo(&fake.did, &|_| {}).await.unwrap();
     assert_eq!(open_flag_kinds(&node).await, vec![]);
     // A new commit signed by a third key: refused, no flag, the copy and its key kept.
