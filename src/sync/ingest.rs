@@ -49,7 +49,7 @@ pub enum IngestError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(Box<crate::store::StoreError>),
 }
 
 impl IngestError {
@@ -386,7 +386,8 @@ fn ingest(
         old_key.as_deref(),
         &key.to_did_key(),
         held_rev.as_deref(),
-    )?;
+    )
+    .map_err(|e| IngestError::Store(Box::new(e)))?;
     tx.execute(
         "UPDATE repos SET signing_key = ?2 WHERE id = ?1",
         rusqlite::params![repo_id, key.to_did_key()],

@@ -694,7 +694,7 @@ async fn an_endless_blob_listing_is_refused() {
 async fn open_flag_kinds(node: &Node) -> Vec<(String, Option<String>)> {
     node.syncer
         .store
-        .read(|c| Ok(p2pds::history::open_flags(c)?))
+        .read(p2pds::history::open_flags)
         .await
         .unwrap()
         .into_iter()
