@@ -44,7 +44,12 @@ pub enum RecoveryError {
     #[error("could not reach {what}: {reason}")]
     Network { what: String, reason: String },
     #[error("{what} refused: {reason}")]
-    Refused { what: String, reason: String },
+    Refused {
+        what: String,
+        reason: String,
+        /// The XRPC error name (`AuthenticationRequired`, `InvalidToken`, …), empty when none.
+        error: String,
+    },
     #[error("the identity directory sent something unexpected: {0}")]
     BadPlcAnswer(String),
     #[error("the server signed a change that does more than add the recovery key ({0}); it was not sent")]
@@ -57,6 +62,18 @@ pub enum RecoveryError {
     Session(#[from] crate::session::SessionError),
     #[error(transparent)]
     Identity(#[from] crate::identity::IdentityError),
+}
+
+impl RecoveryError {
+    /// The account's server refused the password (signing in with it).
+    pub fn is_wrong_password(&self) -> bool {
+        matches!(self, Self::Refused { error, .. } if error == "AuthenticationRequired")
+    }
+
+    /// The account's server refused the emailed confirmation code.
+    pub fn is_bad_code(&self) -> bool {
+        matches!(self, Self::Refused { error, .. } if error == "InvalidToken" || error == "ExpiredToken")
+    }
 }
 
 /// A recovery key: a k256 private key the owner holds.
@@ -246,6 +263,7 @@ impl<'a> Plc<'a> {
         Err(RecoveryError::Refused {
             what: "the identity directory".into(),
             reason: format!("{status}: {}", text.chars().take(300).collect::<String>()),
+            error: String::new(),
         })
     }
 
@@ -336,6 +354,7 @@ async fn xrpc(req: reqwest::RequestBuilder, what: &str) -> Result<Value, Recover
                 reason: format!("{status} {error}: {message}")
                     .trim_end_matches([':', ' '])
                     .to_string(),
+                error,
             },
             other => net(other.to_string()),
         })
@@ -397,6 +416,7 @@ pub async fn register(
         .ok_or_else(|| RecoveryError::Refused {
             what: "the identity".into(),
             reason: "it names no server".into(),
+            error: String::new(),
         })?
         .trim_end_matches('/')
         .to_string();
@@ -477,6 +497,7 @@ pub async fn register(
         return Err(RecoveryError::Refused {
             what: "the identity directory".into(),
             reason: "the change was sent but the identity does not list the key".into(),
+            error: String::new(),
         });
     }
     Ok(Registration {

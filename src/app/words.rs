@@ -252,17 +252,15 @@ pub fn recovery_key_status(state: &str) -> super::dto::RecoveryKeyStatus {
     }
 }
 
-/// A failed recovery-key step, with what to do.
-pub fn recovery_key_error(reason: &str) -> String {
-    let lower = reason.to_lowercase();
-    if lower.contains("invalid identifier or password") || lower.contains("authenticationrequired")
-    {
+/// A failed recovery-key step, with what to do (by the kind of refusal, not its words).
+pub fn recovery_key_error(e: &crate::recovery::RecoveryError) -> String {
+    if e.is_wrong_password() {
         return "Your server did not accept that password. Use your main password (not an app password).".into();
     }
-    if lower.contains("token") && (lower.contains("invalid") || lower.contains("expired")) {
+    if e.is_bad_code() {
         return "That confirmation code was not accepted: check it, or ask for a new one.".into();
     }
-    format!("The recovery key could not be set up: {reason}")
+    format!("The recovery key could not be set up: {e}")
 }
 
 #[cfg(test)]
@@ -421,15 +419,24 @@ mod tests {
 
     #[test]
     fn recovery_key_failures_say_what_to_do() {
-        assert!(recovery_key_error(
-            "signing in refused: 401 Unauthorized AuthenticationRequired: Invalid identifier or password"
-        )
-        .contains("main password"));
-        assert!(recovery_key_error(
-            "the account's server refused: 400 InvalidToken: Token is invalid"
-        )
-        .contains("confirmation code"));
-        assert!(recovery_key_error("could not reach x").contains("could not reach x"));
+        use crate::recovery::RecoveryError;
+        let refused = |error: &str, reason: &str| RecoveryError::Refused {
+            what: "the account's server".into(),
+            reason: reason.into(),
+            error: error.into(),
+        };
+        assert!(
+            recovery_key_error(&refused("AuthenticationRequired", "401")).contains("main password")
+        );
+        assert!(recovery_key_error(&refused("ExpiredToken", "400")).contains("confirmation code"));
+        // The kind decides, not the words.
+        let other = refused("InvalidRequest", "the token said something else");
+        assert!(!recovery_key_error(&other).contains("confirmation code"));
+        let net = RecoveryError::Network {
+            what: "x".into(),
+            reason: "down".into(),
+        };
+        assert!(recovery_key_error(&net).contains("could not reach x"));
         for state in [
             "none",
             "code-sent",

@@ -158,7 +158,7 @@ impl Engine {
         let done =
             crate::recovery::register(&syncer.http, &syncer.resolver, &me.did, password, code)
                 .await
-                .map_err(|e| AppError::Other(words::recovery_key_error(&e.to_string())))?;
+                .map_err(|e| AppError::Other(words::recovery_key_error(&e)))?;
         let mut status = words::recovery_key_status(match done.state.as_str() {
             "code-sent" => "code-sent",
             _ => "registered",
