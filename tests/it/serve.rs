@@ -2,14 +2,16 @@
 //! nothing else. The account comes from the reference PDS; the node's server
 //! runs in-process on loopback.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use p2pds::identity::Resolver;
 use p2pds::serve::{self, ServeConfig};
 use p2pds::store::{self, Store};
 use p2pds::sync::Syncer;
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::pds;
 
@@ -61,14 +63,13 @@ async fn node_serving(config: ServeConfig) -> Served {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let app = serve::router(store, syncer.blob_dir(), config);
-    tokio::spawn(async move {
-        let _ = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await;
-    });
+    tokio::spawn(serve::serve(
+        listener,
+        store,
+        syncer.blob_dir(),
+        config,
+        std::future::pending(),
+    ));
     let (commit, rev) = acct.latest_commit().await.unwrap();
     Served {
         _dir: dir,
@@ -282,6 +283,7 @@ async fn each_client_has_a_bounded_request_rate() {
     let s = node_serving(ServeConfig {
         requests_per_second: 1.0,
         burst: 10.0,
+        ..ServeConfig::default()
     })
     .await;
     let http = reqwest::Client::new();
@@ -303,4 +305,334 @@ async fn each_client_has_a_bounded_request_rate() {
     let limited = codes.iter().filter(|c| **c == 429).count();
     assert!((10..=12).contains(&ok), "{codes:?}");
     assert_eq!(ok + limited, 30);
+}
+
+/// A node serving one account built offline (no PDS): `records` posts of about `text_bytes`
+/// each, and a way to stop the server.
+struct Built {
+    _dir: tempfile::TempDir,
+    addr: std::net::SocketAddr,
+    url: String,
+    did: String,
+    key: p2pds::crypto::PublicKey,
+    records: i64,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn built_node(records: u64, text_bytes: usize, config: ServeConfig) -> Built {
+    use p2pds::repo::{build::RepoBuilder, tid};
+    let did = "did:plc:servebuiltservebuiltserv".to_string();
+    let key = p2pds::crypto::SigningKey::generate_k256();
+    let mut repo = RepoBuilder::new(&did, key.clone());
+    for i in 0..records {
+        let text = format!("post {i} ").repeat(text_bytes / 8 + 1);
+        repo.put_json(
+            "app.bsky.feed.post",
+            &tid::format(1_700_000_000_000_000 + i * 1000, 0),
+            &json!({"$type": "app.bsky.feed.post", "text": text, "createdAt": "2024-01-01T00:00:00Z"}),
+        );
+    }
+    let car = repo.build(&tid::now(0)).car_bytes();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("p2pds.sqlite")).unwrap();
+    let (d, public) = (did.clone(), key.public_key());
+    store
+        .write(move |c| {
+            store::add_repo(c, &d, None, None).unwrap();
+            p2pds::sync::ingest::ingest_car(c, &d, &public, &car[..], &mut |_| {}).unwrap()
+        })
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve::serve(
+        listener,
+        store,
+        store::blob_dir(dir.path()),
+        config,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    Built {
+        _dir: dir,
+        addr,
+        url: format!("http://{addr}"),
+        did,
+        key: key.public_key(),
+        records: records as i64,
+        stop: Some(stop),
+        server,
+    }
+}
+
+/// Reads (and drops) what the server sends until it closes the connection; how long that took,
+/// or `None` if it was still open after `limit`.
+async fn closed_within(conn: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let mut buf = vec![0u8; 64 * 1024];
+    tokio::time::timeout(limit, async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return start.elapsed(),
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+/// A complete CAR of the whole account: a fresh store ingests it with full verification.
+fn assert_complete_car(b: &Built, car: &[u8]) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("copy.sqlite");
+    let mut conn = rusqlite::Connection::open(&path).unwrap();
+    store::schema::migrate(&mut conn, &path).unwrap();
+    store::add_repo(&conn, &b.did, None, None).unwrap();
+    let outcome =
+        p2pds::sync::ingest::ingest_car(&mut conn, &b.did, &b.key, car, &mut |_| {}).unwrap();
+    assert_eq!(outcome.records, b.records);
+}
+
+#[tokio::test]
+async fn clients_that_stall_are_dropped_and_shutdown_still_completes() {
+    let config = ServeConfig {
+        header_read_timeout: Duration::from_millis(500),
+        ..ServeConfig::default()
+    };
+    let mut b = built_node(3, 10, config).await;
+    // Half a request, then nothing.
+    let mut half = TcpStream::connect(b.addr).await.unwrap();
+    half.write_all(
+        format!(
+            "GET /xrpc/com.atproto.sync.getLatestCommit?did={} HTTP/1.1\r\nHost: x\r\n",
+            b.did
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let took = closed_within(&mut half, Duration::from_secs(5))
+        .await
+        .expect("a half-sent request is dropped");
+    assert!(took >= Duration::from_millis(400), "{took:?}");
+    // A connection that never sends a request.
+    let mut silent = TcpStream::connect(b.addr).await.unwrap();
+    assert!(closed_within(&mut silent, Duration::from_secs(5))
+        .await
+        .is_some());
+    // A kept-alive connection left idle after its answer.
+    let mut idle = TcpStream::connect(b.addr).await.unwrap();
+    idle.write_all(
+        format!(
+            "GET /xrpc/com.atproto.sync.getLatestCommit?did={} HTTP/1.1\r\nHost: x\r\n\r\n",
+            b.did
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert!(closed_within(&mut idle, Duration::from_secs(5))
+        .await
+        .is_some());
+
+    // Shutdown with a stalled client connected: the server still stops.
+    let mut stalled = TcpStream::connect(b.addr).await.unwrap();
+    stalled.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    let _ = b.stop.take().unwrap().send(());
+    tokio::time::timeout(Duration::from_secs(5), &mut b.server)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
+    assert!(
+        TcpStream::connect(b.addr).await.is_err(),
+        "no longer listening"
+    );
+}
+
+#[tokio::test]
+async fn large_answers_are_bounded_and_a_client_that_stops_reading_frees_its_slot() {
+    let config = ServeConfig {
+        large_answers: 1,
+        large_answer_wait: Duration::ZERO,
+        send_timeout: Duration::from_secs(1),
+        ..ServeConfig::default()
+    };
+    // About 12 MB: more than the kernel buffers between a server and a client that stops
+    // reading, so the server's answer is stuck mid-way.
+    let b = built_node(3000, 4000, config).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stuck = socket.connect(b.addr).await.unwrap();
+    stuck
+        .write_all(
+            format!(
+                "GET /xrpc/com.atproto.sync.getRepo?did={} HTTP/1.1\r\nHost: x\r\n\r\n",
+                b.did
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The only slot is taken: told to come back, in XRPC JSON.
+    let http = reqwest::Client::new();
+    let get_repo = format!("{}/xrpc/com.atproto.sync.getRepo?did={}", b.url, b.did);
+    let started = Instant::now();
+    let resp = http.get(&get_repo).send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert_safe_headers(&resp);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "ServerBusy");
+    assert!(body["message"].is_string());
+
+    // The stalled client is dropped after the send timeout; its slot serves the next one.
+    let car = loop {
+        let resp = http.get(&get_repo).send().await.unwrap();
+        if resp.status() == 200 {
+            break resp.bytes().await.unwrap();
+        }
+        assert_eq!(resp.status(), 503);
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the slot was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(car.len() > 10_000_000, "{}", car.len());
+    assert_complete_car(&b, &car);
+    drop(stuck);
+}
+
+#[tokio::test]
+async fn every_refusal_is_xrpc_json() {
+    let b = built_node(3, 10, ServeConfig::default()).await;
+    let http = reqwest::Client::new();
+    let did = &b.did;
+    let sync = "/xrpc/com.atproto.sync";
+    let cases: Vec<(reqwest::Method, String, u16, &str)> = vec![
+        (
+            reqwest::Method::GET,
+            format!("{sync}.getRepo"),
+            400,
+            "InvalidRequest",
+        ),
+        (
+            reqwest::Method::GET,
+            format!("{sync}.getRepo?did="),
+            400,
+            "InvalidRequest",
+        ),
+        (
+            reqwest::Method::GET,
+            format!("{sync}.getRepo?did={did}&did=did:plc:other"),
+            400,
+            "InvalidRequest",
+        ),
+        (
+            reqwest::Method::GET,
+            format!("{sync}.getRepo?did={did}&did={did}"),
+            400,
+            "InvalidRequest",
+        ),
+        (
+            reqwest::Method::GET,
+            format!("{sync}.getLatestCommit?dids={did}"),
+            400,
+            "InvalidRequest",
+        ),
+        (
+            reqwest::Method::GET,
+            format!("{sync}.getRecord?did={did}&collection=app.bsky.feed.post"),
+            400,
+            "InvalidRequest",
+        ),
+        (
+            reqwest::Method::GET,
+            format!("{sync}.getBlob?did={did}"),
+            400,
+            "InvalidRequest",
+        ),
+        (
+            reqwest::Method::GET,
+            format!("{sync}.getBlob?did={did}&cid=x&cid=y"),
+            400,
+            "InvalidRequest",
+        ),
+        (
+            reqwest::Method::GET,
+            format!("{sync}.getRepo?did=did:plc:nobodyhere"),
+            400,
+            "RepoNotFound",
+        ),
+        (
+            reqwest::Method::GET,
+            "/.well-known/rasl/%ff%fe".into(),
+            400,
+            "InvalidCid",
+        ),
+        (
+            reqwest::Method::GET,
+            format!("{sync}.listRepos"),
+            404,
+            "NotFound",
+        ),
+        (
+            reqwest::Method::DELETE,
+            format!("{sync}.getRepo?did={did}"),
+            405,
+            "MethodNotAllowed",
+        ),
+        (
+            reqwest::Method::from_bytes(b"BREW").unwrap(),
+            format!("{sync}.getRepo?did={did}"),
+            405,
+            "MethodNotAllowed",
+        ),
+        (
+            reqwest::Method::OPTIONS,
+            "/".into(),
+            405,
+            "MethodNotAllowed",
+        ),
+    ];
+    for (method, path, status, name) in cases {
+        let resp = http
+            .request(method.clone(), format!("{}{path}", b.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "{method} {path}");
+        assert_safe_headers(&resp);
+        assert_eq!(
+            resp.headers()["content-type"],
+            "application/json",
+            "{method} {path}"
+        );
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], name, "{method} {path}: {body}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{body}"
+        );
+    }
+    // The same calls, asked properly, answer.
+    let resp = http
+        .get(format!("{}{sync}.getRepo?did={did}", b.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_complete_car(&b, &resp.bytes().await.unwrap());
 }

@@ -1,5 +1,6 @@
 //! `p2pds`: the headless P2PDS engine, for terminals and home servers.
 
+mod bench_cmd;
 mod circle_cmd;
 mod history_cmd;
 mod policy_cmd;
@@ -246,7 +247,7 @@ enum Command {
     /// Measure the engine.
     Bench {
         #[command(subcommand)]
-        command: BenchCommand,
+        command: bench_cmd::BenchCommand,
     },
 }
 
@@ -261,20 +262,6 @@ enum BackupCommand {
         #[arg(long)]
         json: bool,
     },
-}
-
-#[derive(Debug, Subcommand)]
-enum BenchCommand {
-    /// Full verified ingest of a generated N-record repo, then one incremental record.
-    Ingest {
-        #[arg(long, default_value_t = 100_000)]
-        records: usize,
-        #[arg(long)]
-        json: bool,
-    },
-    /// (internal) the measured half of `bench ingest`, in its own process.
-    #[command(hide = true)]
-    IngestRun { dir: PathBuf, key: String },
 }
 
 fn main() {
@@ -365,7 +352,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             };
             return policy_cmd::run(command);
         }
-        Command::Bench { command } => return bench(command),
+        Command::Bench { command } => return bench_cmd::run(command),
         _ => {}
     }
     let rt = tokio::runtime::Runtime::new()?;
@@ -758,65 +745,4 @@ async fn serve(ctx: &Ctx, listen: &str) -> anyhow::Result<i32> {
     )
     .await?;
     Ok(0)
-}
-
-fn bench(command: &BenchCommand) -> anyhow::Result<i32> {
-    match command {
-        BenchCommand::Ingest { records, json } => {
-            let dir = tempfile_dir()?;
-            eprintln!("generating a signed repo of {records} records…");
-            let (key, car_bytes) = p2pds::bench::write_inputs(*records, &dir)?;
-            eprintln!(
-                "CAR: {:.1} MB; ingesting in a fresh process…",
-                car_bytes as f64 / 1e6
-            );
-            let out = std::process::Command::new(std::env::current_exe()?)
-                .args(["bench", "ingest-run"])
-                .arg(&dir)
-                .arg(key.public_key().to_multikey())
-                .stderr(std::process::Stdio::inherit())
-                .output()?;
-            let _ = std::fs::remove_dir_all(&dir);
-            if !out.status.success() {
-                bail!(
-                    "the measured run failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            let figures: p2pds::bench::IngestFigures = serde_json::from_slice(&out.stdout)?;
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&figures)?);
-            } else {
-                println!(
-                    "full verified ingest: {} records, {} blocks, {:.1} MB in {:.2} s = {:.0} records/s, {:.1} MB/s\n\
-                     then the log checkpoint into the main file: {:.2} s\n\
-                     incremental sync of one new record: {:.1} ms ({} created)\n\
-                     peak RSS of the ingesting process: {:.0} MB",
-                    figures.records,
-                    figures.blocks,
-                    figures.car_bytes as f64 / 1e6,
-                    figures.full_seconds,
-                    figures.records_per_second,
-                    figures.megabytes_per_second,
-                    figures.checkpoint_seconds,
-                    figures.incremental_ms,
-                    figures.incremental_creates,
-                    figures.peak_rss_mb
-                );
-            }
-            Ok(0)
-        }
-        BenchCommand::IngestRun { dir, key } => {
-            let key = p2pds::crypto::PublicKey::from_multikey(key)?;
-            let figures = p2pds::bench::run_ingest(dir, &key)?;
-            println!("{}", serde_json::to_string(&figures)?);
-            Ok(0)
-        }
-    }
-}
-
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("p2pds-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
