@@ -379,8 +379,12 @@ pub fn diff<E: From<MstError>>(
                 a.stack.pop();
                 b.stack.pop();
                 stats.shared_subtrees_skipped += 1;
-                // Keys after the skipped subtree must still follow its largest key.
-                b.last_key = max_key(src, &cid)?;
+                // Keys after the skipped subtree must still follow its largest key. When
+                // nothing follows (the roots are the same: maybe the empty tree, which has no
+                // largest key), there is nothing to check.
+                if !b.stack.is_empty() {
+                    b.last_key = max_key(src, &cid)?;
+                }
             }
             (Some(Item::Tree { layer: la, .. }), Some(Item::Tree { layer: lb, .. })) => {
                 // Expand the higher one (a root counts as highest); equal: both.
@@ -708,6 +712,14 @@ mod tests {
             "read {} new nodes for two changes",
             stats.new_nodes_read
         );
+    }
+
+    #[test]
+    fn a_tree_diffed_against_itself_has_no_changes_even_when_empty() {
+        for keys in [vec![], vec!["app.bsky.feed.post/a", "app.bsky.feed.post/b"]] {
+            let (root, mut blocks) = tree(&keys);
+            assert_eq!(changes(Some(root), root, &mut blocks), vec![]);
+        }
     }
 
     #[test]

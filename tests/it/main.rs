@@ -8,6 +8,7 @@ mod app;
 mod circles;
 mod cli;
 mod crash;
+mod fuzz_corpus;
 mod hostile;
 mod layers;
 mod lexicons;
