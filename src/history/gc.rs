@@ -337,7 +337,6 @@ pub fn run(
         retention_days: retention_days(opts),
         ..Default::default()
     };
-    let mut candidates: HashSet<String> = HashSet::new();
     for (repo_id, did, handle) in accounts(conn)? {
         let tx = conn.transaction()?;
         let marks = mark(&tx, repo_id, &did, opts)?;
@@ -355,7 +354,6 @@ pub fn run(
             let mut del = tx.prepare_cached("DELETE FROM blobs WHERE repo_id = ?1 AND cid = ?2")?;
             for (cid, _) in &sweep.blobs {
                 del.execute(params![repo_id, cid])?;
-                candidates.insert(cid.clone());
             }
         }
         tx.execute(
@@ -371,26 +369,11 @@ pub fn run(
             .push(account_figures(did, handle, &marks, &sweep));
     }
     finish_figures(&mut report);
-    let removed: HashMap<String, HashSet<i64>> = candidates
-        .into_iter()
-        .map(|c| (c, HashSet::new()))
-        .collect();
-    // Files no account names at all (an account removed mid-download, a crash's leftovers).
+    // The files no account names any more: those whose last rows went above, an account
+    // removed mid-download, a crash's leftovers.
     let (files, bytes) = crate::store::blobfiles::remove_unreferenced(conn, blob_dir)?;
     report.blob_files_removed += files;
     report.blob_bytes_removed += bytes;
-    for cid in orphan_files(conn, &removed)? {
-        let path = crate::store::blob_path(blob_dir, &cid);
-        let size = file_size(blob_dir, &cid);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {
-                report.blob_files_removed += 1;
-                report.blob_bytes_removed += size;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
     report.reclaimable_bytes = report.bytes_removed + report.blob_bytes_removed;
     conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
     Ok(report)
