@@ -121,6 +121,10 @@ pub fn check_value(value: &Value) -> Result<Checked, Problems> {
         }
         _ => (value.clone(), None, None),
     };
+    if let Some(p) = not_a_policy(&record_value) {
+        r.problem(&p.path, p.message);
+        return Err(Problems::new(r.problems, r.warnings));
+    }
     let mut record_value = record_value;
     if let Some(obj) = record_value.as_object_mut() {
         if !obj.contains_key("$type") {
@@ -194,6 +198,41 @@ pub fn check_value(value: &Value) -> Result<Checked, Problems> {
             }
         }
         _ => Err(Problems::new(r.problems, r.warnings)),
+    }
+}
+
+/// What a record is when it is plainly not a policy: one of another `$type` (an ack, a post…),
+/// or one with no `$type` and none of a policy's fields. Said instead of listing what a policy
+/// would need.
+fn not_a_policy(record: &Value) -> Option<Problem> {
+    let obj = record.as_object()?;
+    match obj.get("$type") {
+        Some(Value::String(t)) if t != nsid::POLICY => {
+            let article = match t.chars().next() {
+                Some(c) if "aeiouAEIOU".contains(c) => "an",
+                _ => "a",
+            };
+            Some(Problem {
+                path: "$type".into(),
+                message: format!(
+                    "this is {article} {t} record, not a policy ({}): give the policy record itself",
+                    nsid::POLICY
+                ),
+            })
+        }
+        None if !["name", "type", "members", "rules"]
+            .iter()
+            .any(|k| obj.contains_key(*k)) =>
+        {
+            Some(Problem {
+                path: String::new(),
+                message: format!(
+                    "this record has no $type and none of a policy's fields (name, type, members, rules): it is not a policy ({})",
+                    nsid::POLICY
+                ),
+            })
+        }
+        _ => None,
     }
 }
 
@@ -756,17 +795,19 @@ fn semantic(
             ),
         );
     }
-    let policy_type = PolicyType::parse(&record.policy_type);
-    if policy_type.is_none() {
-        r.problem(
+    // `type`, `strategy`, `placement` and `status` are open sets (the lexicon's knownValues):
+    // a value a newer writer uses is read as the documented fallback, with a warning.
+    let policy_type = PolicyType::parse(&record.policy_type).or_else(|| {
+        r.warn(
             "type",
             format!(
-                "type is {:?}: use one of {}",
+                "type is {:?}, which this version does not know ({}): read as custom, so no rule of a particular type applies",
                 record.policy_type,
                 PolicyType::KNOWN.join(", ")
             ),
         );
-    }
+        Some(PolicyType::Custom)
+    });
 
     // Members.
     let mut members: Vec<Member> = Vec::new();
@@ -830,15 +871,16 @@ fn semantic(
 
     // Replication.
     let rep = &record.rules.replication;
-    let strategy = Strategy::parse(&rep.strategy);
-    if strategy.is_none() {
-        r.problem(
+    let known_strategy = Strategy::parse(&rep.strategy);
+    if known_strategy.is_none() {
+        r.warn(
             "rules.replication.strategy",
-            format!("rules.replication.strategy is {:?}: use \"full\" (whole repos) or \"partial\" (only rules.replication.collections)", rep.strategy),
+            format!("rules.replication.strategy is {:?}, which this version does not know (\"full\" or \"partial\"): read as full, so whole repos are copied, at least what any strategy asks; rules.replication.collections is not used", rep.strategy),
         );
     }
+    let strategy = Some(known_strategy.unwrap_or(Strategy::Full));
     let mut collections: Vec<String> = Vec::new();
-    match (&strategy, &rep.collections) {
+    match (&known_strategy, &rep.collections) {
         (Some(Strategy::Partial), None) => r.problem(
             "rules.replication.collections",
             "rules.replication.strategy is partial but rules.replication.collections is missing: list the collections to copy, e.g. [\"app.bsky.feed.post\"]".into(),
@@ -863,20 +905,19 @@ fn semantic(
                 r.problem(&p, format!("{p}: {c} is listed twice"));
             }
         }
-        collections = seen.into_iter().collect();
+        if known_strategy == Some(Strategy::Partial) {
+            collections = seen.into_iter().collect();
+        }
     }
     let placement = match &rep.placement {
         None => Some(Placement::All),
-        Some(text) => {
-            let p = Placement::parse(text);
-            if p.is_none() {
-                r.problem(
-                    "rules.replication.placement",
-                    format!("rules.replication.placement is {text:?}: use \"all\" (every member holds every account) or \"ring\" (minCopies members hold each account)"),
-                );
-            }
-            p
-        }
+        Some(text) => Placement::parse(text).or_else(|| {
+            r.warn(
+                "rules.replication.placement",
+                format!("rules.replication.placement is {text:?}, which this version does not know (\"all\" or \"ring\"): read as all, the default, so every member holds every account"),
+            );
+            Some(Placement::All)
+        }),
     };
     let subjects = match &rep.subjects {
         Some(list) if list.is_empty() => {
@@ -1085,9 +1126,9 @@ fn semantic(
         None | Some("active") => false,
         Some("revoked") => true,
         Some(other) => {
-            r.problem(
+            r.warn(
                 "status",
-                format!("status is {other:?}: use \"active\" or \"revoked\" (or leave it out)"),
+                format!("status is {other:?}, which this version does not know (\"active\" or \"revoked\"): read as active, the default"),
             );
             false
         }
@@ -1213,10 +1254,8 @@ mod tests {
     #[case(&["rules", "replication", "minCopies"], json!(0), "rules.replication.minCopies is 0: it must be at least 1")]
     #[case(&["rules", "replication", "minCopies"], json!("2"), "rules.replication.minCopies must be a whole number, not text")]
     #[case(&["rules", "replication", "minCopies"], json!(2.5), "rules.replication.minCopies must be a whole number, not a fractional number")]
-    #[case(&["rules", "replication", "strategy"], json!("mirror"), "rules.replication.strategy is \"mirror\"")]
     #[case(&["rules", "replication", "strategy"], json!("partial"), "rules.replication.collections is missing")]
     #[case(&["rules", "replication", "collections"], json!(["app.bsky.feed.post"]), "collections is only for strategy partial")]
-    #[case(&["rules", "replication", "placement"], json!("random"), "rules.replication.placement is \"random\"")]
     #[case(&["rules", "replication", "subjects"], json!(["did:plc:x", "nope"]), "rules.replication.subjects[1] is \"nope\", which is not a DID")]
     #[case(&["rules", "replication", "subjects"], json!(["did:plc:x", "did:plc:x"]), "did:plc:x is listed twice")]
     #[case(&["rules", "verification", "interval"], json!("30"), "rules.verification.interval: \"30\" is not a duration")]
@@ -1233,16 +1272,14 @@ mod tests {
     #[case(&["rules", "storage"], json!({"maxBytes": -1}), "rules.storage.maxBytes is -1")]
     #[case(&["rules", "sla"], json!({"window": "30d", "uptime": "99.9"}), "rules.sla.uptime: \"99.9\" is not a percentage")]
     #[case(&["type"], json!("sla"), "type is sla but rules.sla is missing")]
-    #[case(&["type"], json!("friends"), "type is \"friends\": use one of mutual-aid, sla, custom")]
     #[case(&["members"], json!([{"did": "did:plc:alice"}]), "members has 1 member: a group needs at least 2")]
     #[case(&["members"], json!([{"did": "did:plc:a"}, {"did": "did:plc:a"}]), "did:plc:a is listed twice in members")]
     #[case(&["members"], json!([{"did": "did:plc:a"}, {"did": "did:plc:b", "node": "did:plc:a"}, {"did": "did:plc:c"}]), "uses node did:plc:a, which already acts for did:plc:a")]
     #[case(&["members"], json!([{"did": "alice"}, {"did": "did:plc:b"}, {"did": "did:plc:c"}]), "members[0].did is \"alice\", which is not a DID")]
     #[case(&["effectiveAt"], json!("tomorrow"), "effectiveAt: \"tomorrow\" is not a date-time")]
     #[case(&["expiresAt"], json!("2025-01-01T00:00:00Z"), "expiresAt (2025-01-01T00:00:00.000Z) is not after effectiveAt")]
-    #[case(&["status"], json!("paused"), "status is \"paused\"")]
     #[case(&["name"], json!(""), "name is empty")]
-    #[case(&["$type"], json!("org.p2pds.peer"), "$type is \"org.p2pds.peer\"")]
+    #[case(&["$type"], json!("org.p2pds.peer"), "this is an org.p2pds.peer record, not a policy (org.p2pds.policy)")]
     #[case(&["rules"], json!([]), "rules must be an object, not a list")]
     fn problems_name_the_field_and_the_fix(
         #[case] path: &[&str],
@@ -1263,9 +1300,71 @@ mod tests {
             rules.insert("sync".into(), json!({"maxLag": "soon"}));
         }
         if let Some(obj) = v.as_object_mut() {
-            obj.insert("type".into(), json!("friends"));
+            obj.insert("name".into(), json!(" "));
         }
         assert_eq!(problems(&v).len(), 3, "{:?}", problems(&v));
+    }
+
+    #[rstest]
+    #[case(&["type"], json!("co-op"), "type is \"co-op\", which this version does not know (mutual-aid, sla, custom): read as custom")]
+    #[case(&["rules", "replication", "strategy"], json!("mirror"), "rules.replication.strategy is \"mirror\", which this version does not know (\"full\" or \"partial\"): read as full")]
+    #[case(&["rules", "replication", "placement"], json!("random"), "rules.replication.placement is \"random\", which this version does not know (\"all\" or \"ring\"): read as all")]
+    #[case(&["status"], json!("paused"), "status is \"paused\", which this version does not know (\"active\" or \"revoked\"): read as active")]
+    fn an_unknown_value_of_an_open_set_is_read_as_its_fallback_with_a_warning(
+        #[case] path: &[&str],
+        #[case] value: Value,
+        #[case] expected: &str,
+    ) {
+        let checked = check_value(&with(path, value.clone())).map_err(|p| p.to_string());
+        let Ok(checked) = checked else {
+            panic!("{checked:?}")
+        };
+        let warnings: Vec<String> = checked.warnings.iter().map(|w| w.message.clone()).collect();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings.iter().any(|w| w.starts_with(expected)),
+            "{warnings:?}"
+        );
+        let p = checked.policy;
+        let expected_type = if path == ["type"] {
+            PolicyType::Custom
+        } else {
+            PolicyType::MutualAid
+        };
+        assert_eq!(p.policy_type, expected_type);
+        assert_eq!(p.replication.strategy, Strategy::Full);
+        assert_eq!(p.replication.placement, Placement::All);
+        assert!(!p.revoked);
+        // The record keeps what the author wrote.
+        let record = serde_json::to_value(&p.record).unwrap_or_default();
+        let written = path.iter().try_fold(&record, |v, k| v.get(*k));
+        assert_eq!(written, Some(&value));
+    }
+
+    #[test]
+    fn an_unknown_strategy_ignores_the_collections() {
+        let mut v = with(&["rules", "replication", "strategy"], json!("mirror"));
+        v["rules"]["replication"]["collections"] = json!(["app.bsky.feed.post"]);
+        let checked = check_value(&v).map_err(|p| p.to_string());
+        let Ok(checked) = checked else {
+            panic!("{checked:?}")
+        };
+        assert_eq!(checked.policy.replication.strategy, Strategy::Full);
+        assert!(checked.policy.replication.collections.is_empty());
+    }
+
+    #[rstest]
+    #[case(json!({"$type": "org.p2pds.policy.ack", "policy": {"uri": "at://did:plc:a/org.p2pds.policy/3k", "cid": "bafy"}, "accepted": true, "createdAt": "2026-01-01T00:00:00Z"}), "this is an org.p2pds.policy.ack record, not a policy (org.p2pds.policy)")]
+    #[case(json!({"$type": "app.bsky.feed.post", "text": "hi", "createdAt": "2026-01-01T00:00:00Z"}), "this is an app.bsky.feed.post record, not a policy (org.p2pds.policy)")]
+    #[case(json!({"uri": "at://did:plc:a/app.bsky.feed.post/3k", "value": {"$type": "app.bsky.feed.post", "text": "hi"}}), "this is an app.bsky.feed.post record, not a policy")]
+    #[case(json!({"text": "hi", "createdAt": "2026-01-01T00:00:00Z"}), "this record has no $type and none of a policy's fields (name, type, members, rules): it is not a policy (org.p2pds.policy)")]
+    fn a_record_of_another_kind_is_named_not_picked_apart(
+        #[case] v: Value,
+        #[case] expected: &str,
+    ) {
+        let found = problems(&v);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found.iter().all(|m| m.starts_with(expected)), "{found:?}");
     }
 
     #[test]

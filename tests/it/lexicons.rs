@@ -6,12 +6,14 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use p2pds::policy::defaults;
 use p2pds::policy::records::{
     nsid, AckRecord, ChallengeRecord, ChallengeResponseRecord, ComplianceRecord, HoldingRecord,
     MemberRecord, PeerRecord, PolicyRecord, ReplicationRecord, RulesRecord, SlaRecord,
     StatusRecord, StorageRecord, StrongRef, SyncRecord, VerificationRecord,
     VerificationResultRecord,
 };
+use p2pds::policy::validate::check_value;
 use p2pds::policy::version::record_cid;
 use serde_json::{json, Value};
 
@@ -196,6 +198,16 @@ fn bad_records_are_refused() {
         ),
         bad("policy-mutual-aid.json", &["rules", "sync"], Value::Null),
         bad(
+            "policy-minimal.json",
+            &["rules", "compliance"],
+            json!("strict"),
+        ),
+        bad(
+            "policy-minimal.json",
+            &["rules", "verification", "sampleSize"],
+            Value::Null,
+        ),
+        bad(
             "policy-mutual-aid.json",
             &["effectiveAt"],
             json!("next monday"),
@@ -276,8 +288,27 @@ fn resolve(doc: &Value, schema: &Value) -> Option<Value> {
     }
 }
 
+/// Whether the Rust type writes the policy field at `path` (its JSON path) although the lexicon
+/// leaves it optional: only a field with a documented default ([`defaults::OPTIONAL`], or an
+/// object all of whose fields have one), which the engine fills in before reading and so
+/// always writes.
+fn written_with_its_default(doc: &Value, path: &str) -> bool {
+    let Some(path) = doc["id"]
+        .as_str()
+        .filter(|id| *id == nsid::POLICY)
+        .and_then(|id| path.strip_prefix(id))
+        .and_then(|p| p.strip_prefix('.'))
+    else {
+        return false;
+    };
+    defaults::OPTIONAL
+        .iter()
+        .any(|o| *o == path || o.starts_with(&format!("{path}.")))
+}
+
 /// Compares the keys of `value` (a serialized Rust value) with the schema's properties,
-/// recursively. `full`: every property must be present; otherwise exactly the required ones.
+/// recursively. `full`: every property must be present; otherwise exactly the required ones
+/// (and the optional ones the engine writes with their documented defaults).
 fn compare(
     doc: &Value,
     schema: &Value,
@@ -310,6 +341,10 @@ fn compare(
         ));
     }
     for k in keys.difference(expected) {
+        let child = format!("{path}.{k}");
+        if !full && props.contains(k) && written_with_its_default(doc, &child) {
+            continue;
+        }
         errors.push(format!(
             "{path}.{k}: in the Rust value, not {} in the lexicon",
             if full { "a property" } else { "required" }
@@ -470,12 +505,50 @@ fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(v: &Value) -> V
     serde_json::to_value(typed).unwrap_or_default()
 }
 
+/// Whether every field `small` states is in `big` with the same value (objects compared
+/// field by field, everything else whole).
+fn states_the_same(small: &Value, big: &Value) -> bool {
+    match (small, big) {
+        (Value::Object(s), Value::Object(b)) => s
+            .iter()
+            .all(|(k, v)| b.get(k).is_some_and(|w| states_the_same(v, w))),
+        _ => small == big,
+    }
+}
+
+/// A policy the Rust type reads as it is comes back unchanged. One that leaves out fields with
+/// documented defaults (or says `version`) is read as every caller reads it (`check_value`,
+/// which fills the defaults in): written back, it states every field the example states,
+/// unchanged, and the defaults (`version` is the author's label and is not carried); that
+/// record then comes back unchanged.
+fn policy_round_trip(v: &Value) -> Value {
+    if v.get("version").is_none() && serde_json::from_value::<PolicyRecord>(v.clone()).is_ok() {
+        return round_trip::<PolicyRecord>(v);
+    }
+    assert!(
+        v.get("version").is_some() || !defaults::defaulted(v).is_empty(),
+        "{v:#} does not read into the Rust type"
+    );
+    let checked = check_value(v).unwrap_or_else(|p| panic!("{p}: {v:#}"));
+    let back = serde_json::to_value(&checked.policy.record).unwrap_or_default();
+    let mut stated = v.clone();
+    if let Some(obj) = stated.as_object_mut() {
+        obj.remove("version");
+    }
+    assert!(
+        states_the_same(&stated, &back),
+        "{back:#} lost some of {v:#}"
+    );
+    assert_eq!(round_trip::<PolicyRecord>(&back), back);
+    v.clone()
+}
+
 #[test]
 fn examples_read_into_the_rust_types_and_back_unchanged() {
     for file in examples() {
         let v = read_json(&file);
         let back = match v["$type"].as_str() {
-            Some(t) if t == nsid::POLICY => round_trip::<PolicyRecord>(&v),
+            Some(t) if t == nsid::POLICY => policy_round_trip(&v),
             Some(t) if t == nsid::POLICY_ACK => round_trip::<AckRecord>(&v),
             Some(t) if t == nsid::POLICY_STATUS => round_trip::<StatusRecord>(&v),
             Some(t) if t == nsid::PEER => round_trip::<PeerRecord>(&v),
@@ -484,5 +557,43 @@ fn examples_read_into_the_rust_types_and_back_unchanged() {
             other => panic!("{}: unexpected $type {other:?}", file.display()),
         };
         assert_eq!(back, v, "{}", file.display());
+    }
+}
+
+#[test]
+fn fields_with_documented_defaults_are_optional_in_the_lexicon() {
+    // Issue 13: the research's simplest policy (no compliance block, no layers, no dates, a
+    // version) is a valid policy, for the reference tooling too.
+    let doc = lexicon(nsid::POLICY);
+    let whole_blocks = ["rules.compliance", "rules.storage"];
+    for path in defaults::OPTIONAL.iter().chain(&whole_blocks) {
+        let (parent, field) = path.rsplit_once('.').unwrap_or(("", path));
+        let mut schema = doc["defs"]["main"]["record"].clone();
+        for step in parent.split('.').filter(|s| !s.is_empty()) {
+            schema = resolve(&doc, &schema["properties"][step])
+                .unwrap_or_else(|| panic!("{path}: {step} is not an object in the lexicon"));
+        }
+        assert!(
+            schema["properties"].get(field).is_some(),
+            "{path}: not a property in the lexicon"
+        );
+        let required = schema["required"].as_array().cloned().unwrap_or_default();
+        assert!(
+            !required.contains(&json!(field)),
+            "{path} is required in the lexicon, but the engine gives it a documented default"
+        );
+    }
+    let minimal = example("policy-minimal.json");
+    assert!(minimal.get("version").is_some());
+    for path in [
+        "rules.verification.layers",
+        "rules.compliance.offlineGracePeriod",
+        "effectiveAt",
+        "createdAt",
+    ] {
+        assert!(
+            defaults::defaulted(&minimal).iter().any(|p| p == path),
+            "{path}"
+        );
     }
 }

@@ -53,6 +53,7 @@ fn example_policies_are_valid_without_warnings() {
         "policy-mutual-aid.json",
         "policy-sla.json",
         "policy-partial.json",
+        "policy-minimal.json",
     ] {
         let checked = check_json(&read(&format!("lexicons/examples/{file}")));
         match checked {
@@ -672,4 +673,78 @@ fn the_bench_group_shows_more_than_one_state() {
     let r = evaluate(&p, &obs, now);
     assert!(r.summary.nodes.len() > 1, "{:?}", r.summary.nodes);
     assert!(r.summary.nodes.contains_key(&State::Ok));
+}
+
+/// The mutual-aid example with `field` set to `value`, written to a fresh folder.
+fn example_with(field: &[&str], value: Value) -> (tempfile::TempDir, String) {
+    let mut v: Value =
+        serde_json::from_str(&read("lexicons/examples/policy-mutual-aid.json")).unwrap_or_default();
+    let mut cur = &mut v;
+    for key in &field[..field.len() - 1] {
+        cur = &mut cur[*key];
+    }
+    cur[field[field.len() - 1]] = value;
+    file("policy.json", v.to_string().as_bytes())
+}
+
+#[test]
+fn check_accepts_values_of_open_sets_that_a_newer_writer_uses() {
+    // `type`, `strategy`, `placement` and `status` are knownValues in the lexicon: open sets.
+    let cases: [(&[&str], &str, &str); 4] = [
+        (&["type"], "co-op", "type is \"co-op\", which this version does not know (mutual-aid, sla, custom): read as custom"),
+        (&["rules", "replication", "strategy"], "mirror", "rules.replication.strategy is \"mirror\", which this version does not know (\"full\" or \"partial\"): read as full"),
+        (&["rules", "replication", "placement"], "nearest", "rules.replication.placement is \"nearest\", which this version does not know (\"all\" or \"ring\"): read as all"),
+        (&["status"], "paused", "status is \"paused\", which this version does not know (\"active\" or \"revoked\"): read as active"),
+    ];
+    for (field, value, warning) in cases {
+        let (_dir, path) = example_with(field, Value::from(value));
+        let o = p2pds(&["policy", "check", &path]);
+        let out = stdout(&o);
+        assert_eq!(o.status.code(), Some(0), "{value}: {out}{}", stderr(&o));
+        assert!(out.contains(&format!("warning: {warning}")), "{out}");
+        assert_eq!(out.matches("warning:").count(), 1, "{out}");
+    }
+    let (_dir, path) = example_with(&["type"], Value::from("co-op"));
+    let out = stdout(&p2pds(&["policy", "check", &path]));
+    assert!(
+        out.contains("ok: \"Kitchen table circle\" (co-op, read as custom), 3 members"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_says_what_a_record_of_another_type_is() {
+    let ack = read("lexicons/examples/ack.json");
+    let post = r#"{"$type": "app.bsky.feed.post", "text": "hello", "createdAt": "2026-01-01T00:00:00.000Z"}"#;
+    let envelope =
+        format!(r#"{{"uri": "at://did:plc:alice/org.p2pds.policy.ack/3k", "value": {ack}}}"#);
+    let untyped = r#"{"text": "hello", "createdAt": "2026-01-01T00:00:00.000Z"}"#;
+    let cases = [
+        (ack.as_str(), "this is an org.p2pds.policy.ack record, not a policy (org.p2pds.policy)"),
+        (post, "this is an app.bsky.feed.post record, not a policy (org.p2pds.policy)"),
+        (envelope.as_str(), "this is an org.p2pds.policy.ack record, not a policy (org.p2pds.policy)"),
+        (untyped, "this record has no $type and none of a policy's fields (name, type, members, rules): it is not a policy (org.p2pds.policy)"),
+    ];
+    for (text, expected) in cases {
+        let (_dir, path) = file("record.json", text.as_bytes());
+        let o = p2pds(&["policy", "check", &path]);
+        said_once_in_words(&o, expected);
+        let out = stdout(&o);
+        assert!(out.contains("1 problem"), "{out}");
+        assert!(!out.contains("missing"), "{out}");
+    }
+}
+
+#[test]
+fn check_accepts_the_minimal_example_of_the_lexicon() {
+    let o = p2pds(&["policy", "check", "lexicons/examples/policy-minimal.json"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(!out.contains("warning"), "{out}");
+    assert!(out.contains("(default)"), "{out}");
+    // The same record as docs/policy.md's simplest policy: the same CID.
+    let simplest = check_json(SIMPLEST).map(|c| c.policy.reference.cid);
+    let example =
+        check_json(&read("lexicons/examples/policy-minimal.json")).map(|c| c.policy.reference.cid);
+    assert_eq!(example, simplest);
 }

@@ -172,13 +172,20 @@ fn check(file: &Path) -> anyhow::Result<i32> {
     let Checked {
         policy, warnings, ..
     } = checked;
+    let read_as = serde_json::to_value(policy.policy_type)?
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    // A type this version does not know is shown as written, and how it is read.
+    let kind = if policy.record.policy_type == read_as {
+        read_as
+    } else {
+        format!("{}, read as {read_as}", policy.record.policy_type)
+    };
     println!(
-        "{}: ok: \"{}\" ({}), {} members, {} account{}, minCopies {}, cid {}",
+        "{}: ok: \"{}\" ({kind}), {} members, {} account{}, minCopies {}, cid {}",
         file.display(),
         policy.name,
-        serde_json::to_value(policy.policy_type)?
-            .as_str()
-            .unwrap_or_default(),
         policy.members.len(),
         policy.replication.subjects.len(),
         if policy.replication.subjects.len() == 1 {
