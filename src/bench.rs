@@ -1,6 +1,7 @@
 //! Ingest benchmark: a signed repo of N records generated offline, then full
-//! verified ingest (parse + hash + signature + MST validation + store) and an
-//! incremental sync of one new record, measured in a fresh store.
+//! verified ingest (parse + hash + signature + MST validation + store) and
+//! incremental syncs of one new record each (one after the other, each a new commit on top
+//! of the previous), measured in a fresh store.
 //!
 //! Serve benchmark: such a repo in a fresh store, served by a `p2pds serve` process that
 //! many clients ask for the whole repo at once; its peak memory and the time taken.
@@ -41,19 +42,35 @@ pub fn generate(records: usize, key: SigningKey) -> (RepoBuilder, BuiltRepo) {
     (repo, built)
 }
 
-/// Writes the full CAR and a `since` CAR holding one new record.
+/// How many one-record incremental syncs `bench ingest` measures, each a new commit on top
+/// of the previous one.
+pub const INCREMENTALS: usize = 21;
+
+/// The `since` CAR of the `i`th incremental (0-based) in `dir`.
+pub fn since_path(dir: &Path, i: usize) -> std::path::PathBuf {
+    dir.join(format!("since-{i:02}.car"))
+}
+
+/// Writes the full CAR and [`INCREMENTALS`] `since` CARs, each holding one new record on top
+/// of the revision before it.
 pub fn write_inputs(records: usize, dir: &Path) -> std::io::Result<(SigningKey, u64)> {
     let key = SigningKey::generate_k256();
-    let (mut repo, built) = generate(records, key.clone());
+    let (mut repo, mut built) = generate(records, key.clone());
     let full = std::fs::File::create(dir.join("full.car"))?;
     built.write_car(BufWriter::new(full))?;
-    repo.put_json(
-        "app.bsky.feed.post",
-        &tid::now(1),
-        &serde_json::json!({"$type": "app.bsky.feed.post", "text": "one more", "createdAt": "2024-05-02T00:00:00.000Z"}),
-    );
-    let next = repo.build(&tid::now(2));
-    std::fs::write(dir.join("since.car"), next.diff_car_bytes(&built))?;
+    // Revs in the past (never refused as future) and each newer than the one before.
+    let base = (chrono::Utc::now().timestamp_micros().max(0) as u64).saturating_sub(60_000_000);
+    for i in 0..INCREMENTALS {
+        let at = base + i as u64 * 1000;
+        repo.put_json(
+            "app.bsky.feed.post",
+            &tid::format(at, 1),
+            &serde_json::json!({"$type": "app.bsky.feed.post", "text": format!("one more ({i})"), "createdAt": "2024-05-02T00:00:00.000Z"}),
+        );
+        let next = repo.build(&tid::format(at, 2));
+        std::fs::write(since_path(dir, i), next.diff_car_bytes(&built))?;
+        built = next;
+    }
     Ok((key, std::fs::metadata(dir.join("full.car"))?.len()))
 }
 
@@ -73,12 +90,22 @@ pub struct IngestFigures {
     pub checkpoint_seconds: f64,
     pub records_per_second: f64,
     pub megabytes_per_second: f64,
+    /// The first incremental sync of one new record.
     pub incremental_ms: f64,
     pub incremental_creates: u64,
+    /// How many one-record incremental syncs were measured, one after the other.
+    #[serde(default)]
+    pub incremental_runs: usize,
+    #[serde(default)]
+    pub incremental_median_ms: f64,
+    #[serde(default)]
+    pub incremental_p90_ms: f64,
+    #[serde(default)]
+    pub incremental_max_ms: f64,
     pub peak_rss_mb: f64,
 }
 
-/// Ingests `dir/full.car` then `dir/since.car` into a fresh store in `dir`.
+/// Ingests `dir/full.car` then each `since` CAR in turn into a fresh store in `dir`.
 pub fn run_ingest(dir: &Path, key: &crate::crypto::PublicKey) -> anyhow::Result<IngestFigures> {
     let store_path = dir.join("bench.sqlite");
     let _ = std::fs::remove_file(&store_path);
@@ -97,11 +124,28 @@ pub fn run_ingest(dir: &Path, key: &crate::crypto::PublicKey) -> anyhow::Result<
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
     let checkpoint_seconds = start.elapsed().as_secs_f64();
 
-    let start = Instant::now();
-    let file = std::fs::File::open(dir.join("since.car"))?;
-    let inc = crate::sync::ingest::ingest_car(&mut conn, BENCH_DID, key, file, &mut |_| {})?;
-    let incremental_ms = start.elapsed().as_secs_f64() * 1000.0;
-
+    let mut times = Vec::with_capacity(INCREMENTALS);
+    let mut first_creates = None;
+    for i in 0..INCREMENTALS {
+        let path = since_path(dir, i);
+        if !path.exists() {
+            break;
+        }
+        let start = Instant::now();
+        let file = std::fs::File::open(path)?;
+        let inc = crate::sync::ingest::ingest_car(&mut conn, BENCH_DID, key, file, &mut |_| {})?;
+        times.push(start.elapsed().as_secs_f64() * 1000.0);
+        first_creates.get_or_insert(inc.creates);
+        anyhow::ensure!(
+            inc.records == full.records + i as i64 + 1,
+            "after incremental {i} the store counts {} records, not {}",
+            inc.records,
+            full.records + i as i64 + 1
+        );
+    }
+    let incremental_ms = times.first().copied().unwrap_or(0.0);
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
     Ok(IngestFigures {
         records: full.records,
         blocks: full.blocks_added,
@@ -111,9 +155,22 @@ pub fn run_ingest(dir: &Path, key: &crate::crypto::PublicKey) -> anyhow::Result<
         records_per_second: full.records as f64 / full_seconds,
         megabytes_per_second: car_bytes as f64 / 1e6 / full_seconds,
         incremental_ms,
-        incremental_creates: inc.creates,
+        incremental_creates: first_creates.unwrap_or(0),
+        incremental_runs: sorted.len(),
+        incremental_median_ms: percentile(&sorted, 50),
+        incremental_p90_ms: percentile(&sorted, 90),
+        incremental_max_ms: sorted.last().copied().unwrap_or(0.0),
         peak_rss_mb: peak_rss_bytes().unwrap_or(0) as f64 / 1e6,
     })
+}
+
+/// The `pct`th percentile of sorted figures (nearest rank); 0 when there are none.
+fn percentile(sorted: &[f64], pct: usize) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (pct * sorted.len()).div_ceil(100).clamp(1, sorted.len());
+    sorted.get(rank - 1).copied().unwrap_or(0.0)
 }
 
 /// Figures of `bench serve`: one `p2pds serve` process answering many `getRepo` at once.

@@ -1,5 +1,6 @@
-//! Export: the latest verified state of an account as a CAR file (root = the
-//! signed commit; then every tree node and record, walked from the store) and
+//! Export: the latest verified state of an account (or a kept one) as a CAR file (root = the
+//! signed commit; then every tree node and record, streamed from the store as the tree is
+//! walked, in `getRepo`'s order: memory follows the tree's depth, not the account's size) and
 //! its blobs as files named by CID. The same CAR is what a restore imports.
 
 use std::io::Write;
@@ -135,60 +136,62 @@ fn write_commit_car<W: Write>(
         bytes: commit_bytes.len() as u64,
         ..Default::default()
     };
-    // First pass: every tree node, in walk order (the walk reads each once).
-    let mut nodes: Vec<Cid> = vec![commit.data];
-    let mut leaves: Vec<Cid> = Vec::new();
-    collect_nodes(conn, repo_id, commit.data, &mut nodes)?;
-    let mut src = StoreSource { conn, repo_id };
-    mst::walk(&mut src, commit.data, |_, cid| {
-        leaves.push(*cid);
-        Ok::<(), MstError>(())
-    })
-    .map_err(|e| ExportError::Damaged(e.to_string()))?;
-    let mut seen = std::collections::HashSet::new();
-    for cid in nodes.iter().chain(leaves.iter()) {
-        if !seen.insert(*cid) {
-            continue;
-        }
-        let bytes = get_block(conn, repo_id, cid)?
-            .ok_or_else(|| ExportError::Damaged(format!("block {cid} missing")))?;
-        car.write_block(cid, &bytes)?;
+    let mut refs = Vec::new();
+    walk_tree(conn, repo_id, commit.data, |cid, bytes, is_record| {
+        car.write_block(&cid, &bytes)?;
         report.blocks += 1;
         report.bytes += bytes.len() as u64;
-    }
-    let mut refs = Vec::new();
-    for cid in &leaves {
-        if let Some(value) =
-            get_block(conn, repo_id, cid)?.and_then(|b| crate::repo::record::to_json(&b).ok())
-        {
-            crate::repo::record::blob_refs(&value, &mut refs);
-            report.blob_refs.extend(refs.drain(..));
+        if is_record {
+            report.records += 1;
+            if let Ok(value) = crate::repo::record::to_json(&bytes) {
+                crate::repo::record::blob_refs(&value, &mut refs);
+                report.blob_refs.extend(refs.drain(..));
+            }
         }
-    }
-    report.records = leaves.len() as u64;
+        Ok(())
+    })?;
     car.finish()?;
     Ok(report)
 }
 
-fn collect_nodes(
+/// Visits the record tree under `root` (a node of any kept state) block by block, as
+/// `getRepo` sends it: each node, then its left subtree, then each record (`true`) and the
+/// subtree to its right: nodes in pre-order, records in key order. What is held meanwhile is
+/// the path being walked (the tree's depth times a node's entries), never the tree's CIDs, so
+/// memory does not grow with the account. A record stored under two keys is visited twice.
+pub(crate) fn walk_tree(
     conn: &Connection,
     repo_id: i64,
     root: Cid,
-    out: &mut Vec<Cid>,
+    mut visit: impl FnMut(Cid, Vec<u8>, bool) -> Result<(), ExportError>,
 ) -> Result<(), ExportError> {
-    let mut stack = vec![root];
-    while let Some(cid) = stack.pop() {
-        let bytes = get_block(conn, repo_id, &cid)?
-            .ok_or_else(|| ExportError::Damaged(format!("tree node {cid} missing")))?;
-        let node =
-            mst::decode_node(&cid, &bytes).map_err(|e| ExportError::Damaged(e.to_string()))?;
-        for child in node
-            .left
-            .iter()
-            .chain(node.entries.iter().filter_map(|e| e.right.as_ref()))
-        {
-            out.push(*child);
-            stack.push(*child);
+    enum Next {
+        Node(Cid),
+        Record(Cid),
+    }
+    let block = |cid: &Cid, what: &str| -> Result<Vec<u8>, ExportError> {
+        get_block(conn, repo_id, cid)?
+            .ok_or_else(|| ExportError::Damaged(format!("{what} {cid} missing")))
+    };
+    let mut todo = vec![Next::Node(root)];
+    while let Some(next) = todo.pop() {
+        match next {
+            Next::Record(cid) => visit(cid, block(&cid, "record")?, true)?,
+            Next::Node(cid) => {
+                let bytes = block(&cid, "tree node")?;
+                let node = mst::decode_node(&cid, &bytes)
+                    .map_err(|e| ExportError::Damaged(e.to_string()))?;
+                visit(cid, bytes, false)?;
+                for entry in node.entries.iter().rev() {
+                    if let Some(right) = entry.right {
+                        todo.push(Next::Node(right));
+                    }
+                    todo.push(Next::Record(entry.value));
+                }
+                if let Some(left) = node.left {
+                    todo.push(Next::Node(left));
+                }
+            }
         }
     }
     Ok(())

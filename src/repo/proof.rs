@@ -105,8 +105,31 @@ pub struct KeyPath {
     pub value: Option<Cid>,
 }
 
-/// Follows the path to `key` from `root`, checking each node on the way.
+/// Follows the path to `key` from `root`, checking each node on the way. An absent key's path
+/// stops at the key's own layer: a key of that height cannot be lower in the tree, so that is
+/// all a verifier needs.
 pub fn find_key(src: &mut impl BlockSource, root: Cid, key: &[u8]) -> Result<KeyPath, MstError> {
+    walk_to_key(src, root, key, false)
+}
+
+/// The path a proof carries for `key`, as the reference implementation builds and checks it:
+/// like [`find_key`], but for an absent key the walk goes on down through the subtree in the
+/// gap where the key would be, to the bottom of the tree (its reader looks the key up layer by
+/// layer and needs those nodes).
+pub fn covering_path(
+    src: &mut impl BlockSource,
+    root: Cid,
+    key: &[u8],
+) -> Result<KeyPath, MstError> {
+    walk_to_key(src, root, key, true)
+}
+
+fn walk_to_key(
+    src: &mut impl BlockSource,
+    root: Cid,
+    key: &[u8],
+    covering: bool,
+) -> Result<KeyPath, MstError> {
     let height = mst::key_height(key);
     let mut path = KeyPath {
         nodes: Vec::new(),
@@ -145,9 +168,10 @@ pub fn find_key(src: &mut impl BlockSource, root: Cid, key: &[u8]) -> Result<Key
         }
         if height == this {
             path.value = node.entries.iter().find(|e| e.key == key).map(|e| e.value);
-            return Ok(path);
-        }
-        if height > this {
+            if path.value.is_some() || !covering {
+                return Ok(path);
+            }
+        } else if height > this && !covering {
             // A key of that height would sit at or above this layer: it is not here.
             return Ok(path);
         }
@@ -232,5 +256,50 @@ mod tests {
         let key = b.key.public_key();
         let r = verify_record(&car, "did:plc:proof", &key, "app.bsky.feed.post", "p0290");
         assert!(matches!(r, Err(ProofError::MissingBlock(_))), "{r:?}");
+    }
+
+    #[test]
+    fn covering_paths_of_absent_keys_reach_the_bottom_of_the_gap() {
+        let (b, built) = repo();
+        let key = b.key.public_key();
+        let mut blocks: HashMap<Cid, Vec<u8>> = built.blocks.iter().cloned().collect();
+        let mut heights = [0usize; 3];
+        for i in 0..2000 {
+            let rkey = format!("q{i:05}");
+            let k = format!("app.bsky.feed.post/{rkey}");
+            let h = mst::key_height(k.as_bytes()) as usize;
+            if h == 0 || h >= heights.len() || heights[h] >= 3 {
+                continue;
+            }
+            let short = find_key(&mut blocks, built.data, k.as_bytes()).unwrap();
+            let long = covering_path(&mut blocks, built.data, k.as_bytes()).unwrap();
+            assert_eq!(long.value, None);
+            assert!(long.nodes.starts_with(&short.nodes));
+            // The last node of the covering path has no subtree where the key would go.
+            let last = long.nodes.last().unwrap();
+            let node = mst::decode_node(last, &blocks[last]).unwrap();
+            let idx = node
+                .entries
+                .partition_point(|e| e.key.as_slice() < k.as_bytes());
+            let gap = if idx == 0 {
+                node.left
+            } else {
+                node.entries[idx - 1].right
+            };
+            assert_eq!(gap, None, "{k}");
+            // Our verifier accepts the longer proof too.
+            let mut w = CarWriter::new(Vec::new(), vec![built.commit_cid]).unwrap();
+            w.write_block(&built.commit_cid, &built.commit_bytes)
+                .unwrap();
+            for c in &long.nodes {
+                w.write_block(c, &blocks[c]).unwrap();
+            }
+            let car = w.finish().unwrap();
+            let absent =
+                verify_record(&car, "did:plc:proof", &key, "app.bsky.feed.post", &rkey).unwrap();
+            assert_eq!(absent.cid, None);
+            heights[h] += 1;
+        }
+        assert_eq!(heights[1], 3, "absent keys of height 1 checked");
     }
 }

@@ -51,6 +51,13 @@ pub fn ipld_to_json(ipld: Ipld) -> Value {
 
 /// Collects every blob CID a record references (`{"$type":"blob","ref":{"$link":…}}`).
 pub fn blob_refs(value: &Value, out: &mut Vec<String>) {
+    let mut typed = Vec::new();
+    typed_blob_refs(value, &mut typed);
+    out.extend(typed.into_iter().map(|(cid, _)| cid));
+}
+
+/// Collects every blob a record references, with the type (`mimeType`) the reference declares.
+pub fn typed_blob_refs(value: &Value, out: &mut Vec<(String, Option<String>)>) {
     match value {
         Value::Object(map) => {
             if map.get("$type").and_then(Value::as_str) == Some("blob") {
@@ -59,14 +66,15 @@ pub fn blob_refs(value: &Value, out: &mut Vec<String>) {
                     .and_then(|r| r.get("$link"))
                     .and_then(Value::as_str)
                 {
-                    out.push(link.to_string());
+                    let mime = map.get("mimeType").and_then(Value::as_str);
+                    out.push((link.to_string(), mime.map(str::to_string)));
                 }
             }
             for v in map.values() {
-                blob_refs(v, out);
+                typed_blob_refs(v, out);
             }
         }
-        Value::Array(items) => items.iter().for_each(|v| blob_refs(v, out)),
+        Value::Array(items) => items.iter().for_each(|v| typed_blob_refs(v, out)),
         _ => {}
     }
 }

@@ -129,6 +129,7 @@ pub(super) fn send_repo_car(
     did: &str,
     repo_id: i64,
     head: Cid,
+    since: Option<&str>,
     tx: mpsc::Sender<Chunk>,
 ) {
     let out = ChannelWriter {
@@ -138,7 +139,10 @@ pub(super) fn send_repo_car(
     let result = store
         .reader()
         .map_err(CarStreamError::from)
-        .and_then(|c| write_repo_car(&c, repo_id, head, out).map(drop));
+        .and_then(|c| match since {
+            Some(since) => super::since::write_since_car(&c, repo_id, head, since, out).map(drop),
+            None => write_repo_car(&c, repo_id, head, out).map(drop),
+        });
     match result {
         Ok(()) => {}
         Err(CarStreamError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {

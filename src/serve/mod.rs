@@ -2,24 +2,32 @@
 //!
 //! - RASL (`GET`/`HEAD /.well-known/rasl/<cid>`): the bytes of a block or blob of
 //!   an account this node replicates, for peers that check it holds them.
-//! - `com.atproto.sync.getLatestCommit`, `getRepo`, `getRecord`, `getBlob` for
-//!   replicated accounts, so a friend can pull their own data back and peers can
-//!   sync from peers (`xrpc.rs`).
+//! - The read-only sync API of the accounts held, as the lexicons shape it (`xrpc.rs`,
+//!   `list.rs`): `getLatestCommit`, `getRepo` (with `since`: only what was written after that
+//!   revision, `since.rs`), `getRecord` (proofs of presence and absence, as the reference
+//!   client checks them), `getBlocks`, `getBlob` (with the type the record declares),
+//!   `listBlobs`, `listRepos`, `getRepoStatus`, so a friend can take their data back with
+//!   standard tools and peers can sync from peers.
 //!
-//! Nothing else: no listing, no files by path, read-only. CIDs are parsed
-//! strictly (a path that is not a CID never reaches the store); Range requests
-//! are refused; each client address has a request budget; responses are capped
-//! by the store's block and blob limits; every answer carries
-//! `Content-Security-Policy: default-src 'none'; sandbox` and `nosniff`. An
-//! account whose own server says it is deactivated, taken down or deleted is
-//! not served (mirror etiquette); the copy is still kept for its owner.
+//! Nothing else: no files by path, nothing written. CIDs are parsed strictly (a path that is
+//! not a CID never reaches the store); Range requests are refused; each client address has a
+//! request budget; responses are capped by the store's block and blob limits; every answer
+//! carries `Content-Security-Policy: default-src 'none'; sandbox` and `nosniff`. An account
+//! whose own server says it is deactivated, taken down, suspended or deleted is not served to
+//! the public (mirror etiquette: `RepoDeactivated`, `RepoTakendown`, …); its owner still takes
+//! the copy back with service auth signed by the account's key (`auth.rs`).
 //!
 //! Bounds (`limits.rs`, `conn.rs`, `car.rs`): whole repos stream from the store a block at a
 //! time (memory follows the tree's depth, not its size); at most
-//! [`ServeConfig::large_answers`] repos and blobs are sent at once, past which a request is
-//! answered `503` with `Retry-After`; a client has a set time to send its request's headers and
-//! to keep taking an answer. Every refusal, whatever its cause (a missing or repeated
-//! parameter, a method, a path), is XRPC JSON `{"error", "message"}`.
+//! [`ServeConfig::large_answers`] repos and blobs are sent at once, one client (an IPv4 address
+//! or an IPv6 /64) holding at most half of them, past which a request is answered `503` with
+//! `Retry-After`; at most [`ServeConfig::concurrent_requests`] requests are worked on at once;
+//! a client has a set time to send its request's headers, and every answer must be sent whole
+//! within a floor plus its size at a minimum rate, else the connection is reset and its slot
+//! freed. HTTP/1.1 and HTTP/2 without TLS are served alike. Every refusal this server makes,
+//! whatever its cause (a missing or repeated parameter, a method, a path), is XRPC JSON
+//! `{"error", "message"}`; a request hyper cannot parse at all (a broken request line,
+//! oversized headers) is refused by hyper itself with a bare status, before any handler runs.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -41,10 +49,13 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::repo::{DAG_CBOR, RAW, SHA2_256};
 use crate::store::{Store, StoreError};
 
+mod auth;
 mod car;
 mod conn;
 mod limits;
+mod list;
 mod params;
+mod since;
 mod xrpc;
 
 use limits::{Limiter, Slot, Slots};
@@ -65,8 +76,21 @@ pub struct ServeConfig {
     /// Large answers (whole repos, blobs) sent at once, from all clients together.
     pub large_answers: usize,
     /// How long a request for a large answer waits for a free slot before it is told to come
-    /// back (`503` with `Retry-After`).
+    /// back (`503` with `Retry-After`). One client (an IPv4 address, an IPv6 /64) holds at most
+    /// half of the slots (at least one); past that it is told to come back at once.
     pub large_answer_wait: Duration,
+    /// Requests being worked on at once, from all clients together, until their answer starts
+    /// (a large answer's body is then bounded by the slots): past them a request is answered
+    /// `503` with `Retry-After`.
+    pub concurrent_requests: usize,
+    /// Every answer may take this long to be taken whole, plus its length at
+    /// [`ServeConfig::answer_min_rate`] (counted from its request): past that its connection is
+    /// reset, which frees a large answer's slot from a client that reads just fast enough to
+    /// escape [`ServeConfig::send_timeout`] (or, on HTTP/2, keeps its window shut).
+    pub answer_time_floor: Duration,
+    /// Bytes a second an answer is sent at, at least, after [`ServeConfig::answer_time_floor`]
+    /// (0: no deadline).
+    pub answer_min_rate: u64,
 }
 
 impl Default for ServeConfig {
@@ -78,6 +102,9 @@ impl Default for ServeConfig {
             send_timeout: Duration::from_secs(30),
             large_answers: 8,
             large_answer_wait: Duration::from_secs(2),
+            concurrent_requests: 64,
+            answer_time_floor: Duration::from_secs(60),
+            answer_min_rate: 32 * 1024,
         }
     }
 }
@@ -88,6 +115,8 @@ struct Ctx {
     blob_dir: PathBuf,
     limiter: Arc<Mutex<Limiter>>,
     slots: Slots,
+    /// Requests being worked on ([`ServeConfig::concurrent_requests`]).
+    requests: Arc<tokio::sync::Semaphore>,
 }
 
 /// The routes. [`serve`] is how the node serves them (with its connection time limits); the
@@ -98,6 +127,7 @@ pub fn router(store: Store, blob_dir: PathBuf, config: ServeConfig) -> Router {
         store,
         blob_dir,
         slots: Slots::new(config.large_answers, config.large_answer_wait),
+        requests: Arc::new(tokio::sync::Semaphore::new(config.concurrent_requests)),
         limiter: Arc::new(Mutex::new(Limiter::new(config))),
     };
     Router::new()
@@ -109,6 +139,13 @@ pub fn router(store: Store, blob_dir: PathBuf, config: ServeConfig) -> Router {
         .route("/xrpc/com.atproto.sync.getRepo", get(xrpc::get_repo))
         .route("/xrpc/com.atproto.sync.getRecord", get(xrpc::get_record))
         .route("/xrpc/com.atproto.sync.getBlob", get(xrpc::get_blob))
+        .route("/xrpc/com.atproto.sync.getBlocks", get(xrpc::get_blocks))
+        .route("/xrpc/com.atproto.sync.listBlobs", get(list::list_blobs))
+        .route("/xrpc/com.atproto.sync.listRepos", get(list::list_repos))
+        .route(
+            "/xrpc/com.atproto.sync.getRepoStatus",
+            get(list::repo_status),
+        )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(ctx.clone(), guard))
         .with_state(ctx)
@@ -190,7 +227,8 @@ impl IntoResponse for Refusal {
     }
 }
 
-/// Rate limit, read-only methods, no Range, security headers on everything.
+/// Rate limit, read-only methods, no Range, a bound on requests worked on at once, security
+/// headers on everything. The request is answered knowing its client ([`limits::CLIENT`]).
 async fn guard(State(ctx): State<Ctx>, req: Request<Body>, next: Next) -> Response {
     let ip = req
         .extensions()
@@ -220,8 +258,11 @@ async fn guard(State(ctx): State<Ctx>, req: Request<Body>, next: Next) -> Respon
             "ranges are not served: ask for the whole block",
         )
         .into_response()
+    } else if let Ok(_working) = ctx.requests.clone().try_acquire_owned() {
+        limits::CLIENT.scope(ip, next.run(req)).await
     } else {
-        next.run(req).await
+        limits::busy("this node is answering as many requests as it can: try again shortly")
+            .into_response()
     };
     secure(resp)
 }
@@ -290,41 +331,52 @@ async fn rasl(
     })
 }
 
-/// The file of a stored blob of a served account (of `did` only, when given).
+/// The file of a stored blob, and the type its account's records declare for it: of any served
+/// account (`repo` `None`: RASL), or of the one held copy `repo`.
 fn held_blob(
     c: &Connection,
     blob_dir: &std::path::Path,
     cid: &str,
-    did: Option<&str>,
-) -> Result<Option<PathBuf>, StoreError> {
-    let held: Option<i64> = c
-        .query_row(
-            &format!(
-                "SELECT 1 FROM blobs WHERE repo_id IN ({SERVED} AND (?2 IS NULL OR did = ?2))
-                 AND cid = ?1 AND state = 'stored' LIMIT 1"
-            ),
-            rusqlite::params![cid, did],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(held.map(|_| crate::store::blob_path(blob_dir, cid)))
+    repo: Option<i64>,
+) -> Result<Option<(PathBuf, Option<String>)>, StoreError> {
+    let held: Option<Option<String>> = match repo {
+        None => c
+            .query_row(
+                &format!(
+                    "SELECT NULL FROM blobs WHERE repo_id IN ({SERVED})
+                     AND cid = ?1 AND state = 'stored' LIMIT 1"
+                ),
+                [cid],
+                |r| r.get(0),
+            )
+            .optional()?,
+        Some(repo_id) => c
+            .query_row(
+                "SELECT (SELECT mime FROM blob_refs r WHERE r.repo_id = b.repo_id AND r.cid = b.cid)
+                 FROM blobs b WHERE b.repo_id = ?1 AND b.cid = ?2 AND b.state = 'stored'",
+                rusqlite::params![repo_id, cid],
+                |r| r.get(0),
+            )
+            .optional()?,
+    };
+    Ok(held.map(|mime| (crate::store::blob_path(blob_dir, cid), mime)))
 }
 
 /// A held blob streamed from its file in a slot of its own (`None`: not held), or the refusal.
-async fn blob_answer(
-    ctx: &Ctx,
-    cid: Cid,
-    did: Option<String>,
-) -> Result<Option<Response>, Refusal> {
+/// Sent with the type its record declares when one is known and well-formed, else as bytes.
+async fn blob_answer(ctx: &Ctx, cid: Cid, repo: Option<i64>) -> Result<Option<Response>, Refusal> {
     let blob_dir = ctx.blob_dir.clone();
-    let path = ctx
+    let held = ctx
         .store
-        .read(move |c| held_blob(c, &blob_dir, &cid.to_string(), did.as_deref()))
+        .read(move |c| held_blob(c, &blob_dir, &cid.to_string(), repo))
         .await
         .map_err(internal)?;
-    let Some(path) = path else {
+    let Some((path, mime)) = held else {
         return Ok(None);
     };
+    let mime = mime
+        .filter(|m| crate::sync::blobrefs::sane_mime(m))
+        .unwrap_or_else(|| "application/octet-stream".to_string());
     let slot = ctx.slots.take().await?;
     let file = match tokio::fs::File::open(&path).await {
         Ok(file) => file,
@@ -342,7 +394,7 @@ async fn blob_answer(
     Ok(Some(
         (
             [
-                (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                (header::CONTENT_TYPE, mime),
                 (header::CONTENT_LENGTH, len.to_string()),
             ],
             Body::from_stream(with_slot(stream, slot)),

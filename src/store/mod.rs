@@ -304,7 +304,7 @@ pub fn remove_repo(conn: &mut Connection, did: &str) -> Result<bool, StoreError>
     else {
         return Ok(false);
     };
-    for table in ["records", "blocks", "commits", "blobs"] {
+    for table in ["records", "blocks", "commits", "blobs", "blob_refs"] {
         tx.execute(&format!("DELETE FROM {table} WHERE repo_id = ?1"), [id])?;
     }
     tx.execute("DELETE FROM repos WHERE id = ?1", [id])?;

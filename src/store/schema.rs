@@ -216,6 +216,16 @@ const MIGRATIONS: &[&str] = &[
     // less and less often (see `sync::blobs`).
     "ALTER TABLE blobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE blobs ADD COLUMN retry_at TEXT;",
+    // 7: the blobs the records name, as they name them: the type each reference declares (what
+    // `serve` answers `getBlob` with) and the newest revision that wrote a reference to it
+    // (`listBlobs?since=`). Filled by ingest from the records it verifies.
+    "CREATE TABLE blob_refs (
+        repo_id INTEGER NOT NULL,
+        cid TEXT NOT NULL,
+        mime TEXT,
+        rev TEXT NOT NULL,
+        PRIMARY KEY (repo_id, cid)
+    ) WITHOUT ROWID;",
 ];
 
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

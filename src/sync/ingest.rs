@@ -150,16 +150,17 @@ fn ingest(
     let started = std::time::Instant::now();
     let tx = conn.transaction()?;
     #[allow(clippy::type_complexity)]
-    let (repo_id, held_head, held_rev, held_data): (
+    let (repo_id, held_head, held_rev, held_data, held_records): (
         i64,
         Option<Vec<u8>>,
         Option<String>,
         Option<Vec<u8>>,
+        i64,
     ) = tx
         .query_row(
-            "SELECT id, head, rev, data FROM repos WHERE did = ?1",
+            "SELECT id, head, rev, data, records FROM repos WHERE did = ?1",
             [did],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         )
         .optional()?
         .ok_or(IngestError::UnknownRepo)?;
@@ -169,6 +170,8 @@ fn ingest(
     let root = *car.roots().first().ok_or(IngestError::NoRoot)?;
     let mut nodes: HashMap<[u8; 32], Vec<u8>> = HashMap::new();
     let mut present: HashSet<[u8; 32]> = HashSet::new();
+    // Records that name blobs, with the blobs they name (most records name none).
+    let mut named: HashMap<[u8; 32], Vec<(String, Option<String>)>> = HashMap::new();
     let mut commit_bytes: Option<Vec<u8>> = None;
     let mut outcome = IngestOutcome::default();
     let (mut seen_blocks, mut seen_bytes) = (0u64, 0u64);
@@ -183,6 +186,11 @@ fn ingest(
                 commit_bytes = Some(data.to_vec());
             } else if looks_like_node(data) {
                 nodes.insert(digest, data.to_vec());
+            } else {
+                let refs = super::blobrefs::named_in(data);
+                if !refs.is_empty() {
+                    named.insert(digest, refs);
+                }
             }
             present.insert(digest);
             if insert.execute(rusqlite::params![repo_id, cid.to_bytes(), data])? == 1 {
@@ -240,15 +248,21 @@ fn ingest(
         )?;
     }
     let old_tree = if full { None } else { held_data };
+    // Rows added minus rows removed, as the statements report them (so a row already there
+    // or already gone does not throw the count off).
+    let mut rows_delta = 0i64;
     let stats = {
         let mut source = Source {
             nodes: &nodes,
             tx: &tx,
             repo_id,
         };
-        let mut upsert = tx.prepare_cached(
+        let mut insert = tx.prepare_cached(
             "INSERT INTO records (repo_id, collection, rkey, cid) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (repo_id, collection, rkey) DO UPDATE SET cid = excluded.cid",
+             ON CONFLICT (repo_id, collection, rkey) DO NOTHING",
+        )?;
+        let mut update = tx.prepare_cached(
+            "UPDATE records SET cid = ?4 WHERE repo_id = ?1 AND collection = ?2 AND rkey = ?3",
         )?;
         let mut delete = tx.prepare_cached(
             "DELETE FROM records WHERE repo_id = ?1 AND collection = ?2 AND rkey = ?3",
@@ -281,6 +295,9 @@ fn ingest(
                             cid: cid.to_string(),
                         });
                     }
+                    if let Some(refs) = named.get(&digest_key(cid)) {
+                        super::blobrefs::note(&tx, repo_id, &commit.rev, refs)?;
+                    }
                     let mut created = matches!(change, Change::Create { .. });
                     if let Some(seen) = seen.as_mut() {
                         // Against the empty tree every key comes as a create.
@@ -294,7 +311,19 @@ fn ingest(
                             None => {}
                         }
                     }
-                    upsert.execute(rusqlite::params![repo_id, collection, rkey, cid.to_bytes()])?;
+                    let row = rusqlite::params![repo_id, collection, rkey, cid.to_bytes()];
+                    // Insert or update, whichever the row needs; the diff's word decides
+                    // which is tried first.
+                    if created {
+                        if insert.execute(row)? == 0 {
+                            update.execute(row)?;
+                        } else {
+                            rows_delta += 1;
+                        }
+                    } else if update.execute(row)? == 0 {
+                        insert.execute(row)?;
+                        rows_delta += 1;
+                    }
                     if created {
                         creates += 1;
                     } else {
@@ -302,7 +331,8 @@ fn ingest(
                     }
                 }
                 None => {
-                    delete.execute(rusqlite::params![repo_id, collection, rkey])?;
+                    rows_delta -=
+                        delete.execute(rusqlite::params![repo_id, collection, rkey])? as i64;
                     deletes += 1;
                 }
             }
@@ -321,11 +351,19 @@ fn ingest(
     }
 
     let walked = started.elapsed();
-    let records: i64 = tx.query_row(
-        "SELECT count(*) FROM records WHERE repo_id = ?1",
-        [repo_id],
-        |r| r.get(0),
-    )?;
+    let records: i64 = if old_tree.is_some() {
+        // An incremental ingest: the count held, moved by the rows this diff added and
+        // removed. Counting the rows would cost time in proportion to the repo, not the diff.
+        held_records + rows_delta
+    } else {
+        // A first sync or a repair walked the whole tree: counting is cheap beside that, and
+        // a repair must not trust the count held.
+        tx.query_row(
+            "SELECT count(*) FROM records WHERE repo_id = ?1",
+            [repo_id],
+            |r| r.get(0),
+        )?
+    };
     let now_text = crate::store::now_text();
     if full {
         // Rows may have been lost or removed since they were counted: count them again.
@@ -410,4 +448,174 @@ fn ingest(
         nodes_validated: stats.new_nodes_read,
         ..outcome
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::SigningKey;
+    use crate::repo::build::{BuiltRepo, RepoBuilder};
+
+    const DID: &str = "did:plc:countcountcountcountcoun";
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        conn: Connection,
+        key: PublicKey,
+        repo: RepoBuilder,
+        built: BuiltRepo,
+        rev: u64,
+    }
+
+    impl Fixture {
+        fn new(records: usize) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("p2pds.sqlite");
+            let mut conn = Connection::open(&path).unwrap();
+            crate::store::schema::migrate(&mut conn, &path).unwrap();
+            crate::store::add_repo(&conn, DID, None, None).unwrap();
+            let signing = SigningKey::generate_k256();
+            let key = signing.public_key();
+            let mut repo = RepoBuilder::new(DID, signing);
+            for i in 0..records {
+                repo.put_json("app.test.post", &format!("{i:06}"), &Self::post(i, "first"));
+            }
+            let rev = 1_700_000_000_000_000;
+            let built = repo.build(&tid::format(rev, 0));
+            let mut f = Fixture {
+                _dir: dir,
+                conn,
+                key,
+                repo,
+                built,
+                rev,
+            };
+            let car = f.built.car_bytes();
+            ingest_car(&mut f.conn, DID, &f.key, &car[..], &mut |_| {}).unwrap();
+            f
+        }
+
+        fn post(i: usize, text: &str) -> serde_json::Value {
+            serde_json::json!({"$type": "app.test.post", "n": i, "text": text})
+        }
+
+        /// Builds the next commit from the builder and ingests it as a `since` CAR.
+        fn commit(&mut self) -> IngestOutcome {
+            self.rev += 1000;
+            let next = self.repo.build(&tid::format(self.rev, 0));
+            let car = next.diff_car_bytes(&self.built);
+            self.built = next;
+            ingest_car(&mut self.conn, DID, &self.key, &car[..], &mut |_| {}).unwrap()
+        }
+
+        /// (`repos.records`, the rows in `records`).
+        fn counts(&self) -> (i64, i64) {
+            let held = self
+                .conn
+                .query_row("SELECT records FROM repos WHERE did = ?1", [DID], |r| {
+                    r.get(0)
+                })
+                .unwrap();
+            let rows = self
+                .conn
+                .query_row("SELECT count(*) FROM records", [], |r| r.get(0))
+                .unwrap();
+            (held, rows)
+        }
+    }
+
+    #[test]
+    fn the_record_count_follows_incremental_ingests() {
+        let mut f = Fixture::new(50);
+        assert_eq!(f.counts(), (50, 50));
+        // Each step: (creates, updates, deletes) applied to the builder, then one commit.
+        let steps: [(
+            std::ops::Range<usize>,
+            std::ops::Range<usize>,
+            std::ops::Range<usize>,
+        ); 6] = [
+            (50..51, 0..0, 0..0),
+            (51..60, 0..5, 0..0),
+            (0..0, 5..10, 10..20),
+            (60..70, 20..30, 30..35),
+            (0..0, 0..0, 35..70),
+            (100..103, 20..25, 0..5),
+        ];
+        for (step, (creates, updates, deletes)) in steps.into_iter().enumerate() {
+            let expected = (creates.len(), updates.len(), deletes.len());
+            for i in creates {
+                f.repo.put_json(
+                    "app.test.post",
+                    &format!("{i:06}"),
+                    &Fixture::post(i, "new"),
+                );
+            }
+            for i in updates {
+                let text = format!("edited in step {step}");
+                f.repo.put_json(
+                    "app.test.post",
+                    &format!("{i:06}"),
+                    &Fixture::post(i, &text),
+                );
+            }
+            for i in deletes {
+                f.repo.delete("app.test.post", &format!("{i:06}"));
+            }
+            let out = f.commit();
+            assert_eq!(
+                (
+                    out.creates as usize,
+                    out.updates as usize,
+                    out.deletes as usize
+                ),
+                expected,
+                "step {step}"
+            );
+            let len = f.repo.records.len() as i64;
+            assert_eq!(out.records, len, "step {step}");
+            assert_eq!(f.counts(), (len, len), "step {step}");
+            let in_commits: i64 = f
+                .conn
+                .query_row(
+                    "SELECT records FROM commits ORDER BY rev DESC LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(in_commits, len, "step {step}");
+        }
+    }
+
+    #[test]
+    fn a_row_already_there_or_already_gone_does_not_throw_the_count_off() {
+        let mut f = Fixture::new(10);
+        // A row for a record the tree does not hold yet, and one taken away behind its back.
+        f.conn
+            .execute(
+                "INSERT INTO records (repo_id, collection, rkey, cid)
+                 SELECT repo_id, collection, '000099', cid FROM records WHERE rkey = '000000'",
+                [],
+            )
+            .unwrap();
+        f.conn
+            .execute("DELETE FROM records WHERE rkey = '000003'", [])
+            .unwrap();
+        f.conn.execute("UPDATE repos SET records = 10", []).unwrap();
+        f.repo
+            .put_json("app.test.post", "000099", &Fixture::post(99, "new"));
+        f.repo.delete("app.test.post", "000003");
+        let out = f.commit();
+        assert_eq!((out.creates, out.deletes), (1, 1));
+        // Neither statement changed the number of rows: the count held stays.
+        assert_eq!(f.counts(), (10, 10));
+
+        // A repair counts the rows again.
+        f.conn
+            .execute("DELETE FROM records WHERE rkey = '000004'", [])
+            .unwrap();
+        let car = f.built.car_bytes();
+        let out = reingest_full_car(&mut f.conn, DID, &f.key, &car[..], &mut |_| {}).unwrap();
+        assert_eq!(out.records, 10);
+        assert_eq!(f.counts(), (10, 10));
+    }
 }

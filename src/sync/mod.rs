@@ -9,6 +9,7 @@
 //! key may have rotated) before it counts as bad; an incomplete `since` answer
 //! falls back to a full download.
 
+pub mod blobrefs;
 pub mod blobs;
 pub mod ingest;
 pub mod loss;

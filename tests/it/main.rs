@@ -7,11 +7,13 @@
 mod app;
 mod circles;
 mod cli;
+mod conformance;
 mod crash;
 mod fuzz_corpus;
 mod hostile;
 mod layers;
 mod lexicons;
+mod mirror;
 mod node;
 mod pds;
 mod policy;

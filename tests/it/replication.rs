@@ -311,3 +311,102 @@ async fn records_read_with_proofs_from_the_reference_pds() {
         .unwrap();
     assert_eq!(absent.cid, None);
 }
+
+/// The records the PDS holds for the account, in every collection.
+async fn upstream_records(acct: &Account) -> usize {
+    let mut total = 0;
+    for collection in acct.list_collections().await.unwrap() {
+        total += acct.list_records(&collection).await.unwrap().len();
+    }
+    total
+}
+
+/// (`records` in `status --json`, the rows `records --json` lists).
+async fn held_records(bed: &TestBed, data: &Path, did: &str) -> (i64, usize) {
+    let status = p2pds_json(bed, data, &["status", "--json"]).await;
+    let count = status["repos"][0]["records"].as_i64().unwrap();
+    let rows = p2pds_json(bed, data, &["records", did, "--json"]).await["records"]
+        .as_array()
+        .unwrap()
+        .len();
+    (count, rows)
+}
+
+#[tokio::test]
+async fn the_record_count_follows_incremental_syncs() {
+    // The count is kept from each diff (creates − deletes), not recounted: it must stay the
+    // number of records held through creates, updates and deletes.
+    let bed = pds::shared().await;
+    let acct = bed.create_account("counted").await.unwrap();
+    populate(&acct, 3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    assert_ok(
+        &p2pds(bed, data, &["backup", "add", &acct.did]).await,
+        &["backup", "add"],
+    );
+    assert_ok(&p2pds(bed, data, &["sync", "--once"]).await, &["sync"]);
+    let first = upstream_records(&acct).await;
+    assert_eq!(
+        held_records(bed, data, &acct.did).await,
+        (first as i64, first)
+    );
+
+    let note = |i: i64, body: &str| json!({"$type": "org.example.notes", "body": body, "n": i});
+    let mut posts = Vec::new();
+    for round in 0..4 {
+        match round {
+            0 => {
+                for i in 0..2 {
+                    let (uri, _) = acct
+                        .create_record(
+                            "app.bsky.feed.post",
+                            json!({"$type": "app.bsky.feed.post", "text": format!("more {i}"), "createdAt": now()}),
+                        )
+                        .await
+                        .unwrap();
+                    posts.push(uri);
+                }
+                acct.put_record("org.example.notes", "note0", note(0, "edited"))
+                    .await
+                    .unwrap();
+                acct.delete_record("org.example.notes", "note1")
+                    .await
+                    .unwrap();
+            }
+            1 => {
+                for uri in posts.drain(..) {
+                    let rkey = uri.rsplit('/').next().unwrap().to_string();
+                    acct.delete_record("app.bsky.feed.post", &rkey)
+                        .await
+                        .unwrap();
+                }
+                acct.put_record("org.example.notes", "note1", note(1, "back"))
+                    .await
+                    .unwrap();
+            }
+            2 => {
+                for i in 0..3 {
+                    acct.put_record("org.example.notes", "note2", note(2, &format!("edit {i}")))
+                        .await
+                        .unwrap();
+                }
+            }
+            _ => {
+                for i in 0..3 {
+                    acct.delete_record("org.example.notes", &format!("note{i}"))
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+        assert_ok(&p2pds(bed, data, &["sync", "--once"]).await, &["sync"]);
+        let upstream = upstream_records(&acct).await;
+        assert_eq!(
+            held_records(bed, data, &acct.did).await,
+            (upstream as i64, upstream),
+            "round {round}"
+        );
+    }
+    assert_copy_matches(bed, data, &acct).await;
+}

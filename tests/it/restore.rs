@@ -891,3 +891,123 @@ async fn an_account_whose_server_is_gone_moves_with_its_recovery_key() {
     assert!(said.contains("would undo"), "{said}");
     assert_eq!(restored.records().await.len(), before.len() + 1);
 }
+
+// The export alone (`p2pds export`, and what a restore uploads), on repos built offline.
+
+const EXPORT_DID: &str = "did:plc:exportexportexportexportex";
+
+fn export_post(repo: &mut p2pds::repo::build::RepoBuilder, i: u64, blob: Option<&str>) {
+    let rkey = p2pds::repo::tid::format(1_700_000_000_000_000 + i * 1000, 0);
+    let mut value = serde_json::json!({"$type": "app.bsky.feed.post", "text": format!("post {i}")});
+    if let Some(blob) = blob {
+        value["embed"] = serde_json::json!({
+            "$type": "blob", "ref": {"$link": blob}, "mimeType": "image/png", "size": 3
+        });
+    }
+    repo.put_json("app.bsky.feed.post", &rkey, &value);
+}
+
+/// The blocks of a CAR (its root checked), and the records a fresh store verifies in it.
+fn export_check(car: &[u8], head: cid::Cid, key: &p2pds::crypto::PublicKey) -> (usize, i64) {
+    let mut reader = CarReader::new(car).unwrap();
+    assert_eq!(reader.roots(), [head]);
+    let mut blocks = 0;
+    while reader.next_block().unwrap().is_some() {
+        blocks += 1;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("copy.sqlite");
+    let mut conn = rusqlite::Connection::open(&path).unwrap();
+    p2pds::store::schema::migrate(&mut conn, &path).unwrap();
+    p2pds::store::add_repo(&conn, EXPORT_DID, None, None).unwrap();
+    let outcome =
+        p2pds::sync::ingest::ingest_car(&mut conn, EXPORT_DID, key, car, &mut |_| {}).unwrap();
+    assert_eq!(outcome.commit, head.to_string());
+    (blocks, outcome.records)
+}
+
+#[test]
+fn export_streams_the_tree_of_the_current_or_a_kept_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sqlite");
+    let mut conn = rusqlite::Connection::open(&path).unwrap();
+    p2pds::store::schema::migrate(&mut conn, &path).unwrap();
+    p2pds::store::add_repo(&conn, EXPORT_DID, None, None).unwrap();
+    let key = p2pds::crypto::SigningKey::generate_k256();
+    let blob = p2pds::repo::cid_for(p2pds::repo::RAW, b"png").to_string();
+    let mut repo = p2pds::repo::build::RepoBuilder::new(EXPORT_DID, key.clone());
+    for i in 0..300 {
+        export_post(&mut repo, i, (i == 7).then_some(blob.as_str()));
+    }
+    let first = repo.build(&p2pds::repo::tid::format(1_700_000_000_000_000, 0));
+    let ingest = |conn: &mut rusqlite::Connection, car: &[u8]| {
+        p2pds::sync::ingest::ingest_car(conn, EXPORT_DID, &key.public_key(), car, &mut |_| {})
+            .unwrap()
+    };
+    ingest(&mut conn, &first.car_bytes());
+    for i in 300..400 {
+        export_post(&mut repo, i, None);
+    }
+    repo.delete(
+        "app.bsky.feed.post",
+        &p2pds::repo::tid::format(1_700_000_000_007_000, 0),
+    );
+    let second = repo.build(&p2pds::repo::tid::format(1_700_000_000_100_000, 0));
+    ingest(&mut conn, &second.diff_car_bytes(&first));
+
+    let mut out = Vec::new();
+    let report = p2pds::export::write_car(&conn, EXPORT_DID, &mut out).unwrap();
+    assert_eq!(report.commit, second.commit_cid.to_string());
+    assert_eq!(report.rev, second.rev);
+    assert_eq!(
+        (report.records, report.blocks),
+        (399, 1 + second.blocks.len() as u64)
+    );
+    assert!(report.blob_refs.is_empty(), "{:?}", report.blob_refs);
+    let (blocks, records) = export_check(&out, second.commit_cid, &key.public_key());
+    assert_eq!((blocks as u64, records), (report.blocks, 399));
+
+    // A kept state: the walk starts from its own commit.
+    let mut out = Vec::new();
+    let report = p2pds::export::write_state_car(&conn, EXPORT_DID, &first.rev, &mut out).unwrap();
+    assert_eq!(report.commit, first.commit_cid.to_string());
+    assert_eq!(report.records, 300);
+    assert_eq!(report.blob_refs.iter().collect::<Vec<_>>(), [&blob]);
+    let (blocks, records) = export_check(&out, first.commit_cid, &key.public_key());
+    assert_eq!((blocks as u64, records), (report.blocks, 300));
+    assert!(matches!(
+        p2pds::export::write_state_car(&conn, EXPORT_DID, "3zzzzzzzzzzzz", Vec::new()),
+        Err(p2pds::export::ExportError::Unknown(_))
+    ));
+}
+
+#[test]
+fn export_reports_a_missing_block_as_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sqlite");
+    let mut conn = rusqlite::Connection::open(&path).unwrap();
+    p2pds::store::schema::migrate(&mut conn, &path).unwrap();
+    p2pds::store::add_repo(&conn, EXPORT_DID, None, None).unwrap();
+    let key = p2pds::crypto::SigningKey::generate_k256();
+    let mut repo = p2pds::repo::build::RepoBuilder::new(EXPORT_DID, key.clone());
+    for i in 0..50 {
+        export_post(&mut repo, i, None);
+    }
+    let built = repo.build_now();
+    p2pds::sync::ingest::ingest_car(
+        &mut conn,
+        EXPORT_DID,
+        &key.public_key(),
+        &built.car_bytes()[..],
+        &mut |_| {},
+    )
+    .unwrap();
+    let (record, _) = built.blocks.last().unwrap();
+    conn.execute("DELETE FROM blocks WHERE cid = ?1", [record.to_bytes()])
+        .unwrap();
+    let err = p2pds::export::write_car(&conn, EXPORT_DID, Vec::new()).unwrap_err();
+    assert!(
+        matches!(&err, p2pds::export::ExportError::Damaged(m) if m.contains(&record.to_string())),
+        "{err}"
+    );
+}

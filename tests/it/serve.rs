@@ -154,7 +154,8 @@ async fn adversarial_requests_are_refused() {
         "/.well-known/rasl/",
         "/p2pds.sqlite",
         "/blobs/",
-        "/xrpc/com.atproto.sync.listRepos",
+        "/xrpc/com.atproto.sync.notifyOfUpdate",
+        "/xrpc/com.atproto.repo.listRecords",
     ] {
         assert_eq!(status(path).await, 404, "{path}");
     }
@@ -584,7 +585,7 @@ async fn every_refusal_is_xrpc_json() {
         ),
         (
             reqwest::Method::GET,
-            format!("{sync}.listRepos"),
+            format!("{sync}.notifyOfUpdate"),
             404,
             "NotFound",
         ),
@@ -635,4 +636,304 @@ async fn every_refusal_is_xrpc_json() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_complete_car(&b, &resp.bytes().await.unwrap());
+}
+
+/// A connection from `local` that asks for the whole repo and then reads nothing: with a tiny
+/// receive buffer and an answer larger than the kernel buffers, its answer (and slot) is stuck.
+async fn stuck_get_repo(b: &Built, local: [u8; 4]) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind(std::net::SocketAddr::from((local, 0))).unwrap();
+    let mut stuck = socket.connect(b.addr).await.unwrap();
+    stuck
+        .write_all(
+            format!(
+                "GET /xrpc/com.atproto.sync.getRepo?did={} HTTP/1.1\r\nHost: x\r\n\r\n",
+                b.did
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stuck
+}
+
+/// An HTTP client whose connections come from `local` (another client, to the server).
+fn client_from(local: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(local))
+        .build()
+        .unwrap()
+}
+
+async fn assert_busy(resp: reqwest::Response) {
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert_safe_headers(&resp);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "ServerBusy", "{body}");
+    assert!(body["message"].is_string());
+}
+
+#[tokio::test]
+async fn one_client_cannot_take_every_slot_and_requests_at_once_are_bounded() {
+    let config = ServeConfig {
+        large_answers: 2,
+        large_answer_wait: Duration::from_secs(2),
+        concurrent_requests: 2,
+        ..ServeConfig::default()
+    };
+    // About 12 MB: more than the kernel buffers (see the test above).
+    let b = built_node(3000, 4000, config).await;
+    let get_repo = format!("{}/xrpc/com.atproto.sync.getRepo?did={}", b.url, b.did);
+    let latest = format!(
+        "{}/xrpc/com.atproto.sync.getLatestCommit?did={}",
+        b.url, b.did
+    );
+    let _a = stuck_get_repo(&b, [127, 0, 0, 1]).await;
+
+    // Its address has its share (half of the 2 slots): told at once to come back...
+    let started = Instant::now();
+    assert_busy(
+        client_from([127, 0, 0, 1])
+            .get(&get_repo)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(1), "no wait");
+    // ... while another client is served the free slot.
+    let resp = client_from([127, 0, 0, 2])
+        .get(&get_repo)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_complete_car(&b, &resp.bytes().await.unwrap());
+
+    // Both slots stuck (two clients); two more clients wait for one, which is all the
+    // requests this server works on at once: a light request is told to come back.
+    let _d = stuck_get_repo(&b, [127, 0, 0, 2]).await;
+    let waiting: Vec<_> = [[127, 0, 0, 3], [127, 0, 0, 4]]
+        .into_iter()
+        .map(|ip| tokio::spawn(client_from(ip).get(&get_repo).send()))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let other = client_from([127, 0, 0, 5]);
+    assert_busy(other.get(&latest).send().await.unwrap()).await;
+    for w in waiting {
+        assert_busy(w.await.unwrap().unwrap()).await;
+    }
+    // Once they are answered, light requests are served again.
+    let resp = other.get(&latest).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn a_client_that_reads_slowly_but_steadily_is_cut_off_and_frees_its_slot() {
+    let config = ServeConfig {
+        large_answers: 1,
+        large_answer_wait: Duration::ZERO,
+        // Well past the test: the slow client is never stalled that long.
+        send_timeout: Duration::from_secs(60),
+        answer_time_floor: Duration::from_secs(1),
+        answer_min_rate: 512 * 1024,
+        ..ServeConfig::default()
+    };
+    let b = built_node(3000, 4000, config).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut slow = socket.connect(b.addr).await.unwrap();
+    slow.write_all(
+        format!(
+            "GET /xrpc/com.atproto.sync.getRepo?did={} HTTP/1.1\r\nHost: x\r\n\r\n",
+            b.did
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    // About 50 KB/s, steadily: a little every 20 ms.
+    let reader = tokio::spawn(async move {
+        let mut buf = [0u8; 1024];
+        let mut read = 0usize;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(30), slow.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return Some((read, started.elapsed())),
+                Ok(Ok(n)) => read += n,
+                Err(_) => return None,
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let http = reqwest::Client::new();
+    let get_repo = format!("{}/xrpc/com.atproto.sync.getRepo?did={}", b.url, b.did);
+    assert_busy(http.get(&get_repo).send().await.unwrap()).await;
+
+    let (read, took) = reader.await.unwrap().expect("the slow client is cut off");
+    assert!(
+        took >= Duration::from_secs(1),
+        "not before the floor: {took:?}"
+    );
+    assert!(took < Duration::from_secs(25), "{took:?}");
+    assert!(read < 10_000_000, "it was cut off before the end: {read}");
+    // Its slot serves the next client, which takes the answer fast enough to get it whole.
+    let car = loop {
+        let resp = http.get(&get_repo).send().await.unwrap();
+        if resp.status() == 200 {
+            break resp.bytes().await.unwrap();
+        }
+        assert_eq!(resp.status(), 503);
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the slot was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_complete_car(&b, &car);
+}
+
+/// An HTTP/2 connection without TLS (prior knowledge) to `b`; the task that drives it ends
+/// when the server closes it.
+async fn h2c(
+    b: &Built,
+) -> (
+    hyper::client::conn::http2::SendRequest<axum::body::Body>,
+    tokio::task::JoinHandle<()>,
+) {
+    let stream = TcpStream::connect(b.addr).await.unwrap();
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let driven = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (send, driven)
+}
+
+async fn h2_get(
+    send: &mut hyper::client::conn::http2::SendRequest<axum::body::Body>,
+    url: &str,
+) -> (hyper::http::response::Parts, bytes::Bytes) {
+    send.ready().await.unwrap();
+    let req = hyper::Request::get(url)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(axum::body::Body::new(body), usize::MAX)
+        .await
+        .unwrap();
+    (parts, bytes)
+}
+
+#[tokio::test]
+async fn http2_without_tls_is_served_with_the_same_limits() {
+    let config = ServeConfig {
+        header_read_timeout: Duration::from_millis(500),
+        ..ServeConfig::default()
+    };
+    let b = built_node(300, 100, config).await;
+    let (mut send, driven) = h2c(&b).await;
+    let latest = format!(
+        "{}/xrpc/com.atproto.sync.getLatestCommit?did={}",
+        b.url, b.did
+    );
+    let (parts, body) = h2_get(&mut send, &latest).await;
+    assert_eq!(parts.version, hyper::Version::HTTP_2);
+    assert_eq!(parts.status, 200);
+    assert_eq!(
+        parts.headers["content-security-policy"],
+        "default-src 'none'; sandbox"
+    );
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert!(body["rev"].is_string(), "{body}");
+    // Refusals are XRPC JSON here too.
+    let (parts, body) = h2_get(&mut send, &format!("{}/p2pds.sqlite", b.url)).await;
+    assert_eq!(parts.status, 404);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"], "NotFound");
+    // Two whole repos at once on one connection.
+    let get_repo = format!("{}/xrpc/com.atproto.sync.getRepo?did={}", b.url, b.did);
+    let mut other = send.clone();
+    let (one, two) = tokio::join!(h2_get(&mut send, &get_repo), h2_get(&mut other, &get_repo));
+    for (parts, car) in [one, two] {
+        assert_eq!(parts.status, 200);
+        assert_complete_car(&b, &car);
+    }
+    // Left idle (the client still holding it open), the connection is closed by the server.
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), driven)
+        .await
+        .expect("an idle HTTP/2 connection is closed")
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(send.is_closed() && other.is_closed());
+
+    // Half the HTTP/2 preface, then nothing: closed as a half-sent request is.
+    let mut half = TcpStream::connect(b.addr).await.unwrap();
+    half.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let took = closed_within(&mut half, Duration::from_secs(5))
+        .await
+        .expect("a half-sent preface is dropped");
+    assert!(took >= Duration::from_millis(400), "{took:?}");
+}
+
+#[tokio::test]
+async fn an_http2_client_that_never_opens_its_window_is_cut_off_and_frees_its_slot() {
+    let config = ServeConfig {
+        large_answers: 1,
+        large_answer_wait: Duration::ZERO,
+        answer_time_floor: Duration::from_secs(1),
+        ..ServeConfig::default()
+    };
+    let b = built_node(300, 100, config).await;
+    // A window of 0: the server may send headers, never a byte of the body. Nothing is even
+    // written, so the send timeout never starts.
+    let stream = TcpStream::connect(b.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(0)
+            .handshake::<_, axum::body::Body>(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    let driven = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let get_repo = format!("{}/xrpc/com.atproto.sync.getRepo?did={}", b.url, b.did);
+    let req = hyper::Request::get(&get_repo)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let started = Instant::now();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let http = reqwest::Client::new();
+    assert_busy(http.get(&get_repo).send().await.unwrap()).await;
+
+    tokio::time::timeout(Duration::from_secs(10), driven)
+        .await
+        .expect("the stalled connection is cut off")
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    let car = loop {
+        let resp = http.get(&get_repo).send().await.unwrap();
+        if resp.status() == 200 {
+            break resp.bytes().await.unwrap();
+        }
+        assert_eq!(resp.status(), 503);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the slot was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_complete_car(&b, &car);
+    drop(resp);
 }
