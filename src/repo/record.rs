@@ -56,6 +56,24 @@ pub fn blob_refs(value: &Value, out: &mut Vec<String>) {
     out.extend(typed.into_iter().map(|(cid, _)| cid));
 }
 
+/// `"$type"` (text of 5) followed by `"blob"` (text of 4), as DAG-CBOR writes a blob's type.
+const BLOB_MARKER: &[u8] = b"\x65$type\x64blob";
+
+/// The blobs a record's DAG-CBOR bytes name, with their declared types. Only records whose
+/// bytes hold a blob's `"$type"` are decoded: most records (a post without an image, a like, a
+/// follow) are passed over by one byte search.
+pub fn blobs_named_in(bytes: &[u8]) -> Vec<(String, Option<String>)> {
+    if !bytes.windows(BLOB_MARKER.len()).any(|w| w == BLOB_MARKER) {
+        return Vec::new();
+    }
+    let Ok(value) = to_json(bytes) else {
+        return Vec::new();
+    };
+    let mut refs = Vec::new();
+    typed_blob_refs(&value, &mut refs);
+    refs
+}
+
 /// Collects every blob a record references, with the type (`mimeType`) the reference declares.
 pub fn typed_blob_refs(value: &Value, out: &mut Vec<(String, Option<String>)>) {
     match value {

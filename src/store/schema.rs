@@ -241,8 +241,95 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
+        if i + 1 == BLOB_REFS_VERSION {
+            fill_blob_refs(&tx)?;
+        }
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }
     Ok(())
+}
+
+/// The schema version that adds `blob_refs`.
+const BLOB_REFS_VERSION: usize = 7;
+
+/// Fills `blob_refs` from the records a store already holds (once, on upgrade): each blob a
+/// current record names, with its declared type, at the account's held revision (the revision
+/// that wrote it is not known any more; a later one only makes `listBlobs?since=` say more).
+fn fill_blob_refs(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    let mut read = tx.prepare(
+        "SELECT r.repo_id, b.data, coalesce(p.rev, '') FROM records r
+         JOIN repos p ON p.id = r.repo_id
+         JOIN blocks b ON b.repo_id = r.repo_id AND b.cid = r.cid",
+    )?;
+    let mut put = tx.prepare(
+        "INSERT INTO blob_refs (repo_id, cid, mime, rev) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (repo_id, cid) DO UPDATE SET mime = coalesce(excluded.mime, blob_refs.mime)",
+    )?;
+    let mut rows = read.query([])?;
+    while let Some(row) = rows.next()? {
+        let data: Vec<u8> = row.get(1)?;
+        for (cid, mime) in crate::repo::record::blobs_named_in(&data) {
+            put.execute(rusqlite::params![
+                row.get::<_, i64>(0)?,
+                cid,
+                mime,
+                row.get::<_, String>(2)?
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_made_before_blob_refs_gets_them_from_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite");
+        let mut conn = Connection::open(&path).unwrap();
+        // A store as version 6 left it, holding one record that names a blob and one that
+        // names none.
+        for sql in &MIGRATIONS[..BLOB_REFS_VERSION - 1] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", (BLOB_REFS_VERSION - 1) as i64)
+            .unwrap();
+        conn.execute(
+            "INSERT INTO repos (id, did, added_at, rev) VALUES (1, 'did:plc:x', 'now', 'rev1')",
+            [],
+        )
+        .unwrap();
+        let blob = crate::repo::cid_for(crate::repo::RAW, b"picture").to_string();
+        let records = [
+            serde_json::json!({"$type": "app.bsky.actor.profile",
+                "avatar": {"$type": "blob", "ref": {"$link": blob}, "mimeType": "image/jpeg", "size": 7}}),
+            serde_json::json!({"$type": "app.bsky.feed.like", "subject": "x"}),
+        ];
+        for (i, record) in records.iter().enumerate() {
+            let bytes = serde_ipld_dagcbor::to_vec(record).unwrap();
+            let cid = crate::repo::cid_for_cbor(&bytes).to_bytes();
+            conn.execute(
+                "INSERT INTO blocks (repo_id, cid, data) VALUES (1, ?1, ?2)",
+                rusqlite::params![cid, bytes],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO records (repo_id, collection, rkey, cid) VALUES (1, 'c', ?1, ?2)",
+                rusqlite::params![i.to_string(), cid],
+            )
+            .unwrap();
+        }
+        migrate(&mut conn, &path).unwrap();
+        let refs: Vec<(String, Option<String>, String)> = conn
+            .prepare("SELECT cid, mime, rev FROM blob_refs")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(refs, [(blob, Some("image/jpeg".into()), "rev1".into())]);
+    }
 }

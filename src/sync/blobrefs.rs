@@ -4,28 +4,17 @@
 //!
 //! Only records whose bytes hold DAG-CBOR's `"$type": "blob"` are decoded (a post without an
 //! image, a like, a follow is passed over by one byte search), so a full ingest pays little.
+//! A store made before `blob_refs` existed is filled from its records once, when it is
+//! upgraded (`store::schema`).
 
 use rusqlite::Transaction;
-
-use crate::repo::record;
-
-/// `"$type"` (text of 5) followed by `"blob"` (text of 4), as DAG-CBOR writes a blob's type.
-const MARKER: &[u8] = b"\x65$type\x64blob";
 
 /// The longest type kept: a longer declared type is not kept (served as bytes).
 const MAX_MIME: usize = 127;
 
 /// The blobs a record's bytes name, with their declared types (none for most records).
 pub(crate) fn named_in(record_bytes: &[u8]) -> Vec<(String, Option<String>)> {
-    if !record_bytes.windows(MARKER.len()).any(|w| w == MARKER) {
-        return Vec::new();
-    }
-    let Ok(value) = record::to_json(record_bytes) else {
-        return Vec::new();
-    };
-    let mut refs = Vec::new();
-    record::typed_blob_refs(&value, &mut refs);
-    refs
+    crate::repo::record::blobs_named_in(record_bytes)
 }
 
 /// A type fit to be sent as `Content-Type`: `type/subtype`, of token characters, short.
