@@ -184,6 +184,8 @@ pub struct NodeState {
     pub health_checked_at: Option<Timestamp>,
     pub paused_until: Option<Timestamp>,
     pub pause_on_battery: bool,
+    /// Accounts whose backup was asked for by an event (see [`Node::sync_soon`]).
+    pub wanted: std::collections::BTreeSet<String>,
     last: plan::LastRuns,
 }
 
@@ -351,6 +353,13 @@ impl Node {
         self.inner.wake.notify_one();
     }
 
+    /// Asks for a backup of `did` in the next pass (which comes at once), backoff aside: an
+    /// event on its server's stream did not chain, or told of a new identity or status.
+    pub fn sync_soon(&self, did: &str) {
+        self.state_mut().wanted.insert(did.to_string());
+        self.wake();
+    }
+
     /// Stops the loop: work in progress is cancelled; [`Node::run`] returns once it ended
     /// (or after the drain timeout).
     pub fn stop(&self) {
@@ -460,13 +469,14 @@ impl Node {
 
     /// What the node observes now, for [`plan::plan`].
     pub async fn facts(&self, forced: bool) -> Result<Facts, NodeError> {
-        let (repos, discovered, last_gc) = self
+        let (repos, discovered, last_gc, live) = self
             .store()
             .read(|c| {
                 Ok((
                     crate::store::list_repos(c)?,
                     crate::group::db::meta(c, "discovered_at")?,
                     crate::group::db::meta(c, LAST_GC_KEY)?,
+                    crate::follow::live_hosts(c)?,
                 ))
             })
             .await?;
@@ -489,6 +499,8 @@ impl Node {
                 .map(|r| plan::RepoFacts {
                     copied: r.head.is_some(),
                     last_sync: parse(r.last_sync_at),
+                    wanted: st.wanted.contains(&r.did),
+                    live: r.pds.as_ref().is_some_and(|p| live.contains(p)),
                     did: r.did,
                 })
                 .collect(),
@@ -526,6 +538,14 @@ impl Node {
             ops.extend(rest);
         } else {
             self.act(&ops, &opts).await;
+        }
+        {
+            let mut st = self.state_mut();
+            for op in &ops {
+                if let Op::Sync { did } = op {
+                    st.wanted.remove(did);
+                }
+            }
         }
         self.emit(NodeEvent::PassFinished { ops: ops.len() });
         ops

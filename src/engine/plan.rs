@@ -18,6 +18,9 @@ pub struct Schedule {
     pub tick: Duration,
     /// Each account is backed up at least this often.
     pub sync_every: Duration,
+    /// …and this often (the longer of the two) while its server's event stream is followed
+    /// live: polling is then only the safety net.
+    pub live_sync_every: Duration,
     /// The circles (new versions, acks, duties) are read again this often.
     pub circles_every: Duration,
     /// Invitations are looked for in every known account's repo this often.
@@ -47,6 +50,7 @@ impl Default for Schedule {
         Schedule {
             tick: Duration::from_secs(20),
             sync_every: Duration::from_secs(30 * 60),
+            live_sync_every: Duration::from_secs(3 * 3600),
             circles_every: Duration::from_secs(5 * 60),
             discover_every: Duration::from_secs(30 * 60),
             health_every: Duration::from_secs(5 * 60),
@@ -159,6 +163,11 @@ pub struct RepoFacts {
     /// A verified copy is held.
     pub copied: bool,
     pub last_sync: Option<Timestamp>,
+    /// Something asked for this account's backup now (an event that did not chain, a change
+    /// of identity or status seen on the event stream).
+    pub wanted: bool,
+    /// Its server's event stream is followed live.
+    pub live: bool,
 }
 
 /// When each kind of work last ran (`None`: never, in this process or in the store).
@@ -215,7 +224,13 @@ pub fn plan(now: Timestamp, facts: &Facts, schedule: &Schedule) -> Vec<Op> {
             let due = match facts.backoff.get(&r.did) {
                 _ if forced => true,
                 Some(b) => now >= b.retry_at,
-                None => !r.copied || older_than(r.last_sync, schedule.sync_every, now),
+                None => {
+                    let every = match r.live {
+                        true => schedule.live_sync_every.max(schedule.sync_every),
+                        false => schedule.sync_every,
+                    };
+                    r.wanted || !r.copied || older_than(r.last_sync, every, now)
+                }
             };
             if due {
                 ops.push(Op::Sync { did: r.did.clone() });
@@ -260,6 +275,8 @@ mod tests {
             did: did.into(),
             copied: last.is_some(),
             last_sync: last.map(at),
+            wanted: false,
+            live: false,
         }
     }
 
@@ -329,6 +346,34 @@ mod tests {
     ) {
         let mut facts = fresh();
         facts.repos = vec![repo("did:a", last)];
+        if let Some(b) = backoff {
+            facts.backoff.insert("did:a".into(), b);
+        }
+        let ops = plan(at(0), &facts, &Schedule::default());
+        assert_eq!(syncs(&ops) == ["did:a"], due, "{ops:?}");
+    }
+
+    /// An account whose server's stream is followed live is polled less often; one an event
+    /// asked for is backed up at once, unless it is backing off.
+    #[rstest]
+    #[case::live_not_yet(Some(-30), false, true, None, false)]
+    #[case::live_due(Some(-180), false, true, None, true)]
+    #[case::polled_due(Some(-30), false, false, None, true)]
+    #[case::wanted(Some(-1), true, true, None, true)]
+    #[case::wanted_but_backing_off(Some(-1), true, false, Some(backoff(2, 5)), false)]
+    fn live_and_wanted_accounts(
+        #[case] last: Option<i64>,
+        #[case] wanted: bool,
+        #[case] live: bool,
+        #[case] backoff: Option<Backoff>,
+        #[case] due: bool,
+    ) {
+        let mut facts = fresh();
+        facts.repos = vec![RepoFacts {
+            wanted,
+            live,
+            ..repo("did:a", last)
+        }];
         if let Some(b) = backoff {
             facts.backoff.insert("did:a".into(), b);
         }

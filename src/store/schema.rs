@@ -226,6 +226,16 @@ const MIGRATIONS: &[&str] = &[
         rev TEXT NOT NULL,
         PRIMARY KEY (repo_id, cid)
     ) WITHOUT ROWID;",
+    // 8: the event streams followed (`follow`): per host, the cursor a reconnection resumes
+    // after, and the connection's state.
+    "CREATE TABLE follow_hosts (
+        host TEXT PRIMARY KEY,
+        cursor INTEGER,
+        state TEXT NOT NULL,
+        since TEXT NOT NULL,
+        last_event_at TEXT,
+        error TEXT
+    );",
 ];
 
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
