@@ -8,6 +8,7 @@ pub mod bench;
 pub mod crypto;
 pub mod engine;
 pub mod export;
+pub mod firehose;
 pub mod follow;
 pub mod group;
 pub mod history;

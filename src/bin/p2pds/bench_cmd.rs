@@ -30,6 +30,26 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A generated stream of signed commits replayed from a file: decode, verify and apply
+    /// each one (verified commits per second, peak memory), and decode + verify alone.
+    Firehose {
+        /// Commits in the stream, round-robin over the accounts.
+        #[arg(long, default_value_t = 50_000)]
+        commits: u64,
+        #[arg(long, default_value_t = 10)]
+        accounts: usize,
+        /// Records each account holds before the stream starts.
+        #[arg(long, default_value_t = 1_000)]
+        records: usize,
+        #[arg(long)]
+        json: bool,
+        /// (internal) replay the stream in this folder, in this process.
+        #[arg(long, hide = true)]
+        replay: Option<PathBuf>,
+        /// (internal) with --replay: verify only, write nothing.
+        #[arg(long, hide = true)]
+        verify_only: bool,
+    },
 }
 
 pub fn run(command: &BenchCommand) -> anyhow::Result<i32> {
@@ -115,6 +135,32 @@ pub fn run(command: &BenchCommand) -> anyhow::Result<i32> {
                     figures.idle_rss_mb,
                     figures.peak_rss_mb
                 );
+            }
+            Ok(0)
+        }
+        BenchCommand::Firehose {
+            commits,
+            accounts,
+            records,
+            json,
+            replay,
+            verify_only,
+        } => {
+            if let Some(dir) = replay {
+                let figures = p2pds::firehose::bench::replay(dir, !*verify_only)?;
+                println!("{}", serde_json::to_string(&figures)?);
+                return Ok(0);
+            }
+            eprintln!(
+                "generating {commits} commits over {accounts} accounts of {records} records, \
+                 then replaying them in fresh processes…"
+            );
+            let exe = std::env::current_exe()?;
+            let figures = p2pds::firehose::bench::run(&exe, *accounts, *records, *commits)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&figures)?);
+            } else {
+                println!("{}", figures.words());
             }
             Ok(0)
         }
