@@ -202,6 +202,14 @@ impl Resolver {
         &self.plc_url
     }
 
+    /// Drops what the cache holds for `did` (its server said the identity changed), so the
+    /// next resolution reads the document again.
+    pub fn forget(&self, did: &str) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.remove(did);
+        }
+    }
+
     /// Resolves a DID to its document; `fresh` bypasses the cache.
     pub async fn resolve_did(&self, did: &str, fresh: bool) -> Result<DidDoc, IdentityError> {
         if !fresh {

@@ -21,6 +21,7 @@
 //! - Screens and tools act on kinds ([`crate::sync::FailureKind`], stored beside each failed
 //!   backup's message), never on the words of a message.
 
+mod live;
 pub mod plan;
 mod work;
 
@@ -129,6 +130,10 @@ pub enum NodeEvent {
     },
     /// A backup found an upstream event that may mean loss (the account gone, history
     /// rewritten, a mass deletion, a new key); the last good state is kept.
+    /// A commit from the account's event stream, verified and kept as a version.
+    CommitCaptured {
+        applied: crate::firehose::Applied,
+    },
     FlagRaised {
         did: String,
         flag: crate::history::Flag,

@@ -106,3 +106,51 @@ pub fn live_hosts(
         .collect::<Result<_, _>>()?;
     Ok(hosts)
 }
+
+/// The servers of the accounts held (each a stream to follow).
+pub fn hosts_to_follow(
+    c: &rusqlite::Connection,
+) -> Result<std::collections::BTreeSet<String>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT DISTINCT pds FROM repos WHERE pds IS NOT NULL AND head IS NOT NULL",
+    )?;
+    let hosts = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(hosts)
+}
+
+/// How an account on `pds` is kept up to date now, in one word for tools: `live` (its
+/// server's stream is followed), `catching-up` (the stream is being reconnected; it resumes
+/// from the cursor), or `polling` (no stream followed: backups come due by time).
+pub fn how_followed(
+    c: &rusqlite::Connection,
+    pds: Option<&str>,
+) -> Result<&'static str, StoreError> {
+    let Some(pds) = pds else {
+        return Ok("polling");
+    };
+    Ok(match host_state(c, pds)?.map(|s| s.state) {
+        Some(s) if s == "live" => "live",
+        Some(s) if s == "reconnecting" => "catching-up",
+        _ => "polling",
+    })
+}
+
+/// How long after its own time the newest kept version of repo `repo_id` was kept, in
+/// seconds (`None`: nothing kept, or a revision that is not a time).
+pub fn lag_seconds(c: &rusqlite::Connection, repo_id: i64) -> Result<Option<f64>, StoreError> {
+    let newest: Option<(String, String)> = c
+        .query_row(
+            "SELECT rev, synced_at FROM commits WHERE repo_id = ?1 ORDER BY rev DESC LIMIT 1",
+            [repo_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(newest.and_then(|(rev, kept)| {
+        let made = crate::repo::tid::timestamp_micros(&rev)?;
+        let kept = chrono::DateTime::parse_from_rfc3339(&kept).ok()?;
+        let kept = u64::try_from(kept.timestamp_micros()).ok()?;
+        Some(kept.saturating_sub(made) as f64 / 1e6)
+    }))
+}

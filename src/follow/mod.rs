@@ -19,9 +19,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::store::{Store, StoreError};
 
+mod capture;
 mod cursor;
 
-pub use cursor::{host_state, live_hosts, HostState};
+pub use capture::{Capture, Captured, Notify};
+pub use cursor::{host_state, hosts_to_follow, how_followed, lag_seconds, live_hosts, HostState};
 
 /// Limits and timings of a follower.
 #[derive(Clone, Debug)]

@@ -13,6 +13,7 @@ mod fuzz_corpus;
 mod hostile;
 mod layers;
 mod lexicons;
+mod live;
 mod mirror;
 mod node;
 mod pds;

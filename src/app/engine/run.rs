@@ -8,6 +8,7 @@ use std::time::Duration as StdDuration;
 use tokio::sync::broadcast;
 
 use crate::engine::{NodeEvent, PassOptions};
+use crate::follow::FollowConfig;
 use crate::group::db as gdb;
 use crate::history;
 use crate::store;
@@ -39,8 +40,11 @@ impl Engine {
                 }
             }
         };
+        // The loop, and beside it every commit captured from the servers' event streams.
+        let node = &self.inner.node;
+        let work = async { tokio::join!(node.run(), node.follow(FollowConfig::default())) };
         tokio::select! {
-            _ = self.inner.node.run() => {}
+            _ = work => {}
             _ = forward => {}
         }
     }
@@ -97,6 +101,7 @@ impl Engine {
             NodeEvent::CirclesRefreshed { .. }
             | NodeEvent::SyncStarted { .. }
             | NodeEvent::RepoSynced { .. }
+            | NodeEvent::CommitCaptured { .. }
             | NodeEvent::HealthEvaluated { .. }
             | NodeEvent::Published { .. } => self.changed(),
         }

@@ -59,6 +59,10 @@ enum Command {
         /// Minutes between two backups of an account.
         #[arg(long, default_value_t = 30)]
         every: u64,
+        /// Only poll each account's server; do not follow their event streams (by default
+        /// every commit is captured as it happens and polling is the safety net).
+        #[arg(long)]
+        poll_only: bool,
     },
     /// Bring every backed-up account up to date.
     Sync {
@@ -374,9 +378,10 @@ async fn run_async(cli: Cli) -> anyhow::Result<i32> {
             listen,
             tick,
             every,
+            poll_only,
         } => {
             let n = node(OpKinds::ALL, Some(*tick), Some(every.saturating_mul(60)))?;
-            return run_cmd::run(n, listen.as_deref()).await;
+            return run_cmd::run(n, listen.as_deref(), !poll_only).await;
         }
         Command::Sync { once, interval } => {
             let n = node(OpKinds::SYNC, Some(*interval), Some(*interval))?;
@@ -566,7 +571,9 @@ async fn status(ctx: &Ctx, json: bool) -> anyhow::Result<i32> {
             let mut out = Vec::new();
             for r in repos {
                 let blobs = store::blob_counts(c, r.id)?;
-                out.push((r, blobs));
+                let followed = p2pds::follow::how_followed(c, r.pds.as_deref())?;
+                let lag = p2pds::follow::lag_seconds(c, r.id)?;
+                out.push((r, (blobs, followed, lag)));
             }
             Ok((out, p2pds::history::open_flags(c)?))
         })
@@ -582,7 +589,7 @@ async fn status(ctx: &Ctx, json: bool) -> anyhow::Result<i32> {
     if json {
         let repos: Vec<_> = rows
             .iter()
-            .map(|(r, (blobs, blob_bytes, _, _))| {
+            .map(|(r, ((blobs, blob_bytes, _, _), followed, lag))| {
                 serde_json::json!({
                     "did": r.did, "handle": r.handle, "rev": r.rev, "commit": r.head,
                     "records": r.records, "blocks": r.blocks, "bytes": r.bytes,
@@ -590,6 +597,7 @@ async fn status(ctx: &Ctx, json: bool) -> anyhow::Result<i32> {
                     "state": r.state, "error": r.error, "errorCode": r.error_code,
                     "upstreamStatus": r.upstream_status,
                     "flags": flags_of(&r.did),
+                    "followed": followed, "lagSeconds": lag,
                 })
             })
             .collect();
@@ -600,13 +608,19 @@ async fn status(ctx: &Ctx, json: bool) -> anyhow::Result<i32> {
     } else if rows.is_empty() {
         println!("No accounts backed up yet. Add one with `p2pds backup add HANDLE`.");
     } else {
-        for (r, (blobs, blob_bytes, missing, bad)) in &rows {
+        for (r, ((blobs, blob_bytes, missing, bad), followed, lag)) in &rows {
             let (blobs, blob_bytes, missing, bad) = (*blobs, *blob_bytes, *missing, *bad);
+            let followed = match (*followed, lag) {
+                ("live", Some(lag)) => format!("; followed live ({lag:.1} s behind)"),
+                ("live", None) => "; followed live".to_string(),
+                ("catching-up", _) => "; catching up with its server's stream".to_string(),
+                _ => String::new(),
+            };
             let r = r.clone();
             let name = r.handle.as_deref().unwrap_or(&r.did);
             let when = r.last_sync_at.as_deref().unwrap_or("never");
             println!(
-                "{name}: {} records, {:.1} MB, {blobs} blobs ({:.1} MB, {missing} to fetch, {bad} bad); {}; last synced {when}{}",
+                "{name}: {} records, {:.1} MB, {blobs} blobs ({:.1} MB, {missing} to fetch, {bad} bad); {}; last synced {when}{followed}{}",
                 r.records,
                 r.bytes as f64 / 1e6,
                 blob_bytes as f64 / 1e6,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use indicatif::MultiProgress;
 use p2pds::engine::{Node, NodeConfig, NodeEvent, OpKinds, PassOptions, Schedule};
+use p2pds::follow::FollowConfig;
 use p2pds::policy::Duration as PolicyDuration;
 use p2pds::sync::SyncProgress;
 use tokio::sync::broadcast;
@@ -194,6 +195,17 @@ impl Log {
             NodeEvent::FlagRaised { did, flag } => {
                 eprintln!("{}: flagged: {}", self.name(&did), flag.detail);
             }
+            NodeEvent::CommitCaptured { applied: a } => {
+                eprintln!(
+                    "{}: kept {} from its event stream (+{} ~{} -{}, {} records)",
+                    self.name(&a.did),
+                    a.rev,
+                    a.creates,
+                    a.updates,
+                    a.deletes,
+                    a.records
+                );
+            }
             NodeEvent::CirclesRefreshed { warnings } => {
                 for w in warnings {
                     eprintln!("circles: {w}");
@@ -374,7 +386,7 @@ async fn run_loop(node: &Node, mut log: Log) -> anyhow::Result<i32> {
 
 /// `p2pds run`: backups, circles, verification and challenges, serving, health, garbage
 /// collection, in one process.
-pub async fn run(node: Node, listen: Option<&str>) -> anyhow::Result<i32> {
+pub async fn run(node: Node, listen: Option<&str>, follow: bool) -> anyhow::Result<i32> {
     let endpoint = node.circles().endpoint().await.ok().flatten();
     let listen = match (listen, &endpoint) {
         (Some(l), _) => Some(l.to_string()),
@@ -431,6 +443,10 @@ pub async fn run(node: Node, listen: Option<&str>) -> anyhow::Result<i32> {
     eprintln!("Running (SIGINT or SIGTERM stops).");
     let mut log = Log::new(backups, false, false);
     log.round_lines = true;
+    if follow {
+        let follower = node.clone();
+        tokio::spawn(async move { follower.follow(FollowConfig::default()).await });
+    }
     run_loop(&node, log).await
 }
 
