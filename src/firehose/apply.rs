@@ -224,14 +224,12 @@ struct HeldRow {
     id: i64,
     held: Held,
     records: i64,
-    signing_key: Option<String>,
 }
 
 fn held_row(conn: &Connection, did: &str) -> rusqlite::Result<Option<HeldRow>> {
     let cid = |b: Option<Vec<u8>>| b.and_then(|b| Cid::try_from(b.as_slice()).ok());
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, head, rev, data, records, signing_key FROM repos WHERE did = ?1",
-    )?;
+    let mut stmt =
+        conn.prepare_cached("SELECT id, head, rev, data, records FROM repos WHERE did = ?1")?;
     stmt.query_row([did], |r| {
         Ok(HeldRow {
             id: r.get(0)?,
@@ -241,7 +239,6 @@ fn held_row(conn: &Connection, did: &str) -> rusqlite::Result<Option<HeldRow>> {
                 data: cid(r.get(3)?),
             },
             records: r.get(4)?,
-            signing_key: r.get(5)?,
         })
     })
     .optional()
@@ -275,54 +272,23 @@ fn write(tx: &Transaction<'_>, row: &HeldRow, v: &Verified) -> Result<Applied, A
     }
     write_records(tx, row.id, v, &mut w)?;
     let records = row.records + w.rows_delta;
-    let now = crate::store::now_text();
-    tx.prepare_cached(
-        "UPDATE repos SET head = ?2, rev = ?3, data = ?4, records = ?5,
-            blocks = blocks + ?6, bytes = bytes + ?7,
-            state = 'synced', error = NULL, error_code = NULL, last_sync_at = ?8, last_attempt_at = ?8
-         WHERE id = ?1",
-    )?
-    .execute(rusqlite::params![
-        row.id,
-        v.commit_cid.to_bytes(),
-        v.rev,
-        v.data.to_bytes(),
-        records,
-        w.blocks_added as i64,
-        w.bytes_added as i64,
-        now
-    ])?;
-    tx.prepare_cached(
-        "INSERT INTO commits (repo_id, rev, cid, data, synced_at, creates, updates, deletes,
-           signing_key, records)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-         ON CONFLICT (repo_id, rev) DO NOTHING",
-    )?
-    .execute(rusqlite::params![
-        row.id,
-        v.rev,
-        v.commit_cid.to_bytes(),
-        v.data.to_bytes(),
-        now,
-        w.creates as i64,
-        w.updates as i64,
-        w.deletes as i64,
-        v.signing_key,
-        records
-    ])?;
-    if row.signing_key.as_deref() != Some(v.signing_key.as_str()) {
-        crate::sync::loss::observe_new_key(
-            tx,
-            row.id,
-            row.signing_key.as_deref(),
-            &v.signing_key,
-            row.held.rev.as_deref(),
-        )?;
-        tx.execute(
-            "UPDATE repos SET signing_key = ?2 WHERE id = ?1",
-            rusqlite::params![row.id, v.signing_key],
-        )?;
-    }
+    crate::sync::kept::keep(
+        tx,
+        &crate::sync::kept::Version {
+            repo_id: row.id,
+            commit: &v.commit_cid,
+            rev: &v.rev,
+            data: &v.data,
+            records,
+            creates: w.creates,
+            updates: w.updates,
+            deletes: w.deletes,
+            blocks_added: w.blocks_added,
+            bytes_added: w.bytes_added,
+            key: &v.signing_key,
+            held_rev: row.held.rev.as_deref(),
+        },
+    )?;
     Ok(Applied {
         seq: v.seq,
         did: v.did.clone(),

@@ -364,7 +364,6 @@ fn ingest(
             |r| r.get(0),
         )?
     };
-    let now_text = crate::store::now_text();
     if full {
         // Rows may have been lost or removed since they were counted: count them again.
         tx.execute(
@@ -379,57 +378,25 @@ fn ingest(
             ],
         )?;
     }
-    tx.execute(
-        "UPDATE repos SET head = ?2, rev = ?3, data = ?4, records = ?5,
-            blocks = blocks + ?6, bytes = bytes + ?7,
-            state = 'synced', error = NULL, error_code = NULL, last_sync_at = ?8, last_attempt_at = ?8
-         WHERE id = ?1",
-        rusqlite::params![
-            repo_id,
-            root.to_bytes(),
-            commit.rev,
-            commit.data.to_bytes(),
-            records,
-            outcome.blocks_added as i64,
-            outcome.bytes_added as i64,
-            now_text
-        ],
-    )?;
-    tx.execute(
-        "INSERT INTO commits (repo_id, rev, cid, data, synced_at, creates, updates, deletes,
-           signing_key, records)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-         ON CONFLICT (repo_id, rev) DO NOTHING",
-        rusqlite::params![
-            repo_id,
-            commit.rev,
-            root.to_bytes(),
-            commit.data.to_bytes(),
-            now_text,
-            creates as i64,
-            updates as i64,
-            deletes as i64,
-            key.to_did_key(),
-            records
-        ],
-    )?;
-    let old_key: Option<String> = tx.query_row(
-        "SELECT signing_key FROM repos WHERE id = ?1",
-        [repo_id],
-        |r| r.get(0),
-    )?;
-    super::loss::observe_new_key(
+    let key_text = key.to_did_key();
+    super::kept::keep(
         &tx,
-        repo_id,
-        old_key.as_deref(),
-        &key.to_did_key(),
-        held_rev.as_deref(),
+        &super::kept::Version {
+            repo_id,
+            commit: &root,
+            rev: &commit.rev,
+            data: &commit.data,
+            records,
+            creates,
+            updates,
+            deletes,
+            blocks_added: outcome.blocks_added,
+            bytes_added: outcome.bytes_added,
+            key: &key_text,
+            held_rev: held_rev.as_deref(),
+        },
     )
     .map_err(|e| IngestError::Store(Box::new(e)))?;
-    tx.execute(
-        "UPDATE repos SET signing_key = ?2 WHERE id = ?1",
-        rusqlite::params![repo_id, key.to_did_key()],
-    )?;
     tx.commit()?;
     tracing::debug!(
         did,

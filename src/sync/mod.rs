@@ -12,6 +12,7 @@
 pub mod blobrefs;
 pub mod blobs;
 pub mod ingest;
+pub(crate) mod kept;
 pub mod loss;
 pub mod selfcheck;
 
