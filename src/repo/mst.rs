@@ -220,6 +220,9 @@ struct Cursor {
     /// Validate nodes and key order (the new, untrusted tree).
     validate: bool,
     last_key: Vec<u8>,
+    /// A shared subtree just skipped, whose largest key the next new key must follow: found
+    /// only when it matters (see [`diff`]).
+    bound: Option<Cid>,
     nodes_read: u64,
 }
 
@@ -232,6 +235,7 @@ impl Cursor {
             stack,
             validate,
             last_key: Vec::new(),
+            bound: None,
             nodes_read: 0,
         }
     }
@@ -302,6 +306,14 @@ impl Cursor {
                 cid: left,
                 layer: Some(child.unwrap_or(0)),
             });
+        }
+        Ok(())
+    }
+
+    /// The next leaf must follow the shared subtree skipped last: its largest key, now.
+    fn settle_bound(&mut self, src: &mut impl BlockSource) -> Result<(), MstError> {
+        if let Some(cid) = self.bound.take() {
+            self.last_key = max_key(src, &cid)?;
         }
         Ok(())
     }
@@ -381,9 +393,11 @@ pub fn diff<E: From<MstError>>(
                 stats.shared_subtrees_skipped += 1;
                 // Keys after the skipped subtree must still follow its largest key. When
                 // nothing follows (the roots are the same: maybe the empty tree, which has no
-                // largest key), there is nothing to check.
+                // largest key), there is nothing to check. The key is looked up only for a
+                // new key the old tree lacks: a key both trees have follows the subtree in the
+                // old tree, which is trusted, so it follows it in the new one too.
                 if !b.stack.is_empty() {
-                    b.last_key = max_key(src, &cid)?;
+                    b.bound = Some(cid);
                 }
             }
             (Some(Item::Tree { layer: la, .. }), Some(Item::Tree { layer: lb, .. })) => {
@@ -407,11 +421,13 @@ pub fn diff<E: From<MstError>>(
                         }
                     }
                     std::cmp::Ordering::Greater => {
+                        b.settle_bound(src)?;
                         if let Some((key, cid)) = b.pop_leaf()? {
                             visit(Change::Create { key, cid })?;
                         }
                     }
                     std::cmp::Ordering::Equal => {
+                        b.bound = None;
                         let old_leaf = a.pop_leaf()?;
                         let new_leaf = b.pop_leaf()?;
                         if let (Some((_, prev)), Some((key, cid))) = (old_leaf, new_leaf) {
@@ -428,6 +444,7 @@ pub fn diff<E: From<MstError>>(
                 }
             }
             (None, Some(Item::Leaf { .. })) => {
+                b.settle_bound(src)?;
                 if let Some((key, cid)) = b.pop_leaf()? {
                     visit(Change::Create { key, cid })?;
                 }
@@ -720,6 +737,44 @@ mod tests {
             let (root, mut blocks) = tree(&keys);
             assert_eq!(changes(Some(root), root, &mut blocks), vec![]);
         }
+    }
+
+    /// A new key placed before the end of a subtree both trees share is out of order: the
+    /// largest key of the skipped subtree is still looked up for it.
+    #[test]
+    fn a_new_key_before_the_end_of_a_shared_subtree_is_refused() {
+        let names: Vec<String> = (0..400).map(|i| format!("app.x/{i:04}")).collect();
+        let keys: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (root, mut blocks) = tree(&keys);
+        let node = decode_node(&root, &blocks[&root]).unwrap();
+        let left = node.left.expect("a tree of 400 keys has a left subtree");
+        let layer = key_height(&node.entries[0].key);
+        let last_of_left = max_key(&mut blocks, &left).unwrap();
+        // A key of the root's layer, not in the tree, that sorts before the left subtree's
+        // last key.
+        let x = (0..100_000)
+            .map(|i| format!("app.x/0000{i}").into_bytes())
+            .find(|k| key_height(k) == layer && *k < last_of_left)
+            .unwrap();
+        let mut entries = vec![Entry {
+            key: x,
+            value: leaf(),
+            right: None,
+        }];
+        entries.extend(node.entries);
+        let (bad_root, bytes) = encode_node(&Node {
+            left: Some(left),
+            entries,
+        });
+        blocks.insert(bad_root, bytes);
+        let err = diff(
+            &mut blocks,
+            Some(root),
+            bad_root,
+            |_| Ok::<(), MstError>(()),
+        )
+        .unwrap_err();
+        assert!(matches!(err, MstError::KeyOrder { .. }), "{err}");
     }
 
     #[test]
