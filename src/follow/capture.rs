@@ -38,27 +38,32 @@ impl Capture {
         Self { store, notify }
     }
 
-    /// The signing key of a held copy of `did` (`None`: not backed up here, or not copied yet).
-    async fn held_key(&self, did: &str) -> Result<Option<String>, StoreError> {
+    /// The signing key and revision of a held copy of `did` (`None`: not backed up here, or
+    /// not copied yet).
+    async fn held(&self, did: &str) -> Result<Option<(String, String)>, StoreError> {
         let did = did.to_string();
         self.store
             .read(move |c| {
                 use rusqlite::OptionalExtension;
-                Ok(c.query_row(
-                    "SELECT signing_key FROM repos WHERE did = ?1 AND head IS NOT NULL",
-                    [&did],
-                    |r| r.get::<_, Option<String>>(0),
-                )
-                .optional()?
-                .flatten())
+                let row: Option<(Option<String>, Option<String>)> = c
+                    .query_row(
+                        "SELECT signing_key, rev FROM repos WHERE did = ?1 AND head IS NOT NULL",
+                        [&did],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                Ok(row.and_then(|(key, rev)| Some((key?, rev.unwrap_or_default()))))
             })
             .await
     }
 
     async fn commit(&self, event: firehose::CommitEvent) {
         let did = event.repo.clone();
-        let key = match self.held_key(&did).await {
-            Ok(Some(key)) => key,
+        let key = match self.held(&did).await {
+            // Already held (a replay after a reconnection, or a poll got there first):
+            // nothing to verify, nothing missing.
+            Ok(Some((_, rev))) if event.rev.as_str() <= rev.as_str() => return,
+            Ok(Some((key, _))) => key,
             Ok(None) => return,
             Err(e) => return self.needs_sync(&did, format!("the store could not be read: {e}")),
         };
@@ -136,7 +141,7 @@ impl Capture {
             Event::Commit(commit) => self.commit(commit).await,
             Event::Sync(_) | Event::Identity(_) | Event::Account(_) => {
                 let did = event.did().unwrap_or_default().to_string();
-                if matches!(self.held_key(&did).await, Ok(Some(_))) {
+                if matches!(self.held(&did).await, Ok(Some(_))) {
                     match &event {
                         Event::Identity(_) => (self.notify)(Captured::IdentityChanged { did }),
                         Event::Sync(_) => {
