@@ -12,7 +12,6 @@ use serde_json::{json, Value};
 use super::params::Params;
 use super::xrpc::{held_repo, open_repo, repo_not_found};
 use super::{internal, Ctx, Refusal};
-use crate::repo::tid;
 use crate::store::StoreError;
 
 /// A page's size when none is asked, and the most answered at once.
@@ -117,10 +116,7 @@ pub(super) async fn list_blobs(
     params: Params,
 ) -> Result<Response, Refusal> {
     let did = params.required("did")?.to_string();
-    let since = params.optional("since")?.map(str::to_string);
-    if since.as_deref().is_some_and(|s| tid::parse(s).is_none()) {
-        return Err(Refusal::invalid("`since` is not a revision (a TID)"));
-    }
+    let since = params.since()?;
     let limit = params.limit(DEFAULT_PAGE, MAX_PAGE)?;
     let after = cursor(&params)?;
     let held = open_repo(&ctx, &did, &headers, "com.atproto.sync.listBlobs").await?;

@@ -62,6 +62,16 @@ impl Params {
         }
     }
 
+    /// `since`, when given: a revision (a TID), else 400 `InvalidRequest`.
+    pub(super) fn since(&self) -> Result<Option<String>, Refusal> {
+        match self.optional("since")? {
+            Some(rev) if crate::repo::tid::parse(rev).is_none() => {
+                Err(Refusal::invalid("`since` is not a revision (a TID)"))
+            }
+            rev => Ok(rev.map(str::to_string)),
+        }
+    }
+
     /// A page size: `default` when not given, else a whole number from 1 to `max`.
     pub(super) fn limit(&self, default: usize, max: usize) -> Result<usize, Refusal> {
         match self.optional("limit")? {

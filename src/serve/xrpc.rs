@@ -16,7 +16,7 @@ use super::params::Params;
 use super::{auth, blob_answer, car, internal, parse_cid, with_slot, Ctx, Refusal};
 use crate::repo::car::CarWriter;
 use crate::repo::mst::BlockSource;
-use crate::repo::{proof, tid};
+use crate::repo::proof;
 use crate::store::StoreError;
 
 /// A held copy of an account, as the store has it.
@@ -159,10 +159,7 @@ pub(super) async fn get_repo(
     params: Params,
 ) -> Result<Response, Refusal> {
     let did = params.required("did")?.to_string();
-    let since = params.optional("since")?.map(str::to_string);
-    if since.as_deref().is_some_and(|s| tid::parse(s).is_none()) {
-        return Err(Refusal::invalid("`since` is not a revision (a TID)"));
-    }
+    let since = params.since()?;
     // The slot first: requests waiting for one hold no store connection.
     let slot = ctx.slots.take().await?;
     let held = open_repo(&ctx, &did, &headers, "com.atproto.sync.getRepo").await?;

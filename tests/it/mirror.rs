@@ -58,6 +58,49 @@ fn error_name(body: &[u8]) -> String {
     v["error"].as_str().unwrap_or("(no XRPC error)").to_string()
 }
 
+/// A node holding a verified copy of `did` and serving it on loopback, with `node_did` as the
+/// account signed in on it (the audience of tokens meant for it): its folder, its syncer (to
+/// sync again) and its address.
+async fn serving_node(did: &str, node_did: Option<&str>) -> (tempfile::TempDir, Syncer, String) {
+    let bed = pds::shared().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("p2pds.sqlite")).unwrap();
+    let http = reqwest::Client::new();
+    let syncer = Syncer::new(
+        store.clone(),
+        http.clone(),
+        Arc::new(Resolver::new(http, &bed.plc, None)),
+        dir.path(),
+    );
+    let (d, node_did) = (did.to_string(), node_did.map(str::to_string));
+    store
+        .write(move |c| {
+            store::add_repo(c, &d, None, None)?;
+            if let Some(node_did) = node_did {
+                c.execute(
+                    "INSERT INTO account (id, did, handle, pds, signed_in_at)
+                     VALUES (1, ?1, NULL, 'http://127.0.0.1:1', '2026-01-01T00:00:00Z')",
+                    [node_did],
+                )?;
+            }
+            Ok::<_, store::StoreError>(())
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    syncer.sync_repo(did, &|_| {}).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(serve::serve(
+        listener,
+        store,
+        syncer.blob_dir(),
+        ServeConfig::default(),
+        std::future::pending(),
+    ));
+    (dir, syncer, url)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_withdrawn_account_is_shown_only_to_its_owner() {
     let bed = pds::shared().await;
@@ -81,40 +124,7 @@ async fn a_withdrawn_account_is_shown_only_to_its_owner() {
     .await
     .unwrap();
 
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("p2pds.sqlite")).unwrap();
-    let http = reqwest::Client::new();
-    let syncer = Syncer::new(
-        store.clone(),
-        http.clone(),
-        Arc::new(Resolver::new(http, &bed.plc, None)),
-        dir.path(),
-    );
-    let did = acct.did.clone();
-    store
-        .write(move |c| {
-            store::add_repo(c, &did, None, None)?;
-            c.execute(
-                "INSERT INTO account (id, did, handle, pds, signed_in_at)
-                 VALUES (1, ?1, NULL, 'http://127.0.0.1:1', '2026-01-01T00:00:00Z')",
-                [NODE_DID],
-            )?;
-            Ok::<_, store::StoreError>(())
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    syncer.sync_repo(&acct.did, &|_| {}).await.unwrap();
-
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(serve::serve(
-        listener,
-        store,
-        syncer.blob_dir(),
-        ServeConfig::default(),
-        std::future::pending(),
-    ));
+    let (_dir, syncer, url) = serving_node(&acct.did, Some(NODE_DID)).await;
     let xrpc = |nsid: &str, query: &str| format!("{url}/xrpc/com.atproto.sync.{nsid}?{query}");
     let did_q = format!("did={}", acct.did);
     let blob_q = format!("did={}&cid={blob_cid}", acct.did);
@@ -291,31 +301,7 @@ async fn an_account_moves_to_a_new_server_from_a_friends_copy_with_standard_call
     }
 
     // The friend's node holds a verified copy and serves it.
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("p2pds.sqlite")).unwrap();
-    let http = reqwest::Client::new();
-    let syncer = Syncer::new(
-        store.clone(),
-        http.clone(),
-        Arc::new(Resolver::new(http, &bed.plc, None)),
-        dir.path(),
-    );
-    let did = acct.did.clone();
-    store
-        .write(move |c| store::add_repo(c, &did, None, None))
-        .await
-        .unwrap()
-        .unwrap();
-    syncer.sync_repo(&acct.did, &|_| {}).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let node = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(serve::serve(
-        listener,
-        store,
-        syncer.blob_dir(),
-        ServeConfig::default(),
-        std::future::pending(),
-    ));
+    let (_dir, _syncer, node) = serving_node(&acct.did, None).await;
 
     // The account on a new server, migration style (service auth from its current one).
     let new_did = xrpc_json(&new_pds.pds, "com.atproto.server.describeServer", &[], None).await
