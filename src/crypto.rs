@@ -8,6 +8,7 @@
 
 use k256::ecdsa::signature::{Signer, Verifier};
 use rand::rngs::OsRng;
+use sha2::Digest;
 
 /// Multicodec prefix of a compressed secp256k1 public key (`secp256k1-pub`, 0xe7).
 const K256_PUB_PREFIX: [u8; 2] = [0xe7, 0x01];
@@ -47,8 +48,46 @@ pub enum SignatureError {
 /// A public key able to check atproto signatures.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PublicKey {
-    K256(k256::ecdsa::VerifyingKey),
+    K256(K256Key),
     P256(p256::ecdsa::VerifyingKey),
+}
+
+/// A secp256k1 key in both libraries' forms: `k256` encodes it, libsecp256k1 checks
+/// signatures with it (about 2.5 times faster, which a followed event stream needs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct K256Key {
+    key: k256::ecdsa::VerifyingKey,
+    /// The same point for libsecp256k1; `None` only if it refused a point `k256` accepted
+    /// (which does not happen), and then `k256` checks.
+    checker: Option<secp256k1::PublicKey>,
+}
+
+impl K256Key {
+    fn new(key: k256::ecdsa::VerifyingKey) -> Self {
+        let checker = secp256k1::PublicKey::from_slice(key.to_encoded_point(false).as_bytes()).ok();
+        Self { key, checker }
+    }
+
+    fn from_sec1(bytes: &[u8]) -> Result<PublicKey, KeyError> {
+        let key =
+            k256::ecdsa::VerifyingKey::from_sec1_bytes(bytes).map_err(|_| KeyError::BadPoint)?;
+        Ok(PublicKey::K256(Self::new(key)))
+    }
+
+    /// Checks a parsed, low-S signature over `msg`.
+    fn verify(&self, msg: &[u8], sig: &k256::ecdsa::Signature) -> Result<(), SignatureError> {
+        let Some(checker) = &self.checker else {
+            return self
+                .key
+                .verify(msg, sig)
+                .map_err(|_| SignatureError::Mismatch);
+        };
+        let sig = secp256k1::ecdsa::Signature::from_compact(&sig.to_bytes())
+            .map_err(|_| SignatureError::Malformed)?;
+        let digest: [u8; 32] = sha2::Sha256::digest(msg).into();
+        secp256k1::ecdsa::verify(&sig, secp256k1::Message::from_digest(digest), checker)
+            .map_err(|_| SignatureError::Mismatch)
+    }
 }
 
 impl PublicKey {
@@ -56,9 +95,7 @@ impl PublicKey {
     pub fn from_multikey(multibase: &str) -> Result<Self, KeyError> {
         let bytes = decode_base58btc(multibase)?;
         if let Some(key) = bytes.strip_prefix(&K256_PUB_PREFIX) {
-            k256::ecdsa::VerifyingKey::from_sec1_bytes(key)
-                .map(Self::K256)
-                .map_err(|_| KeyError::BadPoint)
+            K256Key::from_sec1(key)
         } else if let Some(key) = bytes.strip_prefix(&P256_PUB_PREFIX) {
             p256::ecdsa::VerifyingKey::from_sec1_bytes(key)
                 .map(Self::P256)
@@ -81,10 +118,7 @@ impl PublicKey {
         match kind {
             "Multikey" => Self::from_multikey(multibase),
             "EcdsaSecp256k1VerificationKey2019" => {
-                let raw = decode_base58btc(multibase)?;
-                k256::ecdsa::VerifyingKey::from_sec1_bytes(&raw)
-                    .map(Self::K256)
-                    .map_err(|_| KeyError::BadPoint)
+                K256Key::from_sec1(&decode_base58btc(multibase)?)
             }
             "EcdsaSecp256r1VerificationKey2019" => {
                 let raw = decode_base58btc(multibase)?;
@@ -102,7 +136,7 @@ impl PublicKey {
         match self {
             Self::K256(k) => {
                 bytes.extend_from_slice(&K256_PUB_PREFIX);
-                bytes.extend_from_slice(k.to_encoded_point(true).as_bytes());
+                bytes.extend_from_slice(k.key.to_encoded_point(true).as_bytes());
             }
             Self::P256(k) => {
                 bytes.extend_from_slice(&P256_PUB_PREFIX);
@@ -124,12 +158,14 @@ impl PublicKey {
         }
         match self {
             Self::K256(key) => {
+                // Parsed by `k256` so both curves refuse the same malformed and high-S
+                // signatures in the same words.
                 let sig = k256::ecdsa::Signature::from_slice(sig)
                     .map_err(|_| SignatureError::Malformed)?;
                 if sig.normalize_s().is_some() {
                     return Err(SignatureError::HighS);
                 }
-                key.verify(msg, &sig).map_err(|_| SignatureError::Mismatch)
+                key.verify(msg, &sig)
             }
             Self::P256(key) => {
                 let sig = p256::ecdsa::Signature::from_slice(sig)
@@ -182,7 +218,7 @@ impl SigningKey {
 
     pub fn public_key(&self) -> PublicKey {
         match self {
-            Self::K256(k) => PublicKey::K256(*k.verifying_key()),
+            Self::K256(k) => PublicKey::K256(K256Key::new(*k.verifying_key())),
             Self::P256(k) => PublicKey::P256(*k.verifying_key()),
         }
     }

@@ -19,8 +19,9 @@ use cid::Cid;
 use rusqlite::{Connection, OptionalExtension, Transaction};
 
 use super::frame::CommitEvent;
-use super::verify::{self, Held, ReadError, Refusal, RefusalKind, Signed, Verdict, Verified};
-use crate::crypto::PublicKey;
+use super::verify::{
+    self, Held, HeldKey, ReadError, Refusal, RefusalKind, Signed, Verdict, Verified,
+};
 use crate::export::StoreSource;
 use crate::repo::mst::{BlockSource, Change, MstError};
 use crate::store::StoreError;
@@ -49,7 +50,7 @@ pub struct Checked {
 }
 
 /// The first stage, on any thread: the event on its own against the account's key.
-pub fn check(event: CommitEvent, key: &PublicKey) -> Checked {
+pub fn check(event: CommitEvent, key: &HeldKey) -> Checked {
     let (seq, did) = (event.seq, event.repo.clone());
     Checked {
         seq,
@@ -97,7 +98,7 @@ impl Outcome {
 pub fn apply_commit(
     conn: &mut Connection,
     event: CommitEvent,
-    key: &PublicKey,
+    key: &HeldKey,
 ) -> Result<Outcome, ApplyError> {
     let mut outcomes = apply_checked(conn, vec![check(event, key)])?;
     outcomes.pop().ok_or_else(|| {

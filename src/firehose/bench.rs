@@ -1,9 +1,11 @@
 //! `p2pds bench firehose`: a generated event stream replayed from a file, no network.
 //!
 //! [`write_stream`] builds accounts of N posts each (synced into a fresh store by a polled,
-//! full ingest), then a stream of `#commit` frames, round-robin over the accounts, each
-//! commit creating a post and a like, deleting the oldest record and, one time in four,
-//! updating the profile: what a busy account sends. Each is signed, and its blocks are the
+//! full ingest), then a stream of `#commit` frames, round-robin over the accounts, in one of
+//! two [`Mix`]es: `busy`, each commit creating a post and a like, deleting the two oldest
+//! records and, one time in four, updating the profile (4.25 operations); or `single`, each
+//! commit one operation (a post, a like, or the oldest record deleted, twice), as most
+//! commits of the network's event stream are. Each is signed, and its blocks are the
 //! commit, the new tree nodes and the new records. The frames go to a file, each after its
 //! length (4 bytes, little-endian).
 //!
@@ -28,7 +30,7 @@ use rusqlite::Connection;
 
 use super::apply::{apply_checked, check, CachedSource, Checked, Outcome, ReadCache};
 use super::frame::{self, Action, CommitEvent, Event, RepoOp};
-use super::verify::{check_chain, Held, Verdict};
+use super::verify::{check_chain, Held, HeldKey, Verdict};
 use crate::crypto::{PublicKey, SigningKey};
 use crate::repo::build::RepoBuilder;
 use crate::repo::car::CarWriter;
@@ -48,9 +50,21 @@ const CHECKPOINT_EVERY: u64 = 5000;
 /// How often the verify-only replay drops tree nodes no account's tree uses any more.
 const PRUNE_EVERY: u64 = 4096;
 
+/// What each commit of the stream does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mix {
+    /// A post and a like created, the two oldest records deleted, the profile updated one
+    /// time in four.
+    Busy,
+    /// One operation: a post created, a like created, then the oldest record deleted twice.
+    Single,
+}
+
 /// The generated stream.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct StreamFigures {
+    pub mix: Mix,
     pub accounts: usize,
     pub records_per_account: usize,
     pub commits: u64,
@@ -108,8 +122,12 @@ impl Figures {
                 r.peak_rss_mb
             )
         };
+        let mix = match s.mix {
+            Mix::Busy => "busy commits",
+            Mix::Single => "one-operation commits",
+        };
         format!(
-            "stream: {} commits ({} ops, {:.1} MB of frames) over {} accounts of {} records, \
+            "stream: {} {mix} ({} ops, {:.1} MB of frames) over {} accounts of {} records, \
              generated in {:.1} s\n{}\n{}\nthen the log checkpoint into the main file: {:.2} s",
             s.commits,
             s.ops,
@@ -225,7 +243,7 @@ impl Generated {
     }
 
     /// The next commit, as the event its PDS would send.
-    fn next(&mut self, seq: i64, micros: u64) -> CommitEvent {
+    fn next(&mut self, mix: Mix, seq: i64, micros: u64) -> CommitEvent {
         self.commits += 1;
         let mut ops = Vec::with_capacity(4);
         let mut records: Vec<(Cid, Vec<u8>)> = Vec::with_capacity(3);
@@ -248,25 +266,37 @@ impl Generated {
             });
             records.push((cid, bytes));
         };
+        // Which of the busy commit's parts this one does (a single one has one).
+        let part = |n: u64| mix == Mix::Busy || self.commits % 4 == n;
+        let (post_part, like_part) = (part(0), part(1));
+        let profile_part = mix == Mix::Busy && self.commits % 4 == 0;
+        let deletes = match mix {
+            Mix::Busy => 2,
+            Mix::Single => usize::from(self.commits % 4 >= 2),
+        };
         let post = format!("app.bsky.feed.post/{}", tid::format(micros, 1));
         let bytes = post_bytes(seq as u64);
         let post_cid = cid_for_cbor(&bytes);
-        put(self, post.clone(), bytes);
-        let like = serde_json::json!({"$type": "app.bsky.feed.like",
-            "subject": {"uri": format!("at://{}/{post}", self.did), "cid": post_cid.to_string()},
-            "createdAt": "2024-05-01T12:00:00.000Z"});
-        put(
-            self,
-            format!("app.bsky.feed.like/{}", tid::format(micros, 2)),
-            json_bytes(&like),
-        );
-        if self.commits % 4 == 0 {
+        if post_part {
+            put(self, post.clone(), bytes);
+        }
+        if like_part {
+            let like = serde_json::json!({"$type": "app.bsky.feed.like",
+                "subject": {"uri": format!("at://{}/{post}", self.did), "cid": post_cid.to_string()},
+                "createdAt": "2024-05-01T12:00:00.000Z"});
+            put(
+                self,
+                format!("app.bsky.feed.like/{}", tid::format(micros, 2)),
+                json_bytes(&like),
+            );
+        }
+        if profile_part {
             let profile = serde_json::json!({"$type": "app.bsky.actor.profile",
                 "displayName": "Bench", "description": format!("edit {}", self.commits)});
             put(self, PROFILE.to_string(), json_bytes(&profile));
         }
-        // Two records go for the two that came: the account keeps its size.
-        for _ in 0..2 {
+        // As many records go as came: the account keeps its size.
+        for _ in 0..deletes {
             let Some(gone) = self.oldest.pop_front() else {
                 break;
             };
@@ -333,6 +363,7 @@ fn open_store(dir: &Path) -> anyhow::Result<Connection> {
 /// Builds the accounts into a fresh store in `dir` and writes the stream of `commits` commits.
 pub fn write_stream(
     dir: &Path,
+    mix: Mix,
     accounts: usize,
     records: usize,
     commits: u64,
@@ -373,7 +404,7 @@ pub fn write_stream(
                     let Some(account) = mine.get_mut(n / 2).filter(|_| n % 2 == half) else {
                         continue;
                     };
-                    let event = account.next(i as i64 + 1, at + i);
+                    let event = account.next(mix, i as i64 + 1, at + i);
                     let item = (event.ops.len(), frame::encode(&Event::Commit(event)));
                     if tx.send(item).is_err() {
                         break;
@@ -398,6 +429,7 @@ pub fn write_stream(
     written?;
     out.flush()?;
     Ok(StreamFigures {
+        mix,
         accounts,
         records_per_account: records,
         commits,
@@ -429,7 +461,7 @@ fn read_frame(r: &mut impl Read, buf: &mut Vec<u8>) -> anyhow::Result<bool> {
 /// Returns the frames read and the time spent on them.
 fn read_and_check(
     path: &Path,
-    keys: &HashMap<String, PublicKey>,
+    keys: &HashMap<String, HeldKey>,
     out: mpsc::SyncSender<Checked>,
 ) -> anyhow::Result<(u64, Duration)> {
     let mut file = BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
@@ -483,9 +515,9 @@ fn accounts(conn: &Connection) -> anyhow::Result<Vec<(i64, String, PublicKey, He
 pub fn replay(dir: &Path, apply: bool) -> anyhow::Result<ReplayFigures> {
     let mut conn = open_store(dir)?;
     let accounts = accounts(&conn)?;
-    let keys: HashMap<String, PublicKey> = accounts
+    let keys: HashMap<String, HeldKey> = accounts
         .iter()
-        .map(|(_, did, key, _)| (did.clone(), key.clone()))
+        .map(|(_, did, key, _)| (did.clone(), HeldKey::from(key.clone())))
         .collect();
     let path = dir.join(STREAM_FILE);
     let start = Instant::now();
@@ -654,10 +686,16 @@ fn verify_all(
 
 /// `p2pds bench firehose`: generates the stream in a temporary folder, then replays it twice,
 /// each time in a fresh `exe` process: verification alone, then verification and the store.
-pub fn run(exe: &Path, accounts: usize, records: usize, commits: u64) -> anyhow::Result<Figures> {
+pub fn run(
+    exe: &Path,
+    mix: Mix,
+    accounts: usize,
+    records: usize,
+    commits: u64,
+) -> anyhow::Result<Figures> {
     let dir = std::env::temp_dir().join(format!("p2pds-bench-firehose-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let result = run_in(exe, &dir, accounts, records, commits);
+    let result = run_in(exe, &dir, mix, accounts, records, commits);
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -665,11 +703,12 @@ pub fn run(exe: &Path, accounts: usize, records: usize, commits: u64) -> anyhow:
 fn run_in(
     exe: &Path,
     dir: &Path,
+    mix: Mix,
     accounts: usize,
     records: usize,
     commits: u64,
 ) -> anyhow::Result<Figures> {
-    let stream = write_stream(dir, accounts, records, commits)?;
+    let stream = write_stream(dir, mix, accounts, records, commits)?;
     let measured = |verify_only: bool| -> anyhow::Result<ReplayFigures> {
         let mut cmd = std::process::Command::new(exe);
         cmd.args(["bench", "firehose", "--replay"]).arg(dir);
@@ -698,9 +737,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_stream_of_one_operation_commits_keeps_each_account_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let stream = write_stream(dir.path(), Mix::Single, 2, 40, 80).unwrap();
+        assert_eq!((stream.commits, stream.ops), (80, 80));
+        let apply = replay(dir.path(), true).unwrap();
+        assert_eq!((apply.verified, apply.refused), (80, 0));
+        let conn = Connection::open(dir.path().join(STORE_FILE)).unwrap();
+        let records: Vec<i64> = conn
+            .prepare("SELECT records FROM repos")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(records, vec![41, 41]);
+    }
+
+    #[test]
     fn a_generated_stream_replays_whole_both_ways() {
         let dir = tempfile::tempdir().unwrap();
-        let stream = write_stream(dir.path(), 3, 60, 90).unwrap();
+        let stream = write_stream(dir.path(), Mix::Busy, 3, 60, 90).unwrap();
         assert_eq!(stream.commits, 90);
         assert!(stream.ops >= 90 * 3);
         let verify = replay(dir.path(), false).unwrap();

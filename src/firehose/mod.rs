@@ -23,4 +23,4 @@ mod tests;
 
 pub use apply::{apply_checked, apply_commit, check, Applied, ApplyError, Checked, Outcome};
 pub use frame::{decode, CommitEvent, Event, FrameError};
-pub use verify::{Held, Refusal, RefusalKind, Verdict, Verified};
+pub use verify::{Held, HeldKey, Refusal, RefusalKind, Verdict, Verified};

@@ -161,7 +161,7 @@ fn received(event: &CommitEvent) -> CommitEvent {
 }
 
 fn apply(conn: &mut Connection, account: &Account, event: &CommitEvent) -> Outcome {
-    apply_commit(conn, received(event), &account.key).unwrap()
+    apply_commit(conn, received(event), &account.key.clone().into()).unwrap()
 }
 
 /// What is held of an account, and how many rows the store has: nothing may move on a
@@ -368,11 +368,11 @@ fn a_batch_chains_within_itself_and_a_refused_commit_takes_only_its_own_account_
     // Bob's first commit is forged: his second no longer chains onto what is held.
     resign(&mut b1, &SigningKey::generate_k256(), None, None);
     let batch = vec![
-        check(received(&a1), &alice.key),
-        check(received(&b1), &bob.key),
-        check(received(&a2), &alice.key),
-        check(received(&b2), &bob.key),
-        check(received(&a3), &alice.key),
+        check(received(&a1), &alice.key.clone().into()),
+        check(received(&b1), &bob.key.clone().into()),
+        check(received(&a2), &alice.key.clone().into()),
+        check(received(&b2), &bob.key.clone().into()),
+        check(received(&a3), &alice.key.clone().into()),
     ];
     let outcomes = apply_checked(&mut conn, batch).unwrap();
     let kinds: Vec<Option<RefusalKind>> = outcomes
@@ -599,15 +599,15 @@ fn commits_for_another_account_or_one_not_held_are_refused() {
     // Alice's commit sent as Bob's event.
     let mut wrong = good.clone();
     wrong.repo = BOB.into();
-    let outcome = apply_commit(&mut conn, received(&wrong), &alice.key).unwrap();
+    let outcome = apply_commit(&mut conn, received(&wrong), &alice.key.clone().into()).unwrap();
     assert_eq!(outcome.refusal().unwrap().kind, RefusalKind::WrongRepo);
     // An account added but never synced, and one not backed up at all.
     let (_d, mut fresh) = store();
     crate::store::add_repo(&fresh, ALICE, None, None).unwrap();
-    let outcome = apply_commit(&mut fresh, received(&good), &alice.key).unwrap();
+    let outcome = apply_commit(&mut fresh, received(&good), &alice.key.clone().into()).unwrap();
     assert_eq!(outcome.refusal().unwrap().kind, RefusalKind::NotHeld);
     let (_e, mut empty) = store();
-    let outcome = apply_commit(&mut empty, received(&good), &alice.key).unwrap();
+    let outcome = apply_commit(&mut empty, received(&good), &alice.key.clone().into()).unwrap();
     assert_eq!(outcome.refusal().unwrap().kind, RefusalKind::NotHeld);
     applied(&mut conn, &alice, &good);
 }

@@ -118,6 +118,32 @@ pub struct Signed {
     pub blocks: HashMap<Cid, Vec<u8>>,
 }
 
+/// The account's key as the store holds it: parsed, and the `did:key` text each kept version
+/// names (read once, not encoded again for every commit).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldKey {
+    pub key: PublicKey,
+    pub did_key: String,
+}
+
+impl HeldKey {
+    pub fn parse(did_key: &str) -> Result<Self, crate::crypto::KeyError> {
+        Ok(Self {
+            key: PublicKey::from_did_key(did_key)?,
+            did_key: did_key.to_string(),
+        })
+    }
+}
+
+impl From<PublicKey> for HeldKey {
+    fn from(key: PublicKey) -> Self {
+        Self {
+            did_key: key.to_did_key(),
+            key,
+        }
+    }
+}
+
 /// What is held of the account: its verified head, rev and tree root.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Held {
@@ -156,7 +182,7 @@ pub enum Verdict {
 /// Both stages: the event checked on its own, then against the copy held.
 pub fn verify_commit(
     event: CommitEvent,
-    key: &PublicKey,
+    key: &HeldKey,
     held: &Held,
     store: &mut impl BlockSource,
 ) -> Result<Verdict, ReadError> {
@@ -167,7 +193,7 @@ pub fn verify_commit(
 }
 
 /// The first stage: the event's blocks, commit and signature, without the copy held.
-pub fn check_signed(event: CommitEvent, key: &PublicKey) -> Result<Signed, Refusal> {
+pub fn check_signed(event: CommitEvent, key: &HeldKey) -> Result<Signed, Refusal> {
     use RefusalKind::*;
     let mut car = CarReader::new(&event.blocks[..])
         .map_err(|e| refuse(BadBlocks, format!("the event's blocks do not read: {e}")))?;
@@ -226,7 +252,7 @@ pub fn check_signed(event: CommitEvent, key: &PublicKey) -> Result<Signed, Refus
             ),
         ));
     }
-    commit.verify_signature(key).map_err(|e| {
+    commit.verify_signature(&key.key).map_err(|e| {
         refuse(
             BadSignature,
             format!("the commit's signature does not match the account's key ({e})"),
@@ -242,7 +268,7 @@ pub fn check_signed(event: CommitEvent, key: &PublicKey) -> Result<Signed, Refus
         prev_data: event.prev_data,
         blobs: event.blobs,
         time: event.time,
-        signing_key: key.to_did_key(),
+        signing_key: key.did_key.clone(),
         blocks,
     })
 }

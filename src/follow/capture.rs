@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use crate::crypto::PublicKey;
 use crate::firehose::{self, Event, Outcome};
 use crate::store::{Store, StoreError};
 
@@ -67,7 +66,7 @@ impl Capture {
             Ok(None) => return,
             Err(e) => return self.needs_sync(&did, format!("the store could not be read: {e}")),
         };
-        let Ok(key) = PublicKey::from_did_key(&key) else {
+        let Ok(key) = firehose::HeldKey::parse(&key) else {
             return self.needs_sync(&did, "the key held for the account does not read".into());
         };
         let outcome = self.store.write(move |conn| keep(conn, event, &key)).await;
@@ -186,7 +185,7 @@ struct Kept {
 fn keep(
     conn: &mut rusqlite::Connection,
     event: firehose::CommitEvent,
-    key: &PublicKey,
+    key: &firehose::HeldKey,
 ) -> Result<(Outcome, Kept), firehose::ApplyError> {
     use rusqlite::OptionalExtension;
     let prev_rev: Option<String> = conn

@@ -107,13 +107,15 @@ pub fn valid_key(key: &[u8]) -> bool {
     coll_ok && rkey_ok
 }
 
-#[derive(Deserialize, Serialize)]
+mod fast;
+
+#[derive(Debug, PartialEq, Eq, Deserialize, Serialize)]
 struct NodeData {
     e: Vec<EntryData>,
     l: Option<Cid>,
 }
 
-#[derive(Deserialize, Serialize)]
+#[derive(Debug, PartialEq, Eq, Deserialize, Serialize)]
 struct EntryData {
     #[serde(with = "serde_bytes")]
     k: Vec<u8>,
@@ -141,8 +143,10 @@ pub fn decode_node(cid: &Cid, bytes: &[u8]) -> Result<Node, MstError> {
         cid: cid.to_string(),
         reason,
     };
-    let data: NodeData =
-        serde_ipld_dagcbor::from_slice(bytes).map_err(|e| bad(super::cbor_words(&e)))?;
+    let data: NodeData = match fast::read(bytes) {
+        Some(data) => data,
+        None => serde_ipld_dagcbor::from_slice(bytes).map_err(|e| bad(super::cbor_words(&e)))?,
+    };
     if data.e.len() > MAX_ENTRIES {
         return Err(MstError::TooManyEntries(cid.to_string()));
     }

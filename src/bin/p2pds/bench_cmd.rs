@@ -41,6 +41,11 @@ pub enum BenchCommand {
         /// Records each account holds before the stream starts.
         #[arg(long, default_value_t = 1_000)]
         records: usize,
+        /// What each commit does: `busy` (4.25 operations: a post and a like created, two
+        /// records deleted, the profile updated one time in four) or `single` (one operation,
+        /// as most commits of the network's event stream).
+        #[arg(long, value_enum, default_value_t = Mix::Busy)]
+        mix: Mix,
         #[arg(long)]
         json: bool,
         /// (internal) replay the stream in this folder, in this process.
@@ -142,6 +147,7 @@ pub fn run(command: &BenchCommand) -> anyhow::Result<i32> {
             commits,
             accounts,
             records,
+            mix,
             json,
             replay,
             verify_only,
@@ -156,7 +162,8 @@ pub fn run(command: &BenchCommand) -> anyhow::Result<i32> {
                  then replaying them in fresh processes…"
             );
             let exe = std::env::current_exe()?;
-            let figures = p2pds::firehose::bench::run(&exe, *accounts, *records, *commits)?;
+            let figures =
+                p2pds::firehose::bench::run(&exe, mix.into(), *accounts, *records, *commits)?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&figures)?);
             } else {
@@ -171,4 +178,20 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("p2pds-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// `--mix` of `bench firehose`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Mix {
+    Busy,
+    Single,
+}
+
+impl From<&Mix> for p2pds::firehose::bench::Mix {
+    fn from(mix: &Mix) -> Self {
+        match mix {
+            Mix::Busy => Self::Busy,
+            Mix::Single => Self::Single,
+        }
+    }
 }
