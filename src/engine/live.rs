@@ -1,5 +1,6 @@
 //! Real-time capture beside the loop: the event stream of each server hosting an account
-//! backed up here is followed ([`crate::follow`]); every verified commit is kept as it happens
+//! backed up here is followed ([`crate::follow`]), or one relay's stream when the person
+//! names one; every verified commit is kept as it happens
 //! (an event for screens and logs), and whatever the stream cannot give verified wakes that
 //! account's backup at once. Polling goes on, slower for accounts followed live, as the
 //! safety net, and alone for a server whose stream cannot be reached.
@@ -36,7 +37,10 @@ impl Node {
         let mut running: BTreeMap<String, (CancellationToken, tokio::task::JoinHandle<()>)> =
             BTreeMap::new();
         loop {
-            let hosts = self.store().read(follow::hosts_to_follow).await;
+            let hosts = match &config.relay {
+                Some(relay) => Ok([relay.clone()].into()),
+                None => self.store().read(follow::hosts_to_follow).await,
+            };
             if let Ok(hosts) = hosts {
                 running.retain(|host, (token, _)| {
                     let keep = hosts.contains(host);

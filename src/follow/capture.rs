@@ -103,14 +103,18 @@ impl Capture {
         });
     }
 
-    /// Asks for every account of `host`: the stream lost what happened since the cursor.
+    /// Asks for every account `host` carries (all of them, for a relay): the stream lost what
+    /// happened since the cursor.
     async fn catch_up(&self, host: &str) {
         let h = host.to_string();
         let dids = self
             .store
             .read(move |c| {
-                let mut stmt =
-                    c.prepare_cached("SELECT did FROM repos WHERE pds = ?1 AND head IS NOT NULL")?;
+                // The accounts on that server; a relay (no account's server) carries them all.
+                let mut stmt = c.prepare_cached(
+                    "SELECT did FROM repos WHERE head IS NOT NULL AND (pds = ?1
+                       OR NOT EXISTS (SELECT 1 FROM repos WHERE pds = ?1))",
+                )?;
                 let dids = stmt
                     .query_map([&h], |r| r.get::<_, String>(0))?
                     .collect::<Result<Vec<_>, _>>()?;

@@ -121,18 +121,34 @@ pub fn hosts_to_follow(
 }
 
 /// How an account on `pds` is kept up to date now, in one word for tools: `live` (its
-/// server's stream is followed), `catching-up` (the stream is being reconnected; it resumes
-/// from the cursor), or `polling` (no stream followed: backups come due by time).
+/// server's stream, or a relay's, is followed), `catching-up` (the stream is being
+/// reconnected; it resumes from the cursor), or `polling` (no stream followed: backups come
+/// due by time). A relay is a followed host that is no held account's server.
 pub fn how_followed(
     c: &rusqlite::Connection,
     pds: Option<&str>,
 ) -> Result<&'static str, StoreError> {
-    let Some(pds) = pds else {
-        return Ok("polling");
+    let own = match pds {
+        Some(pds) => host_state(c, pds)?
+            .map(|s| s.state)
+            .filter(|s| s != "stopped"),
+        None => None,
     };
-    Ok(match host_state(c, pds)?.map(|s| s.state) {
-        Some(s) if s == "live" => "live",
-        Some(s) if s == "reconnecting" => "catching-up",
+    let state = match own {
+        Some(state) => Some(state),
+        None => c
+            .query_row(
+                "SELECT state FROM follow_hosts WHERE state != 'stopped'
+                   AND host NOT IN (SELECT pds FROM repos WHERE pds IS NOT NULL)
+                 ORDER BY state = 'live' DESC LIMIT 1",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?,
+    };
+    Ok(match state.as_deref() {
+        Some("live") => "live",
+        Some("reconnecting") => "catching-up",
         _ => "polling",
     })
 }

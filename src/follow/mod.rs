@@ -1,5 +1,5 @@
 //! Following a host's event stream (`com.atproto.sync.subscribeRepos`): one WebSocket per PDS
-//! (or per relay the user names), frames handed one at a time to a [`Handler`], the cursor kept
+//! (or one to the relay the user names, [`FollowConfig::relay`]), frames handed one at a time to a [`Handler`], the cursor kept
 //! in the store so a restart resumes where it stopped, and reconnection with backoff and
 //! jitter when the stream ends, stalls or fails.
 //!
@@ -40,6 +40,9 @@ pub struct FollowConfig {
     pub backoff_cap: Duration,
     /// How often the cursor is written to the store while events flow.
     pub save_every: Duration,
+    /// Follow this relay's stream instead of each server's (`None`: each server's). A relay
+    /// carries every account it crawls; those not backed up here are passed over.
+    pub relay: Option<String>,
 }
 
 impl Default for FollowConfig {
@@ -51,6 +54,7 @@ impl Default for FollowConfig {
             backoff_floor: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(5 * 60),
             save_every: Duration::from_secs(1),
+            relay: None,
         }
     }
 }

@@ -205,3 +205,34 @@ fn stream_addresses() {
     assert!(stream_url("ftp://x", None).is_err());
     assert!(stream_url("not a url", None).is_err());
 }
+
+#[tokio::test]
+async fn an_account_is_followed_through_its_server_or_a_relay() {
+    let (_dir, store) = store().await;
+    let state = |host: &'static str, state: &'static str| {
+        let s = store.clone();
+        async move { cursor::set_state(&s, host, state, None).await.unwrap() }
+    };
+    let how = |pds: Option<&'static str>| {
+        let s = store.clone();
+        async move { s.read(move |c| how_followed(c, pds)).await.unwrap() }
+    };
+    store
+        .write(|c| crate::store::add_repo(c, "did:plc:alice", None, Some("https://a.example")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(how(Some("https://a.example")).await, "polling");
+    state("https://a.example", "live").await;
+    assert_eq!(how(Some("https://a.example")).await, "live");
+    state("https://a.example", "reconnecting").await;
+    assert_eq!(how(Some("https://a.example")).await, "catching-up");
+    // Its server no longer followed, a relay instead (a host that is no account's server).
+    state("https://a.example", "stopped").await;
+    state("https://relay.example", "reconnecting").await;
+    assert_eq!(how(Some("https://a.example")).await, "catching-up");
+    state("https://relay.example", "live").await;
+    assert_eq!(how(Some("https://a.example")).await, "live");
+    state("https://relay.example", "stopped").await;
+    assert_eq!(how(Some("https://a.example")).await, "polling");
+}

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::pds::{self, Account};
 
-fn post(text: &str) -> Value {
+pub(crate) fn post(text: &str) -> Value {
     json!({"$type": "app.bsky.feed.post", "text": text, "createdAt": "2024-01-01T00:00:00Z"})
 }
 
@@ -33,7 +33,7 @@ async fn xrpc_post(acct: &Account, nsid: &str, body: Value) -> Value {
 }
 
 /// Waits (at most `secs`) until `check` holds.
-async fn until<F, Fut>(secs: u64, what: &str, mut check: F)
+pub(crate) async fn until<F, Fut>(secs: u64, what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -46,7 +46,7 @@ where
 }
 
 /// Records an account holds here: "collection/rkey" → CID.
-async fn held_records(node: &Node, did: &str) -> BTreeMap<String, String> {
+pub(crate) async fn held_records(node: &Node, did: &str) -> BTreeMap<String, String> {
     let did = did.to_string();
     node.store()
         .read(move |c| {
@@ -69,7 +69,7 @@ async fn held_records(node: &Node, did: &str) -> BTreeMap<String, String> {
         .unwrap()
 }
 
-async fn server_records(acct: &Account) -> BTreeMap<String, String> {
+pub(crate) async fn server_records(acct: &Account) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for collection in acct.list_collections().await.unwrap() {
         for (uri, cid, _) in acct.list_records(&collection).await.unwrap() {
@@ -80,7 +80,7 @@ async fn server_records(acct: &Account) -> BTreeMap<String, String> {
     out
 }
 
-async fn kept_versions(node: &Node, did: &str) -> i64 {
+pub(crate) async fn kept_versions(node: &Node, did: &str) -> i64 {
     let did = did.to_string();
     node.store()
         .read(move |c| {
@@ -291,7 +291,7 @@ async fn every_commit_is_kept_as_it_happens() {
 }
 
 /// A node that polls once an hour, holding a first copy of `accts`.
-async fn hourly_node(dir: &std::path::Path, accts: &[&Account]) -> Node {
+pub(crate) async fn hourly_node(dir: &std::path::Path, accts: &[&Account]) -> Node {
     let bed = pds::shared().await;
     let mut config = NodeConfig::new(dir.to_path_buf(), &bed.plc, None);
     config.schedule.tick = Duration::from_millis(200);
@@ -320,7 +320,7 @@ async fn hourly_node(dir: &std::path::Path, accts: &[&Account]) -> Node {
 }
 
 /// Follows `host` with the node's capture until `cancel`; counts what it kept.
-fn follow_counting(
+pub(crate) fn follow_counting(
     node: &Node,
     host: &str,
     cancel: tokio_util::sync::CancellationToken,
@@ -340,7 +340,7 @@ fn follow_counting(
     })
 }
 
-async fn wait_live(node: &Node, host: &str) {
+pub(crate) async fn wait_live(node: &Node, host: &str) {
     let n = node.clone();
     let host = host.to_string();
     until(20, "the stream is live", || {
@@ -472,4 +472,90 @@ async fn the_lag_from_a_write_to_its_kept_version() {
         pick(1.0)
     );
     assert_eq!(kept_versions(&node, &acct.did).await, 1 + writes as i64);
+}
+
+/// A relay stand-in: every connection forwarded to the server at `to`, from another address,
+/// so the node sees a host that is no account's server, as a relay is.
+async fn forwarder(to: &str) -> String {
+    let target = to.trim_start_matches("http://").to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// With a relay named, the node follows that one stream instead of each server's: the
+/// account's commits are kept from it, and the account reads as followed live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_is_followed_instead_of_each_server() {
+    let bed = pds::shared().await;
+    let acct = bed.create_account("relayed").await.unwrap();
+    acct.create_record("app.bsky.feed.post", post("first"))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let node = hourly_node(dir.path(), &[&acct]).await;
+    let relay = forwarder(&bed.pds).await;
+    let config = FollowConfig {
+        relay: Some(relay.clone()),
+        ..FollowConfig::default()
+    };
+    let following = tokio::spawn({
+        let node = node.clone();
+        async move { node.follow(config).await }
+    });
+    wait_live(&node, &relay).await;
+    for i in 0..3 {
+        acct.create_record("app.bsky.feed.post", post(&format!("relayed {i}")))
+            .await
+            .unwrap();
+    }
+    let (n, did) = (node.clone(), acct.did.clone());
+    until(20, "three commits kept from the relay", || {
+        let (n, did) = (n.clone(), did.clone());
+        async move { kept_versions(&n, &did).await == 4 }
+    })
+    .await;
+    let (hosts, how) = node
+        .store()
+        .read({
+            let pds = bed.pds.clone();
+            move |c| {
+                let hosts = c
+                    .prepare("SELECT host FROM follow_hosts")?
+                    .query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok::<_, store::StoreError>((hosts, p2pds::follow::how_followed(c, Some(&pds))?))
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(hosts, vec![relay]);
+    assert_eq!(how, "live");
+    assert_eq!(
+        held_records(&node, &acct.did).await,
+        server_records(&acct).await
+    );
+    node.stop();
+    let _ = tokio::time::timeout(Duration::from_secs(15), following).await;
+}
+
+/// `p2pds run --relay` takes a relay's address; anything else is refused before starting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_is_no_address_is_refused_in_words() {
+    let bed = pds::shared().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = crate::cli::p2pds(bed, dir.path(), &["run", "--relay", "ftp://relay.example"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let words = String::from_utf8_lossy(&out.stderr);
+    assert!(words.contains("give the relay's address"), "{words}");
 }

@@ -63,6 +63,10 @@ enum Command {
         /// every commit is captured as it happens and polling is the safety net).
         #[arg(long)]
         poll_only: bool,
+        /// Follow this relay's event stream (an http(s) or ws(s) address) instead of each
+        /// server's: one connection for every account, for a relay that crawls their servers.
+        #[arg(long, env = "P2PDS_RELAY", conflicts_with = "poll_only")]
+        relay: Option<String>,
     },
     /// Bring every backed-up account up to date.
     Sync {
@@ -379,9 +383,14 @@ async fn run_async(cli: Cli) -> anyhow::Result<i32> {
             tick,
             every,
             poll_only,
+            relay,
         } => {
             let n = node(OpKinds::ALL, Some(*tick), Some(every.saturating_mul(60)))?;
-            return run_cmd::run(n, listen.as_deref(), !poll_only).await;
+            let follow = (!poll_only).then(|| p2pds::follow::FollowConfig {
+                relay: relay.clone(),
+                ..Default::default()
+            });
+            return run_cmd::run(n, listen.as_deref(), follow).await;
         }
         Command::Sync { once, interval } => {
             let n = node(OpKinds::SYNC, Some(*interval), Some(*interval))?;

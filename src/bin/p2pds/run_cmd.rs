@@ -386,7 +386,17 @@ async fn run_loop(node: &Node, mut log: Log) -> anyhow::Result<i32> {
 
 /// `p2pds run`: backups, circles, verification and challenges, serving, health, garbage
 /// collection, in one process.
-pub async fn run(node: Node, listen: Option<&str>, follow: bool) -> anyhow::Result<i32> {
+pub async fn run(
+    node: Node,
+    listen: Option<&str>,
+    follow: Option<FollowConfig>,
+) -> anyhow::Result<i32> {
+    if let Some(relay) = follow.as_ref().and_then(|f| f.relay.as_deref()) {
+        if p2pds::follow::stream_url(relay, None).is_err() {
+            eprintln!("--relay {relay}: give the relay's address, such as https://relay.example");
+            return Ok(2);
+        }
+    }
     let endpoint = node.circles().endpoint().await.ok().flatten();
     let listen = match (listen, &endpoint) {
         (Some(l), _) => Some(l.to_string()),
@@ -443,9 +453,12 @@ pub async fn run(node: Node, listen: Option<&str>, follow: bool) -> anyhow::Resu
     eprintln!("Running (SIGINT or SIGTERM stops).");
     let mut log = Log::new(backups, false, false);
     log.round_lines = true;
-    if follow {
+    if let Some(config) = follow {
+        if let Some(relay) = &config.relay {
+            eprintln!("Following every account's changes through the relay {relay}.");
+        }
         let follower = node.clone();
-        tokio::spawn(async move { follower.follow(FollowConfig::default()).await });
+        tokio::spawn(async move { follower.follow(config).await });
     }
     run_loop(&node, log).await
 }
