@@ -69,6 +69,9 @@ pub struct NodeConfig {
     pub pds_grace: Option<Duration>,
     /// The disk's free space as the caller states it, in bytes (None: measured).
     pub free_space: Option<u64>,
+    /// How long a poll of an account followed live waits for its stream (None: the
+    /// default, `Syncer::stream_grace`).
+    pub stream_grace: Option<Duration>,
 }
 
 impl NodeConfig {
@@ -85,6 +88,7 @@ impl NodeConfig {
             drain: Duration::from_secs(10),
             pds_grace: None,
             free_space: None,
+            stream_grace: None,
         }
     }
 }
@@ -265,6 +269,9 @@ impl Node {
             syncer.pds_grace = grace;
         }
         syncer.free_space = config.free_space;
+        if let Some(grace) = config.stream_grace {
+            syncer.stream_grace = grace;
+        }
         let mut circles = Circles::new(syncer);
         if let Some(every) = config.publish_interval {
             circles.rate = crate::group::plan::PublishRate::every(every);

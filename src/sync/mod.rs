@@ -257,6 +257,10 @@ pub struct Syncer {
     pub free_space: Option<u64>,
     /// How long a repository or a blob may take to download, by its size.
     pub transfer: crate::xrpc::Transfer,
+    /// How long a poll of an account whose server's event stream is followed live waits for
+    /// the stream to bring the newest commit (each commit then kept as its own version)
+    /// before fetching the repository itself (which would keep only the newest).
+    pub stream_grace: std::time::Duration,
 }
 
 impl Syncer {
@@ -274,6 +278,35 @@ impl Syncer {
             pds_grace: loss::default_pds_grace(),
             free_space: None,
             transfer: crate::xrpc::Transfer::default(),
+            stream_grace: std::time::Duration::from_secs(5),
+        }
+    }
+
+    /// Whether the event stream brings the account to revision `rev` (or past it) within
+    /// [`Self::stream_grace`] (false at once when no stream of it is live).
+    async fn stream_brings(&self, did: &str, pds: &str, rev: &str) -> Result<bool, SyncError> {
+        let p = pds.to_string();
+        let how = self
+            .store
+            .read(move |c| crate::follow::how_followed(c, Some(&p)))
+            .await?;
+        if how != "live" {
+            return Ok(false);
+        }
+        let deadline = tokio::time::Instant::now() + self.stream_grace;
+        loop {
+            let d = did.to_string();
+            let held = self.store.read(move |c| store::get_repo(c, &d)).await?;
+            if held
+                .and_then(|r| r.head.and(r.rev))
+                .is_some_and(|r| r.as_str() >= rev)
+            {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
 
@@ -385,7 +418,9 @@ impl Syncer {
         let latest: LatestCommit = self
             .get_json(&pds, "com.atproto.sync.getLatestCommit", &[("did", did)])
             .await?;
-        if row.head.as_deref() == Some(latest.cid.as_str()) {
+        if row.head.as_deref() == Some(latest.cid.as_str())
+            || self.stream_brings(did, &pds, &latest.rev).await?
+        {
             report.up_to_date = true;
         } else {
             let since = row.rev.clone().filter(|_| row.head.is_some());

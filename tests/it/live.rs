@@ -292,6 +292,15 @@ async fn every_commit_is_kept_as_it_happens() {
 
 /// A node that polls once an hour, holding a first copy of `accts`.
 pub(crate) async fn hourly_node(dir: &std::path::Path, accts: &[&Account]) -> Node {
+    hourly_node_with(dir, accts, |_| {}).await
+}
+
+/// [`hourly_node`], its configuration changed by `tweak` first.
+async fn hourly_node_with(
+    dir: &std::path::Path,
+    accts: &[&Account],
+    tweak: impl FnOnce(&mut NodeConfig),
+) -> Node {
     let bed = pds::shared().await;
     let mut config = NodeConfig::new(dir.to_path_buf(), &bed.plc, None);
     config.schedule.tick = Duration::from_millis(200);
@@ -302,6 +311,7 @@ pub(crate) async fn hourly_node(dir: &std::path::Path, accts: &[&Account]) -> No
         ..OpKinds::VERIFY
     };
     config.schedule.ops.verify = false;
+    tweak(&mut config);
     let node = Node::open(config).unwrap();
     for acct in accts {
         let did = acct.did.clone();
@@ -558,4 +568,61 @@ async fn a_relay_that_is_no_address_is_refused_in_words() {
     assert_eq!(out.status.code(), Some(2));
     let words = String::from_utf8_lossy(&out.stderr);
     assert!(words.contains("give the relay's address"), "{words}");
+}
+
+/// Polls that come while an account's commits stream in wait for the stream, so they never
+/// jump over commits the stream is about to bring: every commit is kept as its own version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_while_commits_stream_in_leave_every_commit_its_own_version() {
+    let bed = pds::shared().await;
+    let acct = bed.create_account("race").await.unwrap();
+    acct.create_record("app.bsky.feed.post", post("first"))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // A generous wait: the stream answers in milliseconds, a loaded machine may take longer.
+    let grace: u64 = std::env::var("P2PDS_STREAM_GRACE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30_000);
+    let node = hourly_node_with(dir.path(), &[&acct], |c| {
+        c.stream_grace = Some(Duration::from_millis(grace))
+    })
+    .await;
+    let following = tokio::spawn({
+        let node = node.clone();
+        async move { node.follow(FollowConfig::default()).await }
+    });
+    wait_live(&node, &bed.pds).await;
+    let writes = 12;
+    let writer = async {
+        for i in 0..writes {
+            acct.create_record("app.bsky.feed.post", post(&format!("racing {i}")))
+                .await
+                .unwrap();
+        }
+    };
+    let poller = async {
+        for _ in 0..6 {
+            node.pass(PassOptions {
+                forced: true,
+                peer: None,
+            })
+            .await;
+        }
+    };
+    tokio::join!(writer, poller);
+    let (n, did) = (node.clone(), acct.did.clone());
+    until(30, "every commit kept", || {
+        let (n, did) = (n.clone(), did.clone());
+        async move { kept_versions(&n, &did).await >= 1 + writes }
+    })
+    .await;
+    assert_eq!(kept_versions(&node, &acct.did).await, 1 + writes);
+    assert_eq!(
+        held_records(&node, &acct.did).await,
+        server_records(&acct).await
+    );
+    node.stop();
+    let _ = tokio::time::timeout(Duration::from_secs(15), following).await;
 }
