@@ -69,7 +69,17 @@ flags: Array<FriendFlag>,
 /**
  * A verified copy is held: the account can be given back.
  */
-canRestore: boolean, };
+canRestore: boolean, 
+/**
+ * How the copy is kept up to date: `live` (their server's changes are copied as they
+ * happen), `catching-up` (reconnecting to that stream) or `polling` (checked on a
+ * schedule).
+ */
+followed: string, 
+/**
+ * The same in words: "every change is copied as it happens".
+ */
+followText: string, };
 
 export type FriendFlag = { id: number, 
 /**

@@ -82,6 +82,12 @@ pub struct Friend {
     pub flags: Vec<FriendFlag>,
     /// A verified copy is held: the account can be given back.
     pub can_restore: bool,
+    /// How the copy is kept up to date: `live` (their server's changes are copied as they
+    /// happen), `catching-up` (reconnecting to that stream) or `polling` (checked on a
+    /// schedule).
+    pub followed: String,
+    /// The same in words: "every change is copied as it happens".
+    pub follow_text: String,
 }
 
 /// Something that happened upstream and may mean loss: a mass deletion, a new server or key,

@@ -68,6 +68,23 @@ pub fn friend_status(
     }
 }
 
+/// How a friend's copy is kept up to date (`followed` as `crate::follow::how_followed` says
+/// it), in words for the card.
+pub fn follow_text(followed: &str, check_every_minutes: u32) -> String {
+    match followed {
+        "live" => "every change is copied as it happens".into(),
+        "catching-up" => {
+            "reconnecting to their server; changes made meanwhile are copied when it answers".into()
+        }
+        _ => {
+            let every = span(u64::from(check_every_minutes.max(1)) * 60);
+            // "every hour", not "every 1 hour".
+            let every = every.strip_prefix("1 ").unwrap_or(&every);
+            format!("checked for changes every {every}")
+        }
+    }
+}
+
 /// The one sentence at the top of the main window.
 pub fn headline(
     friends: &[Friend],
@@ -287,7 +304,23 @@ mod tests {
             circles: vec![],
             flags: vec![],
             can_restore: true,
+            followed: "polling".into(),
+            follow_text: String::new(),
         }
+    }
+
+    #[test]
+    fn how_a_copy_is_kept_up_to_date_in_words() {
+        assert_eq!(
+            follow_text("live", 30),
+            "every change is copied as it happens"
+        );
+        assert!(follow_text("catching-up", 30).starts_with("reconnecting to their server"));
+        assert_eq!(
+            follow_text("polling", 30),
+            "checked for changes every 30 minutes"
+        );
+        assert_eq!(follow_text("polling", 60), "checked for changes every hour");
     }
 
     #[test]

@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 use super::{Node, NodeEvent};
 use crate::follow::{self, Capture, Captured, FollowConfig};
 
-/// How often the set of servers to follow is read again (accounts added or removed).
+/// How often the set of servers to follow is read again (accounts removed; an account's
+/// first copy, or a move to another server, makes it read at once).
 const HOSTS_EVERY: Duration = Duration::from_secs(60);
 
 impl Node {
@@ -34,6 +35,7 @@ impl Node {
         });
         let capture = Arc::new(Capture::new(self.store().clone(), notify));
         let stop = self.stop_token();
+        let mut events = self.subscribe();
         let mut running: BTreeMap<String, (CancellationToken, tokio::task::JoinHandle<()>)> =
             BTreeMap::new();
         loop {
@@ -68,11 +70,25 @@ impl Node {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(HOSTS_EVERY) => {}
+                _ = backed_up(&mut events) => {}
             }
         }
         for (_, (token, task)) in running {
             token.cancel();
             let _ = task.await;
+        }
+    }
+}
+
+/// Waits for a backup to complete (the account may be new here, or on a new server); a
+/// receiver that fell behind counts as one.
+async fn backed_up(events: &mut tokio::sync::broadcast::Receiver<NodeEvent>) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match events.recv().await {
+            Ok(NodeEvent::RepoSynced { .. }) | Err(RecvError::Lagged(_)) => return,
+            Ok(_) => {}
+            Err(RecvError::Closed) => std::future::pending().await,
         }
     }
 }

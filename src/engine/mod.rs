@@ -132,12 +132,12 @@ pub enum NodeEvent {
         kind: crate::sync::FailureKind,
         retry_at: Timestamp,
     },
-    /// A backup found an upstream event that may mean loss (the account gone, history
-    /// rewritten, a mass deletion, a new key); the last good state is kept.
     /// A commit from the account's event stream, verified and kept as a version.
     CommitCaptured {
         applied: crate::firehose::Applied,
     },
+    /// A backup found an upstream event that may mean loss (the account gone, history
+    /// rewritten, a mass deletion, a new key); the last good state is kept.
     FlagRaised {
         did: String,
         flag: crate::history::Flag,

@@ -189,6 +189,14 @@ test('two people, two app windows: backup, circle, invitation, healthy', async (
     `.friend-card[data-did="${bob.did}"]`,
   )
   assert.ok(shown.includes(bob.handle) && !shown.includes('did:'), shown)
+  // Bob's server's event stream is followed from his first copy on: the card says so.
+  const follow = await waitText(
+    a,
+    `.friend-card[data-did="${bob.did}"] .friend-follow`,
+    (s) => /as it happens/i.test(s),
+    "Bob's changes followed live",
+  )
+  assert.match(follow, /every change is copied as it happens/i)
   await shot(a, 'friends')
 
   // A circle with Bob.

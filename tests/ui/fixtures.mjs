@@ -17,6 +17,8 @@ export function friend(over = {}) {
     circles: [],
     flags: [],
     canRestore: true,
+    followed: 'live',
+    followText: 'every change is copied as it happens',
     ...over,
   };
 }

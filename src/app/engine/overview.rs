@@ -21,8 +21,9 @@ use super::{
 use crate::app::dto::*;
 use crate::app::words;
 
-/// One account as the overview reads it: its row, its images (count, bytes) and its posts.
-type AccountRow = (store::RepoRow, i64, i64, i64);
+/// One account as the overview reads it: its row, its images (count, bytes), its posts, and
+/// how it is followed (`crate::follow::how_followed`).
+type AccountRow = (store::RepoRow, i64, i64, i64, &'static str);
 
 /// What the overview reads from the store, in one read.
 struct Local {
@@ -62,6 +63,7 @@ impl Engine {
             me.as_ref().map(|m| m.did.as_str()),
             friend_flags(open_flags, now),
             &st,
+            settings.check_every_minutes,
             now,
         );
         let my_did = me.as_ref().map(|m| m.did.clone()).unwrap_or_default();
@@ -135,7 +137,8 @@ impl Engine {
                         [r.id],
                         |x| x.get(0),
                     )?;
-                    rows.push((r, images, image_bytes, posts));
+                    let followed = crate::follow::how_followed(c, r.pds.as_deref())?;
+                    rows.push((r, images, image_bytes, posts, followed));
                 }
                 Ok(Local {
                     me,
@@ -178,6 +181,7 @@ fn friend_cards(
     me: Option<&str>,
     mut flags_of: BTreeMap<String, Vec<FriendFlag>>,
     st: &NodeState,
+    check_every_minutes: u32,
     now: Timestamp,
 ) -> FriendCards {
     let names: BTreeMap<String, String> = rows
@@ -194,7 +198,7 @@ fn friend_cards(
     let mut friends = Vec::new();
     let mut per_friend = Vec::new();
     let mut used = 0u64;
-    for (r, images, image_bytes, posts) in rows {
+    for (r, images, image_bytes, posts, followed) in rows {
         let size = u64::try_from(r.bytes.max(0) + image_bytes.max(0)).unwrap_or(0);
         used += size;
         if me == Some(r.did.as_str()) {
@@ -237,6 +241,8 @@ fn friend_cards(
             circles: holders.get(&r.did).cloned().unwrap_or_default(),
             flags: flags_of.remove(&r.did).unwrap_or_default(),
             can_restore: r.head.is_some(),
+            followed: followed.to_string(),
+            follow_text: words::follow_text(followed, check_every_minutes),
         });
     }
     friends.sort_by_key(|f| f.name.to_lowercase());

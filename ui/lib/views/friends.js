@@ -134,6 +134,10 @@ function friendCard(ctx, f) {
           f.statusText,
         ),
         h('p', { class: 'friend-facts', text: friendFacts(f) }),
+        // Live, reconnecting, or checked on a schedule: how fresh the copy stays.
+        f.state === 'gone' || f.state === 'deactivated'
+          ? null
+          : h('p', { class: 'friend-follow', 'data-followed': f.followed, text: capitalize(f.followText) }),
       ),
       h('div', { class: 'friend-actions' }, restore, stop),
     ),
