@@ -129,16 +129,14 @@ pub async fn follow_host<H: Handler>(
 ) {
     let mut wait = config.backoff_floor;
     while !cancel.is_cancelled() {
-        let result = follow_once(&store, &host, handler, &config, &cancel).await;
-        let error = match result {
-            Ok(true) => {
-                // It was live a while: the next failure starts from the floor again.
-                wait = config.backoff_floor;
-                None
-            }
-            Ok(false) => None,
-            Err(e) => Some(e.to_string()),
-        };
+        let mut delivered = false;
+        let result = follow_once(&store, &host, handler, &config, &cancel, &mut delivered).await;
+        if delivered {
+            // It was live and delivered events: the wait starts from the floor again (a
+            // connection ends with an error however it ends: closed, reset, silent).
+            wait = config.backoff_floor;
+        }
+        let error = result.err().map(|e| e.to_string());
         if cancel.is_cancelled() {
             break;
         }
@@ -156,15 +154,16 @@ pub async fn follow_host<H: Handler>(
     let _ = cursor::set_state(&store, &host, "stopped", None).await;
 }
 
-/// One connection: `Ok(true)` when it ended after having delivered events, `Ok(false)` when
-/// cancelled or ended before any, else why it failed.
+/// One connection, until it ends (why, unless cancelled); `delivered` is set once an event
+/// was handled.
 async fn follow_once<H: Handler>(
     store: &Store,
     host: &str,
     handler: &H,
     config: &FollowConfig,
     cancel: &CancellationToken,
-) -> Result<bool, FollowError> {
+    delivered: &mut bool,
+) -> Result<(), FollowError> {
     let mut position = cursor::load(store, host).await?;
     let url = stream_url(host, position)?;
     let ws_config = WebSocketConfig::default()
@@ -172,13 +171,12 @@ async fn follow_once<H: Handler>(
         .max_frame_size(Some(config.max_frame));
     let connect = tokio_tungstenite::connect_async_with_config(&url, Some(ws_config), false);
     let (mut ws, _) = tokio::select! {
-        _ = cancel.cancelled() => return Ok(false),
+        _ = cancel.cancelled() => return Ok(()),
         r = tokio::time::timeout(config.connect_timeout, connect) => r
             .map_err(|_| FollowError::ConnectTimeout(host.to_string()))?
             .map_err(|e| FollowError::Connect { host: host.to_string(), why: e.to_string() })?,
     };
     cursor::set_state(store, host, "live", None).await?;
-    let mut delivered = false;
     let mut saved = position;
     let mut last_save = tokio::time::Instant::now();
     let mut ping = tokio::time::interval(config.ping_every);
@@ -189,7 +187,7 @@ async fn follow_once<H: Handler>(
         let msg = tokio::select! {
             _ = cancel.cancelled() => {
                 let _ = ws.close(None).await;
-                break Ok(delivered);
+                break Ok(());
             }
             _ = ping.tick() => {
                 if heard.elapsed() >= config.ping_every * 2 {
@@ -217,7 +215,7 @@ async fn follow_once<H: Handler>(
         match handler.handle(host, frame).await {
             Handled::Seq(seq) => {
                 position = Some(seq);
-                delivered = true;
+                *delivered = true;
             }
             Handled::NoSeq => {}
             Handled::Outdated => {

@@ -148,7 +148,15 @@ async fn an_oversized_frame_ends_the_connection_and_a_silent_host_is_dropped() {
         max_frame: 1024,
         ..quick()
     };
-    let outcome = follow_once(&store, &url, &handler, &config, &CancellationToken::new()).await;
+    let outcome = follow_once(
+        &store,
+        &url,
+        &handler,
+        &config,
+        &CancellationToken::new(),
+        &mut false,
+    )
+    .await;
     assert!(
         matches!(outcome, Err(FollowError::TooLarge { max: 1024, .. })),
         "{outcome:?}"
@@ -158,7 +166,15 @@ async fn an_oversized_frame_ends_the_connection_and_a_silent_host_is_dropped() {
 
     let (url, _) = host(|_| frames(1, 1), true).await;
     let started = std::time::Instant::now();
-    let outcome = follow_once(&store, &url, &handler, &quick(), &CancellationToken::new()).await;
+    let outcome = follow_once(
+        &store,
+        &url,
+        &handler,
+        &quick(),
+        &CancellationToken::new(),
+        &mut false,
+    )
+    .await;
     assert!(
         matches!(outcome, Err(FollowError::Silent(_))),
         "{outcome:?}"
@@ -235,4 +251,43 @@ async fn an_account_is_followed_through_its_server_or_a_relay() {
     assert_eq!(how(Some("https://a.example")).await, "live");
     state("https://relay.example", "stopped").await;
     assert_eq!(how(Some("https://a.example")).await, "polling");
+}
+
+/// A connection that delivered events and then ended starts the wait from the floor again:
+/// a host that drops every connection after one event is not waited on longer and longer.
+#[tokio::test]
+async fn after_a_connection_that_delivered_the_wait_starts_from_the_floor() {
+    let (_dir, store) = store().await;
+    let (url, asked) = host(
+        |cursor| {
+            let next = cursor.unwrap_or(0) + 1;
+            if next > 12 {
+                Vec::new()
+            } else {
+                frames(next, next)
+            }
+        },
+        false,
+    )
+    .await;
+    let handler = Counting::default();
+    let cancel = CancellationToken::new();
+    let stop = cancel.clone();
+    // Doubling from 10 ms, twelve connections would take 40 s; from the floor each time,
+    // well under a second. The bound lies between.
+    let config = FollowConfig {
+        backoff_floor: Duration::from_millis(10),
+        backoff_cap: Duration::from_secs(60),
+        ..quick()
+    };
+    let waiter = async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while handler.seen.lock().unwrap().len() < 12 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.cancel();
+    };
+    tokio::join!(follow_host(store, url, &handler, config, cancel), waiter);
+    assert_eq!(*handler.seen.lock().unwrap(), (1..=12).collect::<Vec<_>>());
+    assert!(asked.lock().unwrap().len() >= 12);
 }
