@@ -14,6 +14,7 @@ mod hostile;
 mod layers;
 mod lexicons;
 mod live;
+mod live_restart;
 mod mirror;
 mod node;
 mod pds;

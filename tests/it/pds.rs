@@ -6,6 +6,8 @@
 //!
 //! The node process gets a piped stdin that stays open for as long as this process lives;
 //! when the test binary exits (or dies) the pipe closes and the test bed shuts itself down.
+//! The same pipe takes commands: [`TestBed::restart_pds`] stops the PDS and starts it again
+//! (same port, data and secrets) on a bed of one's own (never on the shared one).
 //! Set `P2PDS_TESTBED_VERBOSE=1` to see the test bed's stderr; `P2PDS_NODE` overrides the
 //! Node binary.
 //!
@@ -16,7 +18,7 @@
 // Helpers for other test modules: not every one is used by every build of the tests.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -29,6 +31,8 @@ use serde_json::{json, Value};
 
 /// How long the test bed may take to answer (it takes 2 to 4 s on an idle machine).
 const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a restart of the PDS may take (well under a second on an idle machine).
+const RESTART_TIMEOUT: Duration = Duration::from_secs(120);
 /// Most writes `com.atproto.repo.applyWrites` takes in one call.
 const APPLY_WRITES_BATCH: usize = 200;
 
@@ -46,6 +50,15 @@ pub struct TestBed {
     /// The PDS's data folder (its databases: the tests read emailed codes there).
     pub data_dir: PathBuf,
     process: NodeProcess,
+    /// The script's answers to `restart` (`{"restarted":true,"downMs":N}`), in order.
+    restarts: Arc<Mutex<mpsc::Receiver<Value>>>,
+}
+
+/// What [`TestBed::restart_pds`] saw.
+#[derive(Debug, Clone, Copy)]
+pub struct Restarted {
+    /// From stopping the PDS to its answering again, as the script measured it.
+    pub down: Duration,
 }
 
 /// The shared test bed of this test binary, started on first use.
@@ -85,6 +98,52 @@ impl TestBed {
     pub async fn start_extra_pds(&self) -> Result<TestBed> {
         let plc = self.plc.clone();
         tokio::task::spawn_blocking(move || TestBed::start_blocking(Some(&plc))).await?
+    }
+
+    /// Stops this bed's PDS (its HTTP server and every event stream close) and starts it
+    /// again with the same port, data folder and secrets: accounts, repos, the event stream's
+    /// sequence numbers and issued sessions stay. Returns once it answers again. Only on a
+    /// bed of one's own ([`TestBed::start_extra_pds`]): other tests use the shared one.
+    pub async fn restart_pds(&self) -> Result<Restarted> {
+        let stdin = Arc::clone(&self.process.stdin);
+        let restarts = Arc::clone(&self.restarts);
+        tokio::task::spawn_blocking(move || {
+            let answers = restarts
+                .lock()
+                .map_err(|_| anyhow!("the restart answers' lock is poisoned"))?;
+            // An answer left over from an earlier restart that timed out is not this one's.
+            while answers.try_recv().is_ok() {}
+            {
+                let mut stdin = stdin
+                    .lock()
+                    .map_err(|_| anyhow!("the test bed's stdin lock is poisoned"))?;
+                let pipe = stdin
+                    .as_mut()
+                    .ok_or_else(|| anyhow!("the test bed's stdin is closed"))?;
+                pipe.write_all(b"restart\n")
+                    .and_then(|()| pipe.flush())
+                    .context("asking the test bed to restart its PDS")?;
+            }
+            let answer = answers.recv_timeout(RESTART_TIMEOUT).map_err(|e| match e {
+                mpsc::RecvTimeoutError::Timeout => {
+                    anyhow!("the PDS did not restart within {RESTART_TIMEOUT:?}")
+                }
+                mpsc::RecvTimeoutError::Disconnected => {
+                    anyhow!("the test bed exited while restarting its PDS")
+                }
+            })?;
+            if answer.get("restarted").and_then(Value::as_bool) != Some(true) {
+                bail!("the PDS did not restart: {answer}");
+            }
+            let down_ms = answer
+                .get("downMs")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| anyhow!("no downMs in {answer}"))?;
+            Ok(Restarted {
+                down: Duration::from_millis(down_ms),
+            })
+        })
+        .await?
     }
 
     /// A new account `NAME-SUFFIX.test` (the suffix makes it unique), logged in.
@@ -181,9 +240,10 @@ impl TestBed {
             }
         });
 
-        // Read stdout until the ready line, then keep draining it (logs, if enabled, must
-        // never fill the pipe and block the server).
+        // Read stdout to its end (logs, if enabled, must never fill the pipe and block the
+        // server): the ready line goes to `tx`, the answers to `restart` to `restarted_tx`.
         let (tx, rx) = mpsc::channel::<Value>();
+        let (restarted_tx, restarted_rx) = mpsc::channel::<Value>();
         std::thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
             let mut line = String::new();
@@ -194,22 +254,22 @@ impl TestBed {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {}
                 }
-                if let Some(sender) = &tx {
-                    if let Ok(v) = serde_json::from_str::<Value>(line.trim()) {
-                        if v.get("pds").and_then(Value::as_str).is_some() {
-                            let _ = sender.send(v);
-                            tx = None;
-                        }
+                let Ok(v) = serde_json::from_str::<Value>(line.trim()) else {
+                    continue;
+                };
+                if v.get("restarted").is_some() {
+                    let _ = restarted_tx.send(v);
+                } else if v.get("pds").and_then(Value::as_str).is_some() {
+                    if let Some(sender) = tx.take() {
+                        let _ = sender.send(v);
                     }
                 }
             }
-            let mut sink = Vec::new();
-            let _ = reader.read_to_end(&mut sink);
         });
 
         let process = NodeProcess {
             child: Some(child),
-            stdin,
+            stdin: Arc::new(Mutex::new(stdin)),
         };
         let ready = match rx.recv_timeout(START_TIMEOUT) {
             Ok(v) => v,
@@ -237,6 +297,7 @@ impl TestBed {
             start_time: started.elapsed(),
             data_dir: PathBuf::from(str_field(&ready, "dataDir")?),
             process,
+            restarts: Arc::new(Mutex::new(restarted_rx)),
         })
     }
 }
@@ -246,12 +307,18 @@ impl TestBed {
 #[derive(Debug)]
 struct NodeProcess {
     child: Option<Child>,
-    stdin: Option<ChildStdin>,
+    /// Shared with a [`TestBed::restart_pds`] under way (it writes its command here).
+    stdin: Arc<Mutex<Option<ChildStdin>>>,
 }
 
 impl Drop for NodeProcess {
     fn drop(&mut self) {
-        drop(self.stdin.take());
+        let mut stdin = self
+            .stdin
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        drop(stdin.take());
+        drop(stdin);
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -780,5 +847,40 @@ async fn extra_pds_shares_the_plc() -> Result<()> {
         .await?;
     assert_eq!(res.status(), reqwest::StatusCode::BAD_REQUEST);
     assert!(res.text().await?.contains("RepoNotFound"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_restarted_pds_keeps_its_accounts_and_sessions() -> Result<()> {
+    let bed = shared().await.start_extra_pds().await?;
+    let carol = bed.create_account("carol").await?;
+    let post =
+        |text: &str| json!({ "$type": "app.bsky.feed.post", "text": text, "createdAt": now_iso() });
+    let (before, _) = carol
+        .create_record("app.bsky.feed.post", post("before"))
+        .await?;
+    let (_, rev_before) = carol.latest_commit().await?;
+
+    let restarted = bed.restart_pds().await?;
+    assert!(restarted.down < RESTART_TIMEOUT, "{restarted:?}");
+    // Same address, same repo, and the session issued before still writes.
+    let (after, _) = carol
+        .create_record("app.bsky.feed.post", post("after"))
+        .await?;
+    let (_, rev_after) = carol.latest_commit().await?;
+    assert!(rev_after > rev_before, "rev {rev_after} after {rev_before}");
+    let mut uris: Vec<String> = carol
+        .list_records("app.bsky.feed.post")
+        .await?
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    uris.sort();
+    let mut want = vec![before, after];
+    want.sort();
+    assert_eq!(uris, want);
+    // A second restart works the same.
+    bed.restart_pds().await?;
+    carol.latest_commit().await?;
     Ok(())
 }

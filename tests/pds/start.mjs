@@ -13,6 +13,12 @@
 // It exits cleanly when stdin closes (so a parent that dies takes it down), or on
 // SIGTERM/SIGINT. --no-stdin ignores stdin (for running it by hand in the background).
 // Each run uses a fresh temp data directory, removed on exit, and fresh random secrets.
+//
+// Stdin also takes commands, one a line:
+//   restart   stop the PDS (its HTTP server and every WebSocket close) and start it again
+//             with the same config, port, data directory and secrets (sessions stay valid),
+//             then print {"restarted":true,"downMs":N} once it answers again, or
+//             {"restarted":false,"error":"..."}.
 
 import { randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -106,7 +112,9 @@ const opts = parseArgs(process.argv.slice(2))
 const dataDir = mkdtempSync(join(tmpdir(), 'p2pds-test-pds-'))
 let plc = null
 let pds = null
+let pdsStart = null // starts a PDS with the config and secrets of the first one
 let stopping = false
+let restarts = Promise.resolve() // restart commands run one after the other
 
 async function stop(code) {
   if (stopping) return
@@ -127,12 +135,43 @@ async function stop(code) {
   process.exit(code)
 }
 
+async function restart() {
+  const began = Date.now()
+  try {
+    if (!pds || !pdsStart) throw new Error('the PDS is not running')
+    const old = pds
+    pds = null
+    await old.destroy()
+    if (stopping) return
+    pds = await pdsStart()
+    process.stdout.write(`${JSON.stringify({ restarted: true, downMs: Date.now() - began })}\n`)
+  } catch (err) {
+    process.stderr.write(`start.mjs: restarting the PDS: ${err.stack ?? err}\n`)
+    process.stdout.write(`${JSON.stringify({ restarted: false, error: String(err.message ?? err) })}\n`)
+  }
+}
+
+function command(line) {
+  const cmd = line.trim()
+  if (cmd === 'restart') restarts = restarts.then(restart)
+  else if (cmd !== '') process.stderr.write(`start.mjs: unknown command ${JSON.stringify(cmd)}\n`)
+}
+
 process.on('SIGTERM', () => stop(0))
 process.on('SIGINT', () => stop(0))
 process.on('SIGHUP', () => stop(0))
 if (opts.watchStdin) {
   // The parent keeps our stdin open for as long as it wants us; EOF means it is gone.
-  process.stdin.on('data', () => {})
+  let pending = ''
+  process.stdin.setEncoding('utf8')
+  process.stdin.on('data', (chunk) => {
+    pending += chunk
+    let nl
+    while ((nl = pending.indexOf('\n')) >= 0) {
+      command(pending.slice(0, nl))
+      pending = pending.slice(nl + 1)
+    }
+  })
   process.stdin.on('end', () => stop(0))
   process.stdin.on('error', () => stop(0))
   process.stdin.resume()
@@ -170,10 +209,20 @@ try {
     // 32 random bytes are a valid secp256k1 key but with negligible probability.
     plcRotationKeyK256PrivateKeyHex: randomBytes(32).toString('hex'),
   }
-  pds = await PDS.create(envToCfg(env), envToSecrets(env))
-  await pds.start()
   const pdsUrl = `http://localhost:${pdsPort}`
-  await waitHealthy(`${pdsUrl}/xrpc/_health`)
+  // The same env each time: a restarted PDS keeps its port, data and secrets.
+  pdsStart = async () => {
+    const started = await PDS.create(envToCfg(env), envToSecrets(env))
+    try {
+      await started.start()
+      await waitHealthy(`${pdsUrl}/xrpc/_health`)
+    } catch (err) {
+      await started.destroy().catch(() => {})
+      throw err
+    }
+    return started
+  }
+  pds = await pdsStart()
 
   const ready = {
     pds: pdsUrl,
