@@ -14,6 +14,7 @@ pub mod blobs;
 pub mod ingest;
 pub(crate) mod kept;
 pub mod loss;
+pub mod peers;
 pub mod selfcheck;
 
 use std::path::{Path, PathBuf};
@@ -84,6 +85,9 @@ pub enum SyncError {
         did: String,
         source: crate::repo::proof::ProofError,
     },
+    /// A friend's node served something that does not verify; the copy held was kept.
+    #[error("the friend's node at {endpoint} served {what}; the copy held was kept")]
+    Peer { endpoint: String, what: String },
 }
 
 /// What kind of failure a backup met, kept beside its message so screens and tools act on the
@@ -159,7 +163,9 @@ impl SyncError {
             Self::Identity(e) if e.is_retryable() => FailureKind::Unreachable,
             Self::Identity(_) | Self::NoPds { .. } | Self::NoKey { .. } => FailureKind::Identity,
             Self::Answer(crate::xrpc::XrpcError::Timeout { .. }) => FailureKind::Unreachable,
-            Self::Answer(_) | Self::Ingest(_) | Self::Proof { .. } => FailureKind::BadData,
+            Self::Answer(_) | Self::Ingest(_) | Self::Proof { .. } | Self::Peer { .. } => {
+                FailureKind::BadData
+            }
             Self::Upstream { .. } => FailureKind::Gone,
             Self::DiskFull { .. } => FailureKind::DiskFull,
             Self::StorageLimit { .. } => FailureKind::StorageLimit,

@@ -18,6 +18,7 @@ mod live_restart;
 mod mirror;
 mod node;
 mod pds;
+mod peers;
 mod policy;
 mod replication;
 mod restore;
