@@ -68,6 +68,14 @@ pub fn friend_status(
     }
 }
 
+/// A copy its server can't serve, brought up to date from `friend`'s computer at `at`.
+pub fn caught_up_status(friend: &str, at: Timestamp, now: Timestamp) -> String {
+    format!(
+        "their server can't serve it; your copy was brought up to date from {friend}'s computer {}, verified",
+        ago(at, now)
+    )
+}
+
 /// How a friend's copy is kept up to date (`followed` as `crate::follow::how_followed` says
 /// it), in words for the card.
 pub fn follow_text(followed: &str, check_every_minutes: u32) -> String {
@@ -307,6 +315,19 @@ mod tests {
             followed: "polling".into(),
             follow_text: String::new(),
         }
+    }
+
+    #[test]
+    fn a_copy_brought_up_to_date_by_a_friend_says_so() {
+        assert_eq!(
+            caught_up_status(
+                "bob.test",
+                t("2026-01-01T11:55:00Z"),
+                t("2026-01-01T12:00:00Z")
+            ),
+            "their server can't serve it; your copy was brought up to date from bob.test's \
+             computer 5 minutes ago, verified"
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //!   backup's message), never on the words of a message.
 
 mod live;
+mod peers;
 pub mod plan;
 mod work;
 
@@ -135,6 +136,13 @@ pub enum NodeEvent {
     /// A commit from the account's event stream, verified and kept as a version.
     CommitCaptured {
         applied: crate::firehose::Applied,
+    },
+    /// The account's server could not serve it; the copy was brought up to date from the
+    /// node of the friend `from` (their account's DID), verified.
+    CaughtUp {
+        did: String,
+        from: String,
+        report: Box<crate::sync::peers::CatchUp>,
     },
     /// A backup found an upstream event that may mean loss (the account gone, history
     /// rewritten, a mass deletion, a new key); the last good state is kept.

@@ -200,10 +200,14 @@ pub struct RepoRow {
     pub error: Option<String>,
     /// The kind of the last failure (`sync::FailureKind`), while `state` is "error".
     pub error_code: Option<String>,
+    /// The friend's node (its account's DID) the copy was last brought up to date from, and
+    /// when, since the last backup from the account's own server.
+    pub caught_up_from: Option<String>,
+    pub caught_up_at: Option<String>,
 }
 
 const REPO_COLUMNS: &str = "id, did, handle, pds, head, rev, data, records, blocks, bytes, \
-     last_sync_at, upstream_status, state, error, error_code";
+     last_sync_at, upstream_status, state, error, error_code, caught_up_from, caught_up_at";
 
 fn cid_text(bytes: Option<Vec<u8>>) -> Option<String> {
     bytes.and_then(|b| cid::Cid::try_from(b.as_slice()).ok().map(|c| c.to_string()))
@@ -226,6 +230,8 @@ fn repo_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RepoRow> {
         state: row.get(12)?,
         error: row.get(13)?,
         error_code: row.get(14)?,
+        caught_up_from: row.get(15)?,
+        caught_up_at: row.get(16)?,
     })
 }
 
@@ -354,9 +360,20 @@ pub fn set_upstream_status(conn: &Connection, did: &str, status: &str) -> Result
 pub fn mark_synced(conn: &Connection, did: &str) -> Result<(), StoreError> {
     let now = now_text();
     conn.execute(
-        "UPDATE repos SET state = 'synced', error = NULL, error_code = NULL, last_sync_at = ?2, last_attempt_at = ?2
+        "UPDATE repos SET state = 'synced', error = NULL, error_code = NULL, last_sync_at = ?2,
+           last_attempt_at = ?2, caught_up_from = NULL, caught_up_at = NULL
          WHERE did = ?1",
         rusqlite::params![did, now],
+    )?;
+    Ok(())
+}
+
+/// Notes that the copy of `did` was brought up to date from the node of `node` (a friend's
+/// account DID) just now.
+pub fn mark_caught_up(conn: &Connection, did: &str, node: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE repos SET caught_up_from = ?2, caught_up_at = ?3 WHERE did = ?1",
+        rusqlite::params![did, node, now_text()],
     )?;
     Ok(())
 }

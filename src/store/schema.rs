@@ -236,6 +236,11 @@ const MIGRATIONS: &[&str] = &[
         last_event_at TEXT,
         error TEXT
     );",
+    // 9: a copy brought up to date from a friend's node while the account's server could not
+    // serve it (`sync::peers`): which node (its account's DID) and when. Cleared by the next
+    // backup from the server.
+    "ALTER TABLE repos ADD COLUMN caught_up_from TEXT;
+    ALTER TABLE repos ADD COLUMN caught_up_at TEXT;",
 ];
 
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

@@ -86,8 +86,14 @@ pub enum SyncError {
         source: crate::repo::proof::ProofError,
     },
     /// A friend's node served something that does not verify; the copy held was kept.
+    /// `layer` is the verification layer the failure counts as: 0 for its commit, 1 for
+    /// its blocks.
     #[error("the friend's node at {endpoint} served {what}; the copy held was kept")]
-    Peer { endpoint: String, what: String },
+    Peer {
+        endpoint: String,
+        what: String,
+        layer: u8,
+    },
 }
 
 /// What kind of failure a backup met, kept beside its message so screens and tools act on the

@@ -96,7 +96,7 @@ impl Syncer {
         let head: Cid = latest
             .cid
             .parse()
-            .map_err(|_| bad(endpoint, "a head that is no CID"))?;
+            .map_err(|_| bad_commit(endpoint, "a head that is no CID"))?;
         let mut report = CatchUp {
             did: did.to_string(),
             endpoint: endpoint.to_string(),
@@ -107,15 +107,18 @@ impl Syncer {
         let mut fetched = self.get_blocks(endpoint, did, &[head], &mut report).await?;
         let (_, commit_bytes) = fetched
             .pop()
-            .ok_or_else(|| bad(endpoint, "no commit block"))?;
+            .ok_or_else(|| bad_commit(endpoint, "no commit block"))?;
         let commit = Commit::decode(&commit_bytes)
-            .map_err(|e| bad(endpoint, &format!("a commit that does not read: {e}")))?;
+            .map_err(|e| bad_commit(endpoint, &format!("a commit that does not read: {e}")))?;
         if commit.did != did || commit.rev != latest.rev {
-            return Err(bad(endpoint, "a commit of another account or revision"));
+            return Err(bad_commit(
+                endpoint,
+                "a commit of another account or revision",
+            ));
         }
         // Checked before anything else is fetched (the ingest checks it again).
         commit.verify_signature(&key).map_err(|e| {
-            bad(
+            bad_commit(
                 endpoint,
                 &format!("a commit whose signature does not match the account's key ({e})"),
             )
@@ -274,5 +277,15 @@ fn bad(endpoint: &str, what: &str) -> SyncError {
     SyncError::Peer {
         endpoint: endpoint.to_string(),
         what: what.to_string(),
+        layer: 1,
+    }
+}
+
+/// The friend's latest commit did not verify (a layer 0 failure).
+fn bad_commit(endpoint: &str, what: &str) -> SyncError {
+    SyncError::Peer {
+        endpoint: endpoint.to_string(),
+        what: what.to_string(),
+        layer: 0,
     }
 }

@@ -113,7 +113,12 @@ impl Verifier {
         if olds.is_empty() {
             return Ok(report);
         }
-        let endpoints = self.peer_endpoints().await;
+        let endpoints: Vec<String> = self
+            .member_endpoints()
+            .await
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect();
         report.sources = endpoints.len();
         let repo_id = repo.id;
         for _ in 0..MAX_PASSES {
@@ -168,8 +173,9 @@ impl Verifier {
         Ok(report)
     }
 
-    /// The endpoints the other members of this node's circles advertise.
-    async fn peer_endpoints(&self) -> Vec<String> {
+    /// The other members of this node's circles that advertise an endpoint: (their
+    /// account's DID, the endpoint).
+    pub async fn member_endpoints(&self) -> Vec<(String, String)> {
         let me = self.circles.me().await.map(|a| a.did).unwrap_or_default();
         let mut nodes = BTreeSet::new();
         if let Ok(policies) = self.circles.in_force().await {
@@ -193,7 +199,7 @@ impl Verifier {
                 .await
             {
                 if let Some(e) = peer.endpoint {
-                    out.push(e.trim_end_matches('/').to_string());
+                    out.push((node, e.trim_end_matches('/').to_string()));
                 }
             }
         }

@@ -224,12 +224,17 @@ fn friend_cards(
         friends.push(Friend {
             did: r.did.clone(),
             handle: r.handle.clone(),
-            status_text: words::friend_status(
-                state,
-                last,
-                st.backoff.get(&r.did).map(|b| b.since),
-                now,
-            ),
+            status_text: match (&r.caught_up_from, parse_time(r.caught_up_at.as_deref())) {
+                // Its server can't serve it, but a friend's computer brought the copy up to date.
+                (Some(node), Some(at)) if state != FriendState::Ok => words::caught_up_status(
+                    names.get(node).map(String::as_str).unwrap_or("a friend"),
+                    at,
+                    now,
+                ),
+                _ => {
+                    words::friend_status(state, last, st.backoff.get(&r.did).map(|b| b.since), now)
+                }
+            },
             name,
             state,
             last_backup_at: r.last_sync_at.clone(),

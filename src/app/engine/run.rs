@@ -102,6 +102,7 @@ impl Engine {
             | NodeEvent::SyncStarted { .. }
             | NodeEvent::RepoSynced { .. }
             | NodeEvent::CommitCaptured { .. }
+            | NodeEvent::CaughtUp { .. }
             | NodeEvent::HealthEvaluated { .. }
             | NodeEvent::Published { .. } => self.changed(),
         }

@@ -607,6 +607,7 @@ async fn status(ctx: &Ctx, json: bool) -> anyhow::Result<i32> {
                     "upstreamStatus": r.upstream_status,
                     "flags": flags_of(&r.did),
                     "followed": followed, "lagSeconds": lag,
+                    "caughtUpFrom": r.caught_up_from, "caughtUpAt": r.caught_up_at,
                 })
             })
             .collect();
@@ -625,11 +626,22 @@ async fn status(ctx: &Ctx, json: bool) -> anyhow::Result<i32> {
                 ("catching-up", _) => "; catching up with its server's stream".to_string(),
                 _ => String::new(),
             };
+            let friend = match (&r.caught_up_from, &r.caught_up_at) {
+                (Some(node), Some(at)) => {
+                    let node = rows
+                        .iter()
+                        .find(|(o, _)| &o.did == node)
+                        .and_then(|(o, _)| o.handle.as_deref())
+                        .unwrap_or(node);
+                    format!("\n  its server could not serve it: brought up to date from {node}'s node at {at}, verified")
+                }
+                _ => String::new(),
+            };
             let r = r.clone();
             let name = r.handle.as_deref().unwrap_or(&r.did);
             let when = r.last_sync_at.as_deref().unwrap_or("never");
             println!(
-                "{name}: {} records, {:.1} MB, {blobs} blobs ({:.1} MB, {missing} to fetch, {bad} bad); {}; last synced {when}{followed}{}",
+                "{name}: {} records, {:.1} MB, {blobs} blobs ({:.1} MB, {missing} to fetch, {bad} bad); {}; last synced {when}{followed}{}{friend}",
                 r.records,
                 r.bytes as f64 / 1e6,
                 blob_bytes as f64 / 1e6,

@@ -206,6 +206,18 @@ impl Log {
                     a.records
                 );
             }
+            NodeEvent::CaughtUp { did, from, report } => {
+                eprintln!(
+                    "{}: its server could not serve it; brought up to {} from {}'s node, \
+                     verified ({} tree nodes and {} records, {} requests)",
+                    self.name(&did),
+                    report.rev,
+                    self.name(&from),
+                    report.nodes,
+                    report.records,
+                    report.requests
+                );
+            }
             NodeEvent::CirclesRefreshed { warnings } => {
                 for w in warnings {
                     eprintln!("circles: {w}");
