@@ -14,6 +14,7 @@ pub mod group;
 pub mod history;
 pub mod identity;
 pub mod policy;
+pub mod reconcile;
 pub mod recovery;
 pub mod repo;
 pub mod restore;

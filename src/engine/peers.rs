@@ -27,20 +27,28 @@ pub(super) fn server_cannot_serve(result: &Result<SyncReport, SyncError>) -> boo
 
 impl Node {
     /// Brings the copy of `did` up to date from the first friend's node holding a newer state
-    /// that verifies; true when one did.
+    /// that verifies; true when one did. `failure` is what the backup from the server met: it
+    /// stays the account's state (the server still can't serve it), beside where the copy
+    /// came from.
     pub(super) async fn catch_up_from_friends(
         &self,
         did: &str,
         progress: &(dyn Fn(SyncProgress) + Send + Sync),
+        failure: Option<(String, FailureKind)>,
     ) -> bool {
         let me = self.circles().me().await.map(|a| a.did).unwrap_or_default();
         for (node, endpoint) in self.verifier().member_endpoints().await {
             match self.syncer().catch_up_from(did, &endpoint, progress).await {
                 Ok(Some(report)) => {
-                    let (d, n) = (did.to_string(), node.clone());
+                    let (d, n, f) = (did.to_string(), node.clone(), failure.clone());
                     let _ = self
                         .store()
-                        .write(move |c| store::mark_caught_up(c, &d, &n))
+                        .write(move |c| {
+                            if let Some((message, kind)) = &f {
+                                store::set_repo_failed(c, &d, message, kind.as_str())?;
+                            }
+                            store::mark_caught_up(c, &d, &n)
+                        })
                         .await;
                     self.emit(NodeEvent::CaughtUp {
                         did: did.to_string(),

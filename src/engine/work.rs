@@ -116,7 +116,8 @@ impl Node {
         let flags_before = self.store().read(history::last_flag_id).await.ok();
         let result = syncer.sync_repo(did, &report).await;
         if super::peers::server_cannot_serve(&result) {
-            self.catch_up_from_friends(did, &report).await;
+            let failure = result.as_ref().err().map(|e| (e.to_string(), e.kind()));
+            self.catch_up_from_friends(did, &report, failure).await;
         }
         self.tell_new_flags(did, flags_before).await;
         let schedule = self.schedule();

@@ -106,8 +106,9 @@ impl Placement {
     }
 }
 
-/// Verification layers a policy may require (DESIGN §4). Layer 2 (bitswap) does not exist here.
-pub const KNOWN_LAYERS: [u8; 3] = [0, 1, 3];
+/// Verification layers a policy may require (DESIGN §4): 0 commit root, 1 block sampling,
+/// 2 whole copy (subtree digests, `crate::reconcile`), 3 record proofs.
+pub const KNOWN_LAYERS: [u8; 4] = [0, 1, 2, 3];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Member {

@@ -1014,8 +1014,7 @@ fn semantic(
                     r.problem(&p, format!("{p}: layer {l} is listed twice"));
                 }
             }
-            None if *l == 2 => r.problem(&p, format!("{p} is 2 (bitswap), which is not implemented: use 0 (commit root), 1 (block sampling) or 3 (MST path proof)")),
-            None => r.problem(&p, format!("{p} is {l}: use 0 (commit root), 1 (block sampling) or 3 (MST path proof)")),
+            None => r.problem(&p, format!("{p} is {l}: use 0 (commit root), 1 (block sampling), 2 (whole copy) or 3 (MST path proof)")),
         }
     }
     let sample_size = if (1..=MAX_SAMPLE_SIZE).contains(&ver.sample_size) {
@@ -1260,7 +1259,7 @@ mod tests {
     #[case(&["rules", "replication", "subjects"], json!(["did:plc:x", "did:plc:x"]), "did:plc:x is listed twice")]
     #[case(&["rules", "verification", "interval"], json!("30"), "rules.verification.interval: \"30\" is not a duration")]
     #[case(&["rules", "verification", "interval"], json!("10s"), "verify at most once a minute")]
-    #[case(&["rules", "verification", "layers"], json!([0, 2]), "is 2 (bitswap), which is not implemented")]
+    #[case(&["rules", "verification", "layers"], json!([0, 4]), "is 4: use 0 (commit root)")]
     #[case(&["rules", "verification", "layers"], json!([]), "rules.verification.layers is empty")]
     #[case(&["rules", "verification", "layers"], json!([1, 1]), "layer 1 is listed twice")]
     #[case(&["rules", "verification", "sampleSize"], json!(0), "rules.verification.sampleSize is 0")]

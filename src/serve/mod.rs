@@ -52,11 +52,14 @@ use crate::store::{Store, StoreError};
 mod auth;
 mod car;
 mod conn;
+mod digests;
 mod limits;
 mod list;
 mod params;
 mod since;
 mod xrpc;
+
+pub use digests::MAX_ASKED as MAX_DIGESTS_ASKED;
 
 use limits::{Limiter, Slot, Slots};
 
@@ -146,6 +149,7 @@ pub fn router(store: Store, blob_dir: PathBuf, config: ServeConfig) -> Router {
             "/xrpc/com.atproto.sync.getRepoStatus",
             get(list::repo_status),
         )
+        .route("/xrpc/org.p2pds.sync.getDigests", get(digests::get_digests))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(ctx.clone(), guard))
         .with_state(ctx)

@@ -62,6 +62,14 @@ impl Params {
         }
     }
 
+    /// Every value of an array parameter that may be left out: at most `max`.
+    pub(super) fn optional_list(&self, name: &str, max: usize) -> Result<&[String], Refusal> {
+        match self.0.get(name) {
+            None => Ok(&[]),
+            Some(_) => self.list(name, max),
+        }
+    }
+
     /// `since`, when given: a revision (a TID), else 400 `InvalidRequest`.
     pub(super) fn since(&self) -> Result<Option<String>, Refusal> {
         match self.optional("since")? {

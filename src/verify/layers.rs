@@ -42,7 +42,12 @@ pub struct Check {
 }
 
 impl Check {
-    fn new(layer: u8, outcome: Outcome, started: Instant, reason: Option<String>) -> Check {
+    pub(super) fn new(
+        layer: u8,
+        outcome: Outcome,
+        started: Instant,
+        reason: Option<String>,
+    ) -> Check {
         Check {
             layer,
             outcome,
@@ -68,7 +73,7 @@ pub struct Head {
 }
 
 /// What went wrong with one request.
-enum Fetch {
+pub(super) enum Fetch {
     /// No answer (connection refused, timeout, server error, rate limited).
     Unreachable(String),
     /// An answer saying the peer does not have it (404, or an XRPC "not found").
@@ -82,7 +87,11 @@ enum Fetch {
 const RATE_LIMIT_RETRIES: usize = 5;
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(10);
 
-async fn get(http: &reqwest::Client, url: &str, query: &[(&str, &str)]) -> Result<Vec<u8>, Fetch> {
+pub(super) async fn get(
+    http: &reqwest::Client,
+    url: &str,
+    query: &[(&str, &str)],
+) -> Result<Vec<u8>, Fetch> {
     let mut tries = 0;
     let resp = loop {
         let resp = http

@@ -28,6 +28,7 @@ pub mod history;
 pub mod layers;
 pub mod report;
 pub mod sample;
+pub mod whole;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
@@ -497,6 +498,25 @@ impl Verifier {
                         parts.push(layers::walk(http, base, root, n).await);
                     }
                     layers::merge(1, &parts)
+                }
+            };
+            out.push(check);
+        }
+        if wants(2) {
+            let own = repo.data.as_deref().and_then(|d| d.parse::<Cid>().ok());
+            let check = match (unreachable, own) {
+                (true, _) => copy_of(&root, 2),
+                (false, None) => Check {
+                    layer: 2,
+                    outcome: Outcome::Unreachable,
+                    latency_ms: 0,
+                    reason: Some("this node holds no copy to compare with yet".into()),
+                },
+                (false, Some(data)) => {
+                    let store = &self.circles.syncer.store;
+                    whole::check(http, base, subject, store, repo.id, data)
+                        .await
+                        .0
                 }
             };
             out.push(check);

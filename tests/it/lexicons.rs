@@ -189,7 +189,7 @@ fn bad_records_are_refused() {
         bad(
             "policy-mutual-aid.json",
             &["rules", "verification", "layers"],
-            json!([0, 2]),
+            json!([0, 4]),
         ),
         bad(
             "policy-mutual-aid.json",

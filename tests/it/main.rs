@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod app;
+mod catchup;
 mod circles;
 mod cli;
 mod conformance;
@@ -25,3 +26,4 @@ mod restore;
 mod selfcheck;
 mod serve;
 mod verify;
+mod whole;
