@@ -298,3 +298,80 @@ async fn a_friend_serving_a_forged_commit_or_a_damaged_block_is_refused() {
     assert!(caught.is_some());
     assert_eq!(held(&b, &alice.did).await, held(&a, &alice.did).await);
 }
+
+/// Catching up from a friend fetches the difference only: an account of
+/// `P2PDS_CATCHUP_RECORDS` records (2,000 in the suite; 10,000 for the figures) that wrote 100
+/// more, brought up to date once from its server (`getRepo?since`) and once from a friend's
+/// node (the tree walk over `getBlocks`); the figures of both are printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catching_up_from_a_friend_fetches_only_the_difference() {
+    let records: usize = std::env::var("P2PDS_CATCHUP_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    let bed = pds::shared().await;
+    let alice = bed.create_account("large").await.unwrap();
+    let posts = |from: usize, n: usize| -> Vec<Value> {
+        (from..from + n)
+            .map(|i| post(&format!("post number {i}")))
+            .collect()
+    };
+    alice
+        .apply_writes_create_many("app.bsky.feed.post", posts(0, records))
+        .await
+        .unwrap();
+    // Two members behind, alike: one catches up from the server, one from a friend.
+    let (_p_dir, from_pds) = node(&alice.did).await;
+    let (_f_dir, from_friend) = node(&alice.did).await;
+    for n in [&from_pds, &from_friend] {
+        n.sync_repo(&alice.did, &|_| {}).await.unwrap();
+    }
+    let (behind, _) = held(&from_pds, &alice.did).await;
+    alice
+        .apply_writes_create_many("app.bsky.feed.post", posts(records, 100))
+        .await
+        .unwrap();
+    let (_a_dir, ahead) = node(&alice.did).await;
+    ahead.sync_repo(&alice.did, &|_| {}).await.unwrap();
+    let a_url = serving(&ahead).await;
+
+    // What the server sends for the same difference.
+    let since = behind.clone().unwrap();
+    let car = reqwest::get(format!(
+        "{}/xrpc/com.atproto.sync.getRepo?did={}&since={since}",
+        bed.pds, alice.did
+    ))
+    .await
+    .unwrap()
+    .bytes()
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let synced = from_pds.sync_repo(&alice.did, &|_| {}).await.unwrap();
+    let pds_time = started.elapsed();
+    let started = std::time::Instant::now();
+    let caught = from_friend
+        .catch_up_from(&alice.did, &a_url, &|_| {})
+        .await
+        .unwrap()
+        .unwrap();
+    let friend_time = started.elapsed();
+    eprintln!(
+        "{records} records + 100 new: from the server {:.0} ms, {} bytes in 1 request \
+         (getRepo?since); from a friend {:.0} ms, {} bytes in {} requests ({} tree nodes, \
+         {} records)",
+        pds_time.as_secs_f64() * 1e3,
+        car.len(),
+        friend_time.as_secs_f64() * 1e3,
+        caught.bytes,
+        caught.requests,
+        caught.nodes,
+        caught.records
+    );
+    assert_eq!(synced.ingest.map(|i| i.creates), Some(100));
+    assert_eq!((caught.records, caught.creates), (100, 100));
+    // The tree nodes on the paths to the new records, not the tree.
+    assert!(caught.nodes < (records as u64) / 10, "{}", caught.nodes);
+    assert_eq!(held(&from_friend, &alice.did).await, held(&from_pds, &alice.did).await);
+    assert_eq!(held(&from_friend, &alice.did).await, held(&ahead, &alice.did).await);
+}
