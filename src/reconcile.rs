@@ -159,54 +159,7 @@ pub fn block_size(conn: &rusqlite::Connection, repo_id: i64, cid: &Cid) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::SigningKey;
-    use crate::repo::build::RepoBuilder;
-
-    /// A store holding one repo of `n` posts; returns it, the repo's id and its tree root.
-    fn held(
-        n: usize,
-    ) -> (
-        tempfile::TempDir,
-        rusqlite::Connection,
-        i64,
-        Cid,
-        Vec<(String, Cid)>,
-    ) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("p2pds.sqlite");
-        let mut conn = rusqlite::Connection::open(&path).unwrap();
-        crate::store::schema::migrate(&mut conn, &path).unwrap();
-        let key = SigningKey::generate_k256();
-        let did = "did:plc:reconcilereconcilerecon";
-        let mut repo = RepoBuilder::new(did, key.clone());
-        for i in 0..n {
-            repo.put_json(
-                "app.bsky.feed.post",
-                &format!("3k{i:011}"),
-                &serde_json::json!({"$type": "app.bsky.feed.post", "text": format!("post {i}"),
-                    "createdAt": "2024-01-01T00:00:00Z"}),
-            );
-        }
-        let built = repo.build("3kaaaaaaaaaaa");
-        crate::store::add_repo(&conn, did, None, None).unwrap();
-        crate::sync::ingest::ingest_car(
-            &mut conn,
-            did,
-            &key.public_key(),
-            &built.car_bytes()[..],
-            &mut |_| {},
-        )
-        .unwrap();
-        let id = conn
-            .query_row("SELECT id FROM repos", [], |r| r.get(0))
-            .unwrap();
-        let records = repo
-            .records
-            .iter()
-            .map(|(k, v)| (k.clone(), crate::repo::cid_for_cbor(v)))
-            .collect();
-        (dir, conn, id, built.data, records)
-    }
+    use crate::testdata::held_repo as held;
 
     #[test]
     fn a_missing_block_takes_the_digest_of_every_subtree_above_it() {

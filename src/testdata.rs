@@ -26,3 +26,52 @@ pub fn interop_dir() -> Option<PathBuf> {
     }
     panic!("{msg}, or set P2PDS_SKIP_INTEROP=1 to skip these checks");
 }
+
+/// A store holding one generated repo of `n` posts (signed, ingested as a sync would): the
+/// folder, a connection, the repo's id, its tree root, and its records (key → CID).
+#[cfg(test)]
+#[allow(clippy::type_complexity)]
+pub(crate) fn held_repo(
+    n: usize,
+) -> (
+    tempfile::TempDir,
+    rusqlite::Connection,
+    i64,
+    cid::Cid,
+    Vec<(String, cid::Cid)>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p2pds.sqlite");
+    let mut conn = rusqlite::Connection::open(&path).unwrap();
+    crate::store::schema::migrate(&mut conn, &path).unwrap();
+    let key = crate::crypto::SigningKey::generate_k256();
+    let did = "did:plc:testdatatestdatatestdata";
+    let mut repo = crate::repo::build::RepoBuilder::new(did, key.clone());
+    for i in 0..n {
+        repo.put_json(
+            "app.bsky.feed.post",
+            &format!("3k{i:011}"),
+            &serde_json::json!({"$type": "app.bsky.feed.post", "text": format!("post {i}"),
+                "createdAt": "2024-01-01T00:00:00Z"}),
+        );
+    }
+    let built = repo.build("3kaaaaaaaaaaa");
+    crate::store::add_repo(&conn, did, None, None).unwrap();
+    crate::sync::ingest::ingest_car(
+        &mut conn,
+        did,
+        &key.public_key(),
+        &built.car_bytes()[..],
+        &mut |_| {},
+    )
+    .unwrap();
+    let id = conn
+        .query_row("SELECT id FROM repos", [], |r| r.get(0))
+        .unwrap();
+    let records = repo
+        .records
+        .iter()
+        .map(|(k, v)| (k.clone(), crate::repo::cid_for_cbor(v)))
+        .collect();
+    (dir, conn, id, built.data, records)
+}

@@ -1,7 +1,8 @@
-//! Repairing lost history from friends. A repair from the account's PDS brings back the current
-//! tree only: the PDS drops what the account deleted or changed. The older trees this node
-//! synced within [`RETENTION`](super::RETENTION) (and said it held, so peers sample them) come
-//! back from the other holders' endpoints instead, block by block, each hashed against its CID.
+//! Repairing a copy from friends. A repair from the account's PDS brings back the current tree
+//! only: the PDS drops what the account deleted or changed. The older trees this node synced
+//! within [`RETENTION`](super::RETENTION) (and said it held, so peers sample them) come back from
+//! the other holders' endpoints instead, block by block, each hashed against its CID; and so
+//! does what the current tree lacks when the PDS could not repair it (down, or gone).
 
 use std::collections::BTreeSet;
 
@@ -24,7 +25,7 @@ const MAX_BLOCKS: usize = 100_000;
 #[serde(rename_all = "camelCase")]
 pub struct HistoryRepair {
     pub did: String,
-    /// Older trees (within the retention window) looked at.
+    /// Trees looked at: the current one, and the older ones within the retention window.
     pub trees: usize,
     /// Blocks fetched from friends and stored.
     pub restored: usize,
@@ -36,8 +37,41 @@ pub struct HistoryRepair {
     pub sources: usize,
 }
 
-/// Blocks of the trees `old` that the store lacks, as far as can be seen (a missing node hides
-/// its subtree until it is fetched). Only what differs from `current` is read.
+/// Blocks of the current tree `root` (nodes and records) that the store lacks, as far as can
+/// be seen (a missing node hides its subtree until it is fetched).
+fn missing_in_tree(
+    conn: &rusqlite::Connection,
+    repo_id: i64,
+    root: Cid,
+    missing: &mut BTreeSet<Cid>,
+) -> Result<(), StoreError> {
+    let mut todo = vec![root];
+    let mut seen = BTreeSet::new();
+    while let Some(cid) = todo.pop() {
+        if !seen.insert(cid) || seen.len() > MAX_BLOCKS {
+            continue;
+        }
+        let Some(bytes) = crate::export::get_block(conn, repo_id, &cid)? else {
+            missing.insert(cid);
+            continue;
+        };
+        let Ok(node) = mst::decode_node(&cid, &bytes) else {
+            continue;
+        };
+        todo.extend(node.left);
+        for e in node.entries {
+            todo.extend(e.right);
+            if crate::export::get_block(conn, repo_id, &e.value)?.is_none() {
+                missing.insert(e.value);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Blocks the store lacks of the current tree and of the older trees `olds`, as far as can be
+/// seen (a missing node hides its subtree until it is fetched). Of the older trees only what
+/// differs from `current` is read.
 fn missing_blocks(
     conn: &rusqlite::Connection,
     repo_id: i64,
@@ -45,6 +79,7 @@ fn missing_blocks(
     current: Cid,
 ) -> Result<BTreeSet<Cid>, StoreError> {
     let mut missing = BTreeSet::new();
+    missing_in_tree(conn, repo_id, current, &mut missing)?;
     for old in olds {
         let mut src = StoreSource { conn, repo_id };
         let mut records = Vec::new();
@@ -70,8 +105,8 @@ fn missing_blocks(
 }
 
 impl Verifier {
-    /// Fetches the blocks of this node's retained older trees of `did` that its store lacks
-    /// from the endpoints of the other members of its circles.
+    /// Fetches the blocks of this node's copy of `did` (its current tree, and its retained older
+    /// trees) that its store lacks from the endpoints of the other members of its circles.
     pub async fn repair_history(&self, did: &str) -> Result<HistoryRepair, VerifyError> {
         let mut report = HistoryRepair {
             did: did.to_string(),
@@ -109,10 +144,7 @@ impl Verifier {
             return Ok(report);
         };
         let olds: Vec<Cid> = olds.into_iter().filter(|c| *c != current).collect();
-        report.trees = olds.len();
-        if olds.is_empty() {
-            return Ok(report);
-        }
+        report.trees = olds.len() + 1;
         let endpoints: Vec<String> = self
             .member_endpoints()
             .await
@@ -208,5 +240,49 @@ impl Verifier {
 
     async fn fetch_block(&self, base: &str, cid: &Cid) -> Option<Vec<u8>> {
         super::layers::fetch_block(&self.circles.syncer.http, base, cid).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gaps_of_the_current_tree_are_found_down_to_what_a_missing_node_hides() {
+        let (_dir, conn, id, root, records) = crate::testdata::held_repo(400);
+        let forget = |cid: &Cid| {
+            conn.execute(
+                "DELETE FROM blocks WHERE repo_id = ?1 AND cid = ?2",
+                rusqlite::params![id, cid.to_bytes()],
+            )
+            .unwrap();
+        };
+        assert!(missing_blocks(&conn, id, &[], root).unwrap().is_empty());
+        // Two records, then a tree node below the root (which hides its subtree).
+        let (a, b) = (records[5].1, records[390].1);
+        forget(&a);
+        forget(&b);
+        assert_eq!(
+            missing_blocks(&conn, id, &[], root).unwrap(),
+            BTreeSet::from([a, b])
+        );
+        let node = crate::reconcile::children(&conn, id, &root)
+            .unwrap()
+            .unwrap()
+            .trees[0];
+        let bytes = crate::export::get_block(&conn, id, &node).unwrap().unwrap();
+        forget(&node);
+        let found = missing_blocks(&conn, id, &[], root).unwrap();
+        assert!(found.contains(&node) && found.len() <= 3, "{found:?}");
+        // Fetched back, the node shows what it hid.
+        conn.execute(
+            "INSERT INTO blocks (repo_id, cid, data) VALUES (?1, ?2, ?3)",
+            rusqlite::params![id, node.to_bytes(), bytes],
+        )
+        .unwrap();
+        assert_eq!(
+            missing_blocks(&conn, id, &[], root).unwrap(),
+            BTreeSet::from([a, b])
+        );
     }
 }

@@ -262,11 +262,12 @@ impl Verifier {
                 Err(e) => report.warnings.push(format!("self-check: {e}")),
             }
             // The PDS gave back the current tree; the history it no longer has comes from
-            // the friends who hold the same account.
+            // the friends who hold the same account, and so does the current tree when the
+            // PDS could not repair it.
             let repaired: Vec<String> = report
                 .self_checks
                 .iter()
-                .filter(|c| c.repaired)
+                .filter(|c| c.repaired || c.repair_error.is_some())
                 .map(|c| c.did.clone())
                 .collect();
             for did in repaired {
