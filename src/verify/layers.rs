@@ -132,7 +132,7 @@ pub(super) async fn get(
     }
 }
 
-async fn rasl(http: &reqwest::Client, base: &str, cid: &Cid) -> Result<Vec<u8>, Fetch> {
+pub(super) async fn rasl(http: &reqwest::Client, base: &str, cid: &Cid) -> Result<Vec<u8>, Fetch> {
     let url = format!("{base}/.well-known/rasl/{cid}");
     let bytes = get(http, &url, &[]).await?;
     if bytes.len() > MAX_BLOCK {

@@ -504,8 +504,9 @@ impl Verifier {
             out.push(check);
         }
         if wants(2) {
+            // The tree the peer's verified latest commit names (else the newest held here).
             let own = repo.data.as_deref().and_then(|d| d.parse::<Cid>().ok());
-            let check = match (unreachable, own) {
+            let check = match (unreachable, peer.as_ref().map(|p| p.data).or(own)) {
                 (true, _) => copy_of(&root, 2),
                 (false, None) => Check {
                     layer: 2,

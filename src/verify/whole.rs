@@ -10,7 +10,7 @@ use std::time::Instant;
 use cid::Cid;
 use serde::{Deserialize, Serialize};
 
-use super::layers::{get, Check, Fetch};
+use super::layers::{get, rasl, Check, Fetch};
 use crate::policy::observations::Outcome;
 use crate::reconcile::{self, Digest32};
 use crate::store::{Store, StoreError};
@@ -168,7 +168,44 @@ async fn ask(
     Ok((out_trees, out_blocks))
 }
 
-/// Walks the tree `root` of repo `repo_id` (held here) against the friend at `base`.
+/// A block of the friend's tree that this node does not hold, fetched from the friend
+/// (hashed against its CID): `Ok(None)` when the friend does not serve it (or serves other
+/// bytes), so its copy lacks it.
+async fn fetch(
+    http: &reqwest::Client,
+    base: &str,
+    cid: &Cid,
+    report: &mut WholeCopy,
+) -> Result<Option<Vec<u8>>, WalkError> {
+    report.requests += 1;
+    match rasl(http, base, cid).await {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(Fetch::Unreachable(r)) => Err(WalkError::Unreachable(r)),
+        Err(Fetch::NotFound(_) | Fetch::Bad(_)) => Ok(None),
+    }
+}
+
+/// One level of the walk: subtrees to compare, and single blocks.
+#[derive(Default)]
+struct Level {
+    trees: Vec<Cid>,
+    blocks: Vec<Block>,
+}
+
+impl Level {
+    fn add_children(&mut self, kids: reconcile::Children) {
+        self.blocks.push(Block::Node(kids.node));
+        self.trees.extend(kids.trees);
+        self.blocks
+            .extend(kids.records.into_iter().map(|(k, c)| Block::Record(k, c)));
+    }
+}
+
+/// Walks the friend at `base`'s copy of the tree `root` (the one its latest commit names).
+/// Where this node holds the same subtree, digests are compared and only differing ones are
+/// walked down (this node's copy says what is below); where it does not (the friend is at
+/// another revision), the friend's blocks are fetched and hashed instead: the walk costs the
+/// difference between the two copies, times the depth.
 pub async fn walk(
     http: &reqwest::Client,
     base: &str,
@@ -181,70 +218,97 @@ pub async fn walk(
         .map(|_| format!("{:02x}", rand::random::<u8>()))
         .collect();
     let mut report = WholeCopy::default();
-    let mut trees = vec![root];
-    let mut blocks: Vec<Block> = Vec::new();
+    let mut level = Level {
+        trees: vec![root],
+        blocks: Vec::new(),
+    };
     for _ in 0..MAX_LEVELS {
-        if trees.is_empty() && blocks.is_empty() {
+        if level.trees.is_empty() && level.blocks.is_empty() {
             break;
         }
-        let block_cids: Vec<Cid> = blocks.iter().map(Block::cid).collect();
+        let block_cids: Vec<Cid> = level.blocks.iter().map(Block::cid).collect();
         let (theirs_t, theirs_b) = ask(
             http,
             base,
             subject,
             &nonce,
-            &trees,
+            &level.trees,
             &block_cids,
             &mut report,
         )
         .await?;
-        let (t, b, n) = (trees.clone(), block_cids.clone(), nonce.clone());
+        let (t, b, n) = (level.trees.clone(), block_cids.clone(), nonce.clone());
         let (mine_t, mine_b) = store
             .read(move |c| reconcile::digests(c, repo_id, n.as_bytes(), &t, &b))
             .await?;
-        report.compared += (trees.len() + blocks.len()) as u64;
-        let mut differing = Vec::new();
-        for (i, cid) in trees.iter().enumerate() {
-            // A subtree this node cannot digest itself is not judged.
-            if mine_t[i].is_some() && mine_t[i] != theirs_t[i] {
-                differing.push(*cid);
+        report.compared += (level.trees.len() + level.blocks.len()) as u64;
+        let (mut differing, mut not_held) = (Vec::new(), Vec::new());
+        for (i, cid) in level.trees.iter().enumerate() {
+            match mine_t[i] {
+                Some(mine) if Some(mine) == theirs_t[i] => {}
+                Some(_) => differing.push(*cid),
+                None => not_held.push(*cid),
             }
         }
-        let mut lacking_nodes = Vec::new();
-        for (i, block) in blocks.iter().enumerate() {
-            if mine_b[i].is_none() || mine_b[i] == theirs_b[i] {
-                continue;
+        let (mut lacking, mut unheld_blocks) = (Vec::new(), Vec::new());
+        for (i, block) in level.blocks.iter().enumerate() {
+            match mine_b[i] {
+                Some(mine) if Some(mine) == theirs_b[i] => {}
+                Some(_) => lacking.push(block.clone()),
+                None => unheld_blocks.push(block.clone()),
             }
+        }
+        // Blocks this node does not hold: the friend must serve them.
+        for block in unheld_blocks {
+            if fetch(http, base, &block.cid(), &mut report)
+                .await?
+                .is_none()
+            {
+                lacking.push(block);
+            }
+        }
+        let mut next = Level::default();
+        for cid in not_held {
+            let Some(bytes) = fetch(http, base, &cid, &mut report).await? else {
+                report.nodes += 1;
+                continue;
+            };
+            let node = crate::repo::mst::decode_node(&cid, &bytes)
+                .map_err(|e| WalkError::Bad(format!("a tree node that does not read: {e}")))?;
+            next.trees.extend(node.left);
+            for e in node.entries {
+                let key = String::from_utf8_lossy(&e.key).into_owned();
+                next.blocks.push(Block::Record(key, e.value));
+                next.trees.extend(e.right);
+            }
+        }
+        for block in &lacking {
             match block {
                 Block::Record(key, _) => report.records.push(key.clone()),
                 Block::Node(_) => report.nodes += 1,
             }
-            lacking_nodes.push(block.cid());
         }
-        let (lacking, diff) = (lacking_nodes.clone(), differing.clone());
-        let (bytes, next) = store
+        let lacking_cids: Vec<Cid> = lacking.iter().map(Block::cid).collect();
+        let (bytes, kids) = store
             .read(move |c| {
                 let mut bytes = 0;
-                for cid in &lacking {
+                for cid in &lacking_cids {
                     bytes += reconcile::block_size(c, repo_id, cid)?;
                 }
-                let mut next = Vec::new();
-                for cid in &diff {
-                    if let Some(kids) = reconcile::children(c, repo_id, cid)? {
-                        next.push(kids);
+                let mut kids = Vec::new();
+                for cid in &differing {
+                    if let Some(k) = reconcile::children(c, repo_id, cid)? {
+                        kids.push(k);
                     }
                 }
-                Ok::<_, StoreError>((bytes, next))
+                Ok::<_, StoreError>((bytes, kids))
             })
             .await?;
         report.bytes += bytes;
-        trees = Vec::new();
-        blocks = Vec::new();
-        for kids in next {
-            blocks.push(Block::Node(kids.node));
-            trees.extend(kids.trees);
-            blocks.extend(kids.records.into_iter().map(|(k, c)| Block::Record(k, c)));
+        for k in kids {
+            next.add_children(k);
         }
+        level = next;
     }
     report.records.sort();
     Ok(report)

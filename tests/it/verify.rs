@@ -206,7 +206,7 @@ async fn three_nodes_check_each_other() {
     let bed = pds::shared().await;
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let (a, b, c, uri) =
-        circle_of_three(bed, &dirs, &["--recovery-grace", "0s", "--layers", "0,1,3"]).await;
+        circle_of_three(bed, &dirs, &["--recovery-grace", "0s", "--layers", "0,1,2,3"]).await;
     let (_sa, _ea) = a.serve().await;
     let (_sb, _eb) = b.serve().await;
     let (mut carol_server, carol_endpoint) = c.serve().await;
@@ -235,10 +235,10 @@ async fn three_nodes_check_each_other() {
             .iter()
             .all(|s| s["outcome"] == "ok"));
     }
-    // Every member's copy of every other member's account, with layers 0, 1 and 3.
+    // Every member's copy of every other member's account, with layers 0, 1, 2 and 3.
     checked.sort();
     checked.dedup();
-    assert_eq!(checked.len(), 6 * 3, "{checked:?}");
+    assert_eq!(checked.len(), 6 * 4, "{checked:?}");
     // The results are public: each node's status record carries its own.
     for n in nodes {
         let statuses = n
@@ -286,6 +286,11 @@ async fn three_nodes_check_each_other() {
             for x in results_about(&r, &c.acct.did, &b.acct.did) {
                 if x["outcome"] == "fail" {
                     failed = true;
+                }
+                // The whole-copy check says exactly how much is missing.
+                if x["layer"] == 2 {
+                    assert_eq!(x["outcome"], "fail", "{x}");
+                    assert!(x["reason"].as_str().unwrap().contains("the copy lacks"), "{x}");
                 }
             }
         }

@@ -136,6 +136,40 @@ async fn the_whole_copy_check_names_exactly_what_a_friends_copy_lacks() {
         .reason
         .unwrap()
         .contains("lacks 3 records and 1 tree node"));
+
+    // A friend at a revision this node never held: where the trees differ, the friend's
+    // blocks are fetched and hashed; where they are the same, digests are compared.
+    let c_dir = tempfile::tempdir().unwrap();
+    let friend = Syncer::new(open(&c_dir), http.clone(), resolver.clone(), c_dir.path());
+    alice
+        .create_record("app.bsky.feed.post", post("only the friend saw this one"))
+        .await
+        .unwrap();
+    let did = alice.did.clone();
+    friend
+        .store
+        .write(move |c| store::add_repo(c, &did, None, None))
+        .await
+        .unwrap()
+        .unwrap();
+    friend.sync_repo(&alice.did, &|_| {}).await.unwrap();
+    alice
+        .create_record("app.bsky.feed.post", post("and a later one"))
+        .await
+        .unwrap();
+    a.sync_repo(&alice.did, &|_| {}).await.unwrap();
+    let friend_url = serving(&friend.store, &c_dir).await;
+    let (f_id, friend_root) = held(&friend.store, &alice.did).await;
+    let found = whole::walk(&http, &friend_url, &alice.did, &a.store, a_id, friend_root)
+        .await
+        .unwrap();
+    assert!(found.is_whole(), "{}", found.words());
+    assert!(found.requests > 1);
+    forget(&friend.store, f_id, &[keys[20].clone()], &[]).await;
+    let found = whole::walk(&http, &friend_url, &alice.did, &a.store, a_id, friend_root)
+        .await
+        .unwrap();
+    assert_eq!(found.records, vec![keys[20].clone()]);
 }
 
 /// Two stores holding the same generated repo of `n` posts (the friend's serving), the friend

@@ -90,7 +90,8 @@ pub struct RulesArgs {
     /// How often each copy is verified, e.g. 30m or 2h.
     #[arg(long, value_name = "DURATION")]
     check_every: Option<String>,
-    /// Verification layers: 0 commit root, 1 block sampling, 3 record proofs (e.g. 0,1,3).
+    /// Verification layers: 0 commit root, 1 block sampling, 2 whole copy, 3 record proofs
+    /// (e.g. 0,1,2,3).
     #[arg(long, value_delimiter = ',', value_name = "LAYERS")]
     layers: Option<Vec<i64>>,
     /// How long a member may be silent before it counts as failed, e.g. 3d.
