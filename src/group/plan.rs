@@ -67,6 +67,7 @@ pub fn default_rules(min_copies: u32) -> RulesRecord {
             interval: "1h".into(),
             layers: vec![0, 1],
             sample_size: 20,
+            detect: None,
         },
         sync: SyncRecord {
             max_lag: "6h".into(),

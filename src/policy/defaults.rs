@@ -208,7 +208,34 @@ pub fn effective(checked: &Checked) -> Vec<Setting> {
     let ver = &p.verification;
     push("rules.verification.interval", ver.interval.to_string());
     push("rules.verification.layers", list(&ver.layers));
-    push("rules.verification.sampleSize", ver.sample_size.to_string());
+    let stated = p.record.rules.verification.sample_size;
+    push(
+        "rules.verification.sampleSize",
+        if i64::from(ver.sample_size) > stated {
+            format!(
+                "{} (rules.verification.detect asks for more than the {stated} stated)",
+                ver.sample_size
+            )
+        } else {
+            ver.sample_size.to_string()
+        },
+    );
+    if let Some(d) = &ver.detect {
+        let (t, n) = (d.target, d.derived);
+        push(
+            "rules.verification.detect",
+            format!(
+                "a loss of {} within {} with {} confidence: {} blocks in {} round{}, {} a round",
+                t.loss,
+                t.within,
+                t.confidence,
+                super::detect::thousands(n.total),
+                super::detect::thousands(n.rounds),
+                if n.rounds == 1 { "" } else { "s" },
+                n.per_round
+            ),
+        );
+    }
     push("rules.sync.maxLag", p.max_lag.to_string());
     let c = &p.compliance;
     push(
@@ -419,6 +446,40 @@ mod tests {
         assert!(
             messages.contains(&"rules.verification.layers must be a list, not text".to_string()),
             "{messages:?}"
+        );
+    }
+
+    #[test]
+    fn the_effective_policy_shows_the_detection_and_the_sample_it_raises() {
+        let value_of = |v: &Value, path: &str| {
+            effective(&checked(v))
+                .into_iter()
+                .find(|s| s.path == path)
+                .map(|s| (s.value, s.defaulted))
+        };
+        let mut v = simplest();
+        assert_eq!(value_of(&v, "rules.verification.detect"), None);
+        assert_eq!(
+            value_of(&v, "rules.verification.sampleSize"),
+            Some(("50".to_string(), false))
+        );
+        v["rules"]["verification"]["interval"] = json!("6h");
+        v["rules"]["verification"]["detect"] =
+            json!({"loss": "1%", "confidence": "99%", "within": "1d"});
+        assert_eq!(
+            value_of(&v, "rules.verification.detect"),
+            Some((
+                "a loss of 1% within 1d with 99% confidence: 459 blocks in 4 rounds, 115 a round"
+                    .to_string(),
+                false
+            ))
+        );
+        assert_eq!(
+            value_of(&v, "rules.verification.sampleSize"),
+            Some((
+                "115 (rules.verification.detect asks for more than the 50 stated)".to_string(),
+                false
+            ))
         );
     }
 

@@ -13,6 +13,8 @@
 //!   file's shape; refusals in words.
 //! - [`defaults`]: what a policy may leave out, filled in before it is read; the effective policy.
 //! - [`validate`] → [`model`]: a record becomes a [`model::Policy`] or a list of problems.
+//! - [`detect`]: a detection target ("a 1% loss with 99% confidence within a day") → blocks
+//!   per round, and the sampling in words.
 //! - [`version`]: a policy version is its record's CID.
 //! - [`lifecycle`]: scheduled, pending acks, active, expired, revoked.
 //! - [`observations`]: the input format of what nodes saw and published.
@@ -30,6 +32,7 @@ pub mod bench;
 pub mod combine;
 pub mod compliance;
 pub mod defaults;
+pub mod detect;
 pub mod input;
 pub mod lifecycle;
 pub mod model;

@@ -8,6 +8,7 @@
 
 use serde::Serialize;
 
+use super::detect::Detection;
 use super::records::PolicyRecord;
 use super::time::{Duration, Percent, Timestamp};
 
@@ -136,7 +137,13 @@ pub struct VerificationRule {
     pub interval: Duration,
     /// Sorted, unique, each in [`KNOWN_LAYERS`].
     pub layers: Vec<u8>,
+    /// Blocks (layer 1) or records (layer 3) checked per round: the record's `sampleSize`, or
+    /// what [`detect`](Self::detect) derives when that is larger (the record's own value stays
+    /// in [`Policy::record`]).
     pub sample_size: u32,
+    /// The detection target (`rules.verification.detect`) and the numbers derived from it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detect: Option<Detection>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -110,6 +110,22 @@ pub struct VerificationRecord {
     pub interval: String,
     pub layers: Vec<i64>,
     pub sample_size: i64,
+    /// The detection the circle wants; the blocks checked per round are derived from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detect: Option<DetectRecord>,
+}
+
+/// `rules.verification.detect`: find a copy that lost `loss` of its blocks within `within`,
+/// with `confidence`. Percentages and the duration stay text, as written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DetectRecord {
+    /// Share of a copy's blocks missing, e.g. `"1%"`.
+    pub loss: String,
+    /// Chance of finding such a loss in time, e.g. `"99%"`.
+    pub confidence: String,
+    /// The time to find it in, e.g. `"1d"`.
+    pub within: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

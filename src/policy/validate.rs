@@ -13,13 +13,14 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::detect::{self, Detection, Target};
 use super::model::{
     ComplianceRule, Member, Placement, Policy, PolicyRef, PolicyType, Replication, SlaRule,
     Strategy, VerificationRule, DEFAULT_ABANDON_AFTER, DEFAULT_HEARTBEAT_INTERVAL, KNOWN_LAYERS,
 };
 use super::records::{
-    nsid, ComplianceRecord, MemberRecord, PolicyRecord, ReplicationRecord, RulesRecord, SlaRecord,
-    StorageRecord, SyncRecord, VerificationRecord,
+    nsid, ComplianceRecord, DetectRecord, MemberRecord, PolicyRecord, ReplicationRecord,
+    RulesRecord, SlaRecord, StorageRecord, SyncRecord, VerificationRecord,
 };
 use super::time::{Duration, Percent, Timestamp};
 use super::version::record_cid;
@@ -603,7 +604,7 @@ impl Reader {
     fn verification(&mut self, v: Option<&Value>) -> Option<VerificationRecord> {
         let p = "rules.verification";
         let obj = self.object(v, p)?;
-        self.unknown_keys(obj, p, &["interval", "layers", "sampleSize"]);
+        self.unknown_keys(obj, p, &["interval", "layers", "sampleSize", "detect"]);
         let interval = self.string(obj.get("interval"), &join(p, "interval"));
         let layers = self
             .array(obj.get("layers"), &join(p, "layers"))
@@ -619,10 +620,26 @@ impl Reader {
                 ok.then_some(out)
             });
         let sample_size = self.int(obj.get("sampleSize"), &join(p, "sampleSize"));
+        let detect = Self::opt(obj, "detect").map(|v| self.detect(v));
         Some(VerificationRecord {
             interval: interval?,
             layers: layers?,
             sample_size: sample_size?,
+            detect: present(detect)?,
+        })
+    }
+
+    fn detect(&mut self, v: &Value) -> Option<DetectRecord> {
+        let p = "rules.verification.detect";
+        let obj = self.object(Some(v), p)?;
+        self.unknown_keys(obj, p, &["loss", "confidence", "within"]);
+        let loss = self.string(obj.get("loss"), &join(p, "loss"));
+        let confidence = self.string(obj.get("confidence"), &join(p, "confidence"));
+        let within = self.string(obj.get("within"), &join(p, "within"));
+        Some(DetectRecord {
+            loss: loss?,
+            confidence: confidence?,
+            within: within?,
         })
     }
 
@@ -735,6 +752,27 @@ impl Reader {
         }
     }
 
+    /// A share strictly between 0% and 100%: `what` says of what, `example` what to write and
+    /// `note` why.
+    fn open_share(
+        &mut self,
+        text: &str,
+        path: &str,
+        (what, example, note): (&str, &str, &str),
+    ) -> Option<Percent> {
+        let p = self.percent(&Some(text.to_string()), path)??;
+        if p == Percent::from_ppm(0) || p == Percent::ONE_HUNDRED {
+            self.problem(
+                path,
+                format!(
+                    "{path} is {p}: use {what} above 0% and below 100%, e.g. {example:?}{note}"
+                ),
+            );
+            return None;
+        }
+        Some(p)
+    }
+
     fn did_list(&mut self, items: &[String], path: &str, what: &str) -> Vec<String> {
         let mut seen = BTreeSet::new();
         for (i, did) in items.iter().enumerate() {
@@ -761,6 +799,75 @@ fn present<T>(read: Option<Option<T>>) -> Option<Option<T>> {
 
 fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// `rules.verification.detect` read and derived: the loss and the confidence above 0% and below
+/// 100%, `within` at least one interval, layer 1 asked for (it is what samples blocks), and the
+/// blocks per round it derives no more than [`MAX_SAMPLE_SIZE`]. `None` after a problem.
+fn detection(
+    r: &mut Reader,
+    d: &DetectRecord,
+    interval: Option<Duration>,
+    layers: &BTreeSet<u8>,
+) -> Option<Detection> {
+    let p = "rules.verification.detect";
+    let loss = r.open_share(
+        &d.loss,
+        &format!("{p}.loss"),
+        ("a share of a copy's blocks", "1%", ""),
+    );
+    let confidence = r.open_share(
+        &d.confidence,
+        &format!("{p}.confidence"),
+        (
+            "a confidence",
+            "99%",
+            ": sampling is never certain (layer 2 checks the whole copy)",
+        ),
+    );
+    let within = r.positive_duration(&d.within, &format!("{p}.within"));
+    if !layers.contains(&1) {
+        r.problem(
+            p,
+            format!("{p} needs layer 1 (block sampling) in rules.verification.layers: add 1, or remove {p}"),
+        );
+    }
+    let (loss, confidence, within, interval) = (loss?, confidence?, within?, interval?);
+    if within < interval {
+        r.problem(
+            &format!("{p}.within"),
+            format!("{p}.within is {within}, shorter than rules.verification.interval {interval}: a loss is found in a round, so make within at least {interval}"),
+        );
+        return None;
+    }
+    let target = Target {
+        loss,
+        confidence,
+        within,
+    };
+    let cap = u32::try_from(MAX_SAMPLE_SIZE).unwrap_or(u32::MAX);
+    let derived = detect::derive(target, interval, cap)?;
+    if !derived.reachable() {
+        // The shortest `within` that would do at this interval, when a policy can state it.
+        let shortest = interval.secs().saturating_mul(derived.rounds_at(cap));
+        let longer = if shortest <= super::time::MAX_DURATION_SECS {
+            format!("make within at least {}, ", Duration::from_secs(shortest))
+        } else {
+            String::new()
+        };
+        r.problem(
+            p,
+            format!(
+                "{p} asks to find a loss of {loss} within {within} with {confidence} confidence: that takes {} blocks in {} of {interval}, {} a round, more than the {} a round a policy may ask for: {longer}verify more often, or look for a larger loss or with less confidence",
+                detect::thousands(derived.total),
+                if derived.rounds == 1 { "1 round".to_string() } else { format!("{} rounds", detect::thousands(derived.rounds)) },
+                detect::thousands(derived.needed_per_round),
+                detect::thousands(u64::from(cap)),
+            ),
+        );
+        return None;
+    }
+    Some(Detection { target, derived })
 }
 
 /// The checks that need more than one field, or more than the lexicon can say.
@@ -1027,6 +1134,16 @@ fn semantic(
         None
     };
 
+    let detect = match &ver.detect {
+        None => Some(None),
+        Some(d) => detection(r, d, interval, &layers).map(Some),
+    };
+    let sample_size = match (sample_size, detect) {
+        // The larger wins: sampleSize stays the least a round checks.
+        (Some(stated), Some(Some(d))) => Some(stated.max(d.derived.per_round)),
+        (stated, _) => stated,
+    };
+
     // Sync and compliance.
     let max_lag = r.positive_duration(&record.rules.sync.max_lag, "rules.sync.maxLag");
     let comp = &record.rules.compliance;
@@ -1152,6 +1269,7 @@ fn semantic(
             interval: interval?,
             layers: layers.into_iter().collect(),
             sample_size: sample_size?,
+            detect: detect?,
         },
         max_lag: max_lag?,
         compliance: ComplianceRule {
@@ -1263,6 +1381,16 @@ mod tests {
     #[case(&["rules", "verification", "layers"], json!([]), "rules.verification.layers is empty")]
     #[case(&["rules", "verification", "layers"], json!([1, 1]), "layer 1 is listed twice")]
     #[case(&["rules", "verification", "sampleSize"], json!(0), "rules.verification.sampleSize is 0")]
+    #[case(&["rules", "verification", "detect"], json!("1%"), "rules.verification.detect must be an object, not text")]
+    #[case(&["rules", "verification", "detect"], json!({"loss": "1%", "confidence": "99%"}), "rules.verification.detect.within is missing")]
+    #[case(&["rules", "verification", "detect"], json!({"loss": "1", "confidence": "99%", "within": "1d"}), "rules.verification.detect.loss: \"1\" is not a percentage")]
+    #[case(&["rules", "verification", "detect"], json!({"loss": "0%", "confidence": "99%", "within": "1d"}), "rules.verification.detect.loss is 0%: use a share of a copy's blocks above 0% and below 100%, e.g. \"1%\"")]
+    #[case(&["rules", "verification", "detect"], json!({"loss": "100%", "confidence": "99%", "within": "1d"}), "rules.verification.detect.loss is 100%: use a share of a copy's blocks above 0% and below 100%")]
+    #[case(&["rules", "verification", "detect"], json!({"loss": "1%", "confidence": "100%", "within": "1d"}), "rules.verification.detect.confidence is 100%: use a confidence above 0% and below 100%, e.g. \"99%\": sampling is never certain (layer 2 checks the whole copy)")]
+    #[case(&["rules", "verification", "detect"], json!({"loss": "1%", "confidence": "0%", "within": "1d"}), "rules.verification.detect.confidence is 0%: use a confidence above 0% and below 100%")]
+    #[case(&["rules", "verification", "detect"], json!({"loss": "1%", "confidence": "99%", "within": "soon"}), "rules.verification.detect.within: \"soon\" is not a duration")]
+    #[case(&["rules", "verification", "detect"], json!({"loss": "1%", "confidence": "99%", "within": "10m"}), "rules.verification.detect.within is 10m, shorter than rules.verification.interval 30m: a loss is found in a round, so make within at least 30m")]
+    #[case(&["rules", "verification", "detect"], json!({"loss": "0.01%", "confidence": "99.9%", "within": "30m"}), "rules.verification.detect asks to find a loss of 0.01% within 30m with 99.9% confidence: that takes 69,075 blocks in 1 round of 30m, 69,075 a round, more than the 1,000 a round a policy may ask for: make within at least 1d11h, verify more often, or look for a larger loss or with less confidence")]
     #[case(&["rules", "sync", "maxLag"], json!("0s"), "rules.sync.maxLag must be longer than 0s")]
     #[case(&["rules", "sync"], Value::Null, "rules.sync is missing")]
     #[case(&["rules", "compliance", "maxConsecutiveFailures"], json!(0), "maxConsecutiveFailures is 0")]
@@ -1289,6 +1417,96 @@ mod tests {
         assert!(
             found.iter().any(|m| m.contains(expected)),
             "expected {expected:?} in {found:?}"
+        );
+    }
+
+    fn detecting(target: Value, interval: &str, sample_size: i64) -> Result<Checked, Problems> {
+        let mut v = with(&["rules", "verification", "detect"], target);
+        v["rules"]["verification"]["interval"] = json!(interval);
+        v["rules"]["verification"]["sampleSize"] = json!(sample_size);
+        check_value(&v)
+    }
+
+    #[rstest]
+    // K 459 over 1d / 6h = 4 rounds: 115 a round, more than the 50 stated: the larger wins.
+    #[case("6h", 50, 4, 115, 115)]
+    // Every 30 minutes: 48 rounds, ⌈459 / 48⌉ = 10, fewer than the 50 stated: 50 stays.
+    #[case("30m", 50, 48, 10, 50)]
+    // Every day: one round, 459 a round.
+    #[case("1d", 1, 1, 459, 459)]
+    fn detect_derives_the_sample_and_the_larger_wins(
+        #[case] interval: &str,
+        #[case] stated: i64,
+        #[case] rounds: u64,
+        #[case] derived: u32,
+        #[case] in_force: u32,
+    ) {
+        let target = json!({"loss": "1%", "confidence": "99%", "within": "1d"});
+        let checked = detecting(target.clone(), interval, stated).map_err(|p| p.to_string());
+        let Ok(checked) = checked else {
+            panic!("{checked:?}")
+        };
+        assert!(checked.warnings.is_empty(), "{:?}", checked.warnings);
+        let ver = &checked.policy.verification;
+        let d = ver.detect.unwrap_or_else(|| panic!("no detection"));
+        assert_eq!(
+            (d.derived.total, d.derived.rounds, d.derived.per_round),
+            (459, rounds, derived)
+        );
+        assert_eq!(ver.sample_size, in_force);
+        // The record keeps what the author wrote.
+        assert_eq!(checked.policy.record.rules.verification.sample_size, stated);
+        let record = serde_json::to_value(&checked.policy.record).unwrap_or_default();
+        assert_eq!(record["rules"]["verification"]["detect"], target);
+    }
+
+    #[test]
+    fn a_target_no_stated_time_reaches_suggests_no_time() {
+        // 13,815,504 blocks at most 1,000 a day: 13,816 days, longer than any duration a policy
+        // may state (3650d).
+        let target = json!({"loss": "0.0001%", "confidence": "99.9999%", "within": "1d"});
+        let found: Vec<String> = match detecting(target, "1d", 50) {
+            Ok(_) => Vec::new(),
+            Err(p) => p.problems.into_iter().map(|p| p.message).collect(),
+        };
+        assert_eq!(found, vec!["rules.verification.detect asks to find a loss of 0.0001% within 1d with 99.9999% confidence: that takes 13,815,504 blocks in 1 round of 1d, 13,815,504 a round, more than the 1,000 a round a policy may ask for: verify more often, or look for a larger loss or with less confidence"]);
+    }
+
+    #[test]
+    fn without_detect_the_policy_reads_as_before() {
+        let checked = check_value(&base()).map_err(|p| p.to_string());
+        let Ok(checked) = checked else {
+            panic!("{checked:?}")
+        };
+        assert_eq!(checked.policy.verification.sample_size, 50);
+        assert_eq!(checked.policy.verification.detect, None);
+        let record = serde_json::to_value(&checked.policy.record).unwrap_or_default();
+        assert_eq!(record["rules"]["verification"].get("detect"), None);
+    }
+
+    #[test]
+    fn detect_needs_block_sampling() {
+        let mut v = with(
+            &["rules", "verification", "detect"],
+            json!({"loss": "1%", "confidence": "99%", "within": "1d"}),
+        );
+        v["rules"]["verification"]["layers"] = json!([0, 3]);
+        assert_eq!(
+            problems(&v),
+            vec!["rules.verification.detect needs layer 1 (block sampling) in rules.verification.layers: add 1, or remove rules.verification.detect"]
+        );
+    }
+
+    #[test]
+    fn an_unknown_field_in_detect_is_a_warning_with_a_hint() {
+        let target = json!({"loss": "1%", "confidence": "99%", "within": "1d", "confidense": "9%"});
+        let checked = detecting(target, "6h", 50).map_err(|p| p.to_string());
+        let warnings: Vec<String> = checked
+            .map(|c| c.warnings.into_iter().map(|w| w.message).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            warnings,
+            vec!["rules.verification.detect.confidense is not a known field and is ignored (did you mean rules.verification.detect.confidence?)"]
         );
     }
 

@@ -30,6 +30,23 @@ pub mod report;
 pub mod sample;
 pub mod whole;
 
+/// `group_meta` key of the verifier's secret rotation seed (`sample::Rotation`).
+const ROTATION_SEED: &str = "verify.rotationSeed";
+/// `group_meta` key prefix of each copy's rotation cursor (then `target|subject`).
+const ROTATION_CURSOR: &str = "verify.rotation.";
+
+/// 32 bytes from 64 hex characters.
+fn hex32(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 
@@ -568,11 +585,18 @@ impl Verifier {
             .and_then(|d| d.parse::<Cid>().ok())
             .ok_or_else(|| VerifyError::NotHeld(repo.did.clone()))?;
         let since = now().minus(RETENTION).to_string();
-        let plan = self
+        let seed = self.rotation_seed().await?;
+        let cursor_key = format!("{ROTATION_CURSOR}{node}|{subject}");
+        let ck = cursor_key.clone();
+        let rotation = sample::Rotation::new(&seed, &node, &subject);
+        let (plan, cursor) = self
             .circles
             .syncer
             .store
             .read(move |c| {
+                let cursor = crate::group::db::meta(c, &ck)?
+                    .and_then(|h| hex32(&h))
+                    .map(sample::Position);
                 let held = |cid: &Cid| -> Result<bool, StoreError> {
                     Ok(crate::export::get_block(c, repo_id, cid)?.is_some())
                 };
@@ -595,7 +619,10 @@ impl Verifier {
                     let Ok(old) = data.parse::<Cid>() else {
                         continue;
                     };
-                    match sample::history_blocks(c, repo_id, old, own, k / 2) {
+                    // On top of the current tree's `k` (which the detection target counts),
+                    // within what one challenge may name.
+                    let extra = (k / 2).min(MAX_CHALLENGE_BLOCKS.saturating_sub(k));
+                    match sample::history_blocks(c, repo_id, old, own, extra) {
                         Ok(h) if !h.is_empty() => {
                             history = h;
                             break;
@@ -604,15 +631,22 @@ impl Verifier {
                         _ => continue,
                     }
                 }
-                let rest = k.saturating_sub(history.len());
+                let rest = k;
                 let mut plan = Plan {
                     cids: history,
                     walk: None,
                 };
+                let mut next_cursor = None;
                 match (current, peer.is_some()) {
+                    // A tree held here: the next blocks of this copy's rotation, so every
+                    // block is checked within ⌈N / k⌉ rounds, in an order the peer can't know.
                     (Some((root, _)), _) if held(&root)? => {
-                        match sample::tree_blocks(c, repo_id, root, rest) {
-                            Ok(t) => plan.cids.extend(t),
+                        match sample::tree_cids(c, repo_id, root) {
+                            Ok(all) => {
+                                let turn = rotation.order(&all).next(cursor, rest);
+                                next_cursor = turn.cursor;
+                                plan.cids.extend(turn.cids);
+                            }
                             Err(e) => return Ok(Err(e)),
                         }
                     }
@@ -621,14 +655,48 @@ impl Verifier {
                 }
                 use rand::seq::SliceRandom;
                 plan.cids.shuffle(&mut rand::rngs::OsRng);
-                Ok(Ok(plan))
+                Ok(Ok((plan, next_cursor)))
             })
             .await?
             .map_err(|source| VerifyError::OwnCopy {
                 did: repo.did.clone(),
                 source,
             })?;
+        if let Some(sample::Position(p)) = cursor {
+            let text: String = p.iter().map(|b| format!("{b:02x}")).collect();
+            self.circles
+                .syncer
+                .store
+                .write(move |c| crate::group::db::set_meta(c, &cursor_key, &text))
+                .await??;
+        }
         Ok(plan)
+    }
+
+    /// This verifier's secret rotation seed (`group_meta`), made once from the operating
+    /// system's random source and never published.
+    async fn rotation_seed(&self) -> Result<[u8; sample::SEED_BYTES], VerifyError> {
+        let store = &self.circles.syncer.store;
+        let held = store
+            .read(|c| crate::group::db::meta(c, ROTATION_SEED))
+            .await?
+            .and_then(|h| hex32(&h));
+        if let Some(seed) = held {
+            return Ok(seed);
+        }
+        let seed = sample::new_seed();
+        let text: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+        // Two rounds at once keep whichever seed was written first.
+        store
+            .write(move |c| {
+                if crate::group::db::meta(c, ROTATION_SEED)?.is_none() {
+                    crate::group::db::set_meta(c, ROTATION_SEED, &text)?;
+                }
+                crate::group::db::meta(c, ROTATION_SEED)
+            })
+            .await??
+            .and_then(|h| hex32(&h))
+            .ok_or_else(|| VerifyError::from(StoreError::Io(std::io::Error::other("no seed"))))
     }
 
     /// Publishes a challenge for `duty` and remembers the digest to expect.

@@ -8,9 +8,9 @@ use std::process::Command;
 
 use p2pds::policy::defaults;
 use p2pds::policy::records::{
-    nsid, AckRecord, ChallengeRecord, ChallengeResponseRecord, ComplianceRecord, HoldingRecord,
-    MemberRecord, PeerRecord, PolicyRecord, ReplicationRecord, RulesRecord, SlaRecord,
-    StatusRecord, StorageRecord, StrongRef, SyncRecord, VerificationRecord,
+    nsid, AckRecord, ChallengeRecord, ChallengeResponseRecord, ComplianceRecord, DetectRecord,
+    HoldingRecord, MemberRecord, PeerRecord, PolicyRecord, ReplicationRecord, RulesRecord,
+    SlaRecord, StatusRecord, StorageRecord, StrongRef, SyncRecord, VerificationRecord,
     VerificationResultRecord,
 };
 use p2pds::policy::validate::check_value;
@@ -213,6 +213,16 @@ fn bad_records_are_refused() {
             json!("next monday"),
         ),
         bad(
+            "policy-detect.json",
+            &["rules", "verification", "detect"],
+            json!({"loss": "1%", "confidence": "99%"}),
+        ),
+        bad(
+            "policy-detect.json",
+            &["rules", "verification", "detect", "loss"],
+            json!(0.01),
+        ),
+        bad(
             "policy-partial.json",
             &["rules", "replication", "collections"],
             json!(["not a collection"]),
@@ -413,6 +423,11 @@ fn rust_types_match_the_lexicon_files() {
                 interval: s("1h"),
                 layers: vec![0],
                 sample_size: 1,
+                detect: full.then(|| DetectRecord {
+                    loss: s("1%"),
+                    confidence: s("99%"),
+                    within: s("1d"),
+                }),
             },
             sync: SyncRecord { max_lag: s("1h") },
             compliance: ComplianceRecord {

@@ -372,6 +372,12 @@ async fn catching_up_from_a_friend_fetches_only_the_difference() {
     assert_eq!((caught.records, caught.creates), (100, 100));
     // The tree nodes on the paths to the new records, not the tree.
     assert!(caught.nodes < (records as u64) / 10, "{}", caught.nodes);
-    assert_eq!(held(&from_friend, &alice.did).await, held(&from_pds, &alice.did).await);
-    assert_eq!(held(&from_friend, &alice.did).await, held(&ahead, &alice.did).await);
+    assert_eq!(
+        held(&from_friend, &alice.did).await,
+        held(&from_pds, &alice.did).await
+    );
+    assert_eq!(
+        held(&from_friend, &alice.did).await,
+        held(&ahead, &alice.did).await
+    );
 }

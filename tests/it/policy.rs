@@ -54,6 +54,7 @@ fn example_policies_are_valid_without_warnings() {
         "policy-sla.json",
         "policy-partial.json",
         "policy-minimal.json",
+        "policy-detect.json",
     ] {
         let checked = check_json(&read(&format!("lexicons/examples/{file}")));
         match checked {
@@ -747,4 +748,89 @@ fn check_accepts_the_minimal_example_of_the_lexicon() {
     let example =
         check_json(&read("lexicons/examples/policy-minimal.json")).map(|c| c.policy.reference.cid);
     assert_eq!(example, simplest);
+}
+
+#[test]
+fn check_says_what_the_detection_target_asks_in_words() {
+    let o = p2pds(&["policy", "check", "lexicons/examples/policy-detect.json"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(!out.contains("warning"), "{out}");
+    let line = |path: &str| {
+        out.lines()
+            .find(|l| l.split_whitespace().next() == Some(path))
+            .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    // K = ⌈ln 0.01 / ln 0.99⌉ = 459 over 1d / 6h = 4 rounds: 115 a round, more than the 20
+    // stated.
+    assert_eq!(
+        line("rules.verification.detect"),
+        "a loss of 1% within 1d with 99% confidence: 459 blocks in 4 rounds, 115 a round"
+    );
+    assert_eq!(
+        line("rules.verification.sampleSize"),
+        "115 (rules.verification.detect asks for more than the 20 stated)"
+    );
+    assert!(
+        out.lines().any(|l| l == "Checks 115 blocks of each copy every 6 hours (460 a day): a loss of 1% is found within a day with 99% confidence; every block of a copy of 10,000 blocks is checked at least once every 22 days."),
+        "{out}"
+    );
+    // The obligations carry the size in force.
+    let o = p2pds(&[
+        "policy",
+        "obligations",
+        "--policy",
+        "lexicons/examples/policy-detect.json",
+        "--node",
+        "did:plc:judy",
+    ]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    let sizes: Vec<&Value> = v["verify"]
+        .as_array()
+        .map(|a| a.iter().map(|d| &d["sampleSize"]).collect())
+        .unwrap_or_default();
+    assert!(!sizes.is_empty(), "{v:#}");
+    assert!(sizes.iter().all(|s| s.as_u64() == Some(115)), "{v:#}");
+    // Another copy size.
+    let out = stdout(&p2pds(&[
+        "policy",
+        "check",
+        "lexicons/examples/policy-detect.json",
+        "--blocks",
+        "1000",
+    ]));
+    assert!(
+        out.contains(
+            "every block of a copy of 1,000 blocks is checked at least once every 3 days."
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_says_the_sampling_of_a_policy_without_a_target_too() {
+    let (_dir, path) = file("simplest.json", SIMPLEST.as_bytes());
+    let out = stdout(&p2pds(&["policy", "check", &path]));
+    // 10,000 / 50 = 200 rounds of 30 minutes: 100 hours, 4 days and 4 hours.
+    assert!(
+        out.lines().any(|l| l == "Checks 50 blocks of each copy every 30 minutes (2,400 a day); every block of a copy of 10,000 blocks is checked at least once every 5 days."),
+        "{out}"
+    );
+    assert!(!out.contains("rules.verification.detect"), "{out}");
+}
+
+#[test]
+fn check_refuses_a_detection_target_the_sample_cap_cannot_reach() {
+    let (_d, path) = example_with(
+        &["rules", "verification", "detect"],
+        serde_json::json!({"loss": "0.01%", "confidence": "99.9%", "within": "1h"}),
+    );
+    let o = p2pds(&["policy", "check", &path]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("- rules.verification.detect asks to find a loss of 0.01% within 1h with 99.9% confidence: that takes 69,075 blocks in 1 round of 1h, 69,075 a round, more than the 1,000 a round a policy may ask for: make within at least 2d22h, verify more often, or look for a larger loss or with less confidence"),
+        "{out}"
+    );
 }

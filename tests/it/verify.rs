@@ -205,8 +205,12 @@ async fn circle_of_three<'a>(
 async fn three_nodes_check_each_other() {
     let bed = pds::shared().await;
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let (a, b, c, uri) =
-        circle_of_three(bed, &dirs, &["--recovery-grace", "0s", "--layers", "0,1,2,3"]).await;
+    let (a, b, c, uri) = circle_of_three(
+        bed,
+        &dirs,
+        &["--recovery-grace", "0s", "--layers", "0,1,2,3"],
+    )
+    .await;
     let (_sa, _ea) = a.serve().await;
     let (_sb, _eb) = b.serve().await;
     let (mut carol_server, carol_endpoint) = c.serve().await;
@@ -290,7 +294,10 @@ async fn three_nodes_check_each_other() {
                 // The whole-copy check says exactly how much is missing.
                 if x["layer"] == 2 {
                     assert_eq!(x["outcome"], "fail", "{x}");
-                    assert!(x["reason"].as_str().unwrap().contains("the copy lacks"), "{x}");
+                    assert!(
+                        x["reason"].as_str().unwrap().contains("the copy lacks"),
+                        "{x}"
+                    );
                 }
             }
         }

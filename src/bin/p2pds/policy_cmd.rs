@@ -13,18 +13,21 @@ use anyhow::Context;
 use clap::Subcommand;
 use p2pds::policy::report::{Condition, Report, Status};
 use p2pds::policy::{
-    bench, check_bytes, combine, compliance, defaults, input, Checked, Observations, Timestamp,
-    MAX_POLICY_BYTES,
+    bench, check_bytes, combine, compliance, defaults, detect, input, Checked, Observations,
+    Timestamp, MAX_POLICY_BYTES,
 };
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
     /// Check a policy file (a bare org.p2pds.policy record, or getRecord's {uri, cid, value}):
-    /// exit 0 when it is valid, with the effective policy (defaults marked), 1 with its problems
-    /// listed.
+    /// exit 0 when it is valid, with the effective policy (defaults marked) and its block
+    /// sampling in words, 1 with its problems listed.
     Check {
         /// The policy file (JSON).
         file: PathBuf,
+        /// Blocks in a copy, for how long checking every block of it takes.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+        blocks: u64,
     },
     /// Evaluate compliance: the state of every copy, node, account and of the group.
     Eval {
@@ -74,7 +77,7 @@ pub enum PolicyCommand {
 /// Runs a policy subcommand and returns the process exit code.
 pub fn run(cmd: PolicyCommand) -> anyhow::Result<i32> {
     match cmd {
-        PolicyCommand::Check { file } => check(&file),
+        PolicyCommand::Check { file, blocks } => check(&file, blocks),
         PolicyCommand::Eval {
             policy,
             observations,
@@ -164,7 +167,7 @@ fn read_observations(path: &Path) -> anyhow::Result<Observations> {
     })
 }
 
-fn check(file: &Path) -> anyhow::Result<i32> {
+fn check(file: &Path, blocks: u64) -> anyhow::Result<i32> {
     let Some(checked) = load_policy(file)? else {
         return Ok(1);
     };
@@ -203,6 +206,9 @@ fn check(file: &Path) -> anyhow::Result<i32> {
     for s in settings {
         let mark = if s.defaulted { "  (default)" } else { "" };
         println!("  {:<width$}  {}{mark}", s.path, s.value);
+    }
+    if let Some(words) = detect::summary(&policy.verification, blocks) {
+        println!("{words}");
     }
     for w in warnings {
         println!("warning: {w}");
