@@ -39,7 +39,15 @@ impl Node {
         let me = self.circles().me().await.map(|a| a.did).unwrap_or_default();
         for (node, endpoint) in self.verifier().member_endpoints().await {
             match self.syncer().catch_up_from(did, &endpoint, progress).await {
-                Ok(Some(report)) => {
+                Ok(Some(mut report)) => {
+                    // The blobs the new records name, from the same friend (`listBlobs`,
+                    // `getBlob`, each hashed); those it lacks wait for their next try.
+                    match crate::sync::blobs::sync_blobs(self.syncer(), did, &endpoint, progress)
+                        .await
+                    {
+                        Ok(b) => report.blobs_fetched = b.fetched,
+                        Err(e) => tracing::info!(%did, %node, "blobs from a friend: {e}"),
+                    }
                     let (d, n, f) = (did.to_string(), node.clone(), failure.clone());
                     let _ = self
                         .store()

@@ -50,6 +50,8 @@ pub struct CatchUp {
     pub creates: u64,
     pub updates: u64,
     pub deletes: u64,
+    /// Images and other blobs fetched from the friend afterwards (each hashed).
+    pub blobs_fetched: u64,
 }
 
 #[derive(Deserialize)]

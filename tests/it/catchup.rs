@@ -204,6 +204,19 @@ async fn a_member_behind_catches_up_from_a_friends_node_when_the_server_stops() 
     let posts = alice.list_records("app.bsky.feed.post").await.unwrap();
     let first = posts[0].0.rsplit('/').next().unwrap().to_string();
     post(&alice, 4).await;
+    // A post with a picture: its image comes from Bob's node too.
+    let image = alice
+        .upload_blob(b"\x89PNG\r\n\x1a\n from a friend".to_vec(), "image/png")
+        .await
+        .unwrap();
+    alice
+        .create_record(
+            "app.bsky.feed.post",
+            json!({"$type": "app.bsky.feed.post", "text": "look", "createdAt": "2024-01-01T00:00:00Z",
+                "embed": {"$type": "app.bsky.embed.images", "images": [{"alt": "", "image": image}]}}),
+        )
+        .await
+        .unwrap();
     alice
         .delete_record("app.bsky.feed.post", &first)
         .await
@@ -277,8 +290,10 @@ async fn a_member_behind_catches_up_from_a_friends_node_when_the_server_stops() 
     // Its server still can't serve it: the copy says where it came from, the state says why.
     assert_eq!(s["state"], "error", "{s}");
     assert_eq!(s["errorCode"], "unreachable", "{s}");
-    // What B holds is what Alice's PDS served before it stopped.
+    // What B holds is what Alice's PDS served before it stopped, the picture included.
     assert_eq!(b.records_of(&alice.did).await, served);
+    assert_eq!(s["blobs"], 1, "{s}");
+    assert!(stderr.contains("; 1 blobs)"), "{stderr}");
     // Every version B keeps of her verifies, the one from Bob's node too.
     let history = b.json(&["history", &alice.did, "--verify", "--json"]).await;
     assert_eq!(history["check"]["problems"], json!([]), "{history}");

@@ -209,13 +209,14 @@ impl Log {
             NodeEvent::CaughtUp { did, from, report } => {
                 eprintln!(
                     "{}: its server could not serve it; brought up to {} from {}'s node, \
-                     verified ({} tree nodes and {} records, {} requests)",
+                     verified ({} tree nodes and {} records, {} requests; {} blobs)",
                     self.name(&did),
                     report.rev,
                     self.name(&from),
                     report.nodes,
                     report.records,
-                    report.requests
+                    report.requests,
+                    report.blobs_fetched
                 );
             }
             NodeEvent::CirclesRefreshed { warnings } => {
