@@ -229,7 +229,7 @@ pub struct VerificationResultRecord {
     pub target: String,
     /// The account whose copy was checked.
     pub subject: String,
-    /// Verification layer: 0 commit root, 1 block sampling, 3 MST path proof.
+    /// Verification layer: 0 commit root, 1 block sampling, 2 whole copy, 3 MST path proof.
     pub layer: i64,
     /// `pass`, `fail` or `unreachable`.
     pub outcome: String,

@@ -243,7 +243,7 @@ fn bad_records_are_refused() {
         bad(
             "status.json",
             &["verifications"],
-            json!([{"target": "did:plc:carol", "subject": "did:plc:bob", "layer": 2, "outcome": "pass", "at": "2026-03-01T02:30:00.000Z"}]),
+            json!([{"target": "did:plc:carol", "subject": "did:plc:bob", "layer": 4, "outcome": "pass", "at": "2026-03-01T02:30:00.000Z"}]),
         ),
         bad("challenge.json", &["nonce"], json!("short")),
         bad("challenge.json", &["commit"], json!("not a cid")),
