@@ -310,16 +310,7 @@ fn write_records(
     v: &Verified,
     w: &mut Written,
 ) -> Result<(), ApplyError> {
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO records (repo_id, collection, rkey, cid) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (repo_id, collection, rkey) DO NOTHING",
-    )?;
-    let mut update = tx.prepare_cached(
-        "UPDATE records SET cid = ?4 WHERE repo_id = ?1 AND collection = ?2 AND rkey = ?3",
-    )?;
-    let mut delete = tx.prepare_cached(
-        "DELETE FROM records WHERE repo_id = ?1 AND collection = ?2 AND rkey = ?3",
-    )?;
+    let mut rows = crate::sync::kept::RecordRows::new(tx)?;
     for change in &v.changes {
         let (key, cid, created) = match change {
             Change::Create { key, cid } => (key, Some(cid), true),
@@ -329,7 +320,7 @@ fn write_records(
         let text = String::from_utf8_lossy(key);
         let (collection, rkey) = text.split_once('/').unwrap_or((&text, ""));
         let Some(cid) = cid else {
-            w.rows_delta -= delete.execute(rusqlite::params![repo_id, collection, rkey])? as i64;
+            w.rows_delta -= rows.remove(repo_id, collection, rkey)?;
             w.deletes += 1;
             continue;
         };
@@ -339,21 +330,11 @@ fn write_records(
                 crate::sync::blobrefs::note(tx, repo_id, &v.rev, &refs)?;
             }
         }
-        let row = rusqlite::params![repo_id, collection, rkey, cid.to_bytes()];
-        // Insert or update, whichever the row needs; the change's kind decides which is
-        // tried first (a row already there, or already gone, does not throw the count off).
+        // The change's kind decides which of insert and update is tried first.
+        w.rows_delta += rows.set(repo_id, collection, rkey, cid, created)?;
         if created {
-            if insert.execute(row)? == 0 {
-                update.execute(row)?;
-            } else {
-                w.rows_delta += 1;
-            }
             w.creates += 1;
         } else {
-            if update.execute(row)? == 0 {
-                insert.execute(row)?;
-                w.rows_delta += 1;
-            }
             w.updates += 1;
         }
     }

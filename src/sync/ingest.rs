@@ -257,16 +257,7 @@ fn ingest(
             tx: &tx,
             repo_id,
         };
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO records (repo_id, collection, rkey, cid) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (repo_id, collection, rkey) DO NOTHING",
-        )?;
-        let mut update = tx.prepare_cached(
-            "UPDATE records SET cid = ?4 WHERE repo_id = ?1 AND collection = ?2 AND rkey = ?3",
-        )?;
-        let mut delete = tx.prepare_cached(
-            "DELETE FROM records WHERE repo_id = ?1 AND collection = ?2 AND rkey = ?3",
-        )?;
+        let mut rows = super::kept::RecordRows::new(&tx)?;
         let mut exists =
             tx.prepare_cached("SELECT 1 FROM blocks WHERE repo_id = ?1 AND cid = ?2")?;
         let mut held_cid = tx.prepare_cached(
@@ -311,19 +302,8 @@ fn ingest(
                             None => {}
                         }
                     }
-                    let row = rusqlite::params![repo_id, collection, rkey, cid.to_bytes()];
-                    // Insert or update, whichever the row needs; the diff's word decides
-                    // which is tried first.
-                    if created {
-                        if insert.execute(row)? == 0 {
-                            update.execute(row)?;
-                        } else {
-                            rows_delta += 1;
-                        }
-                    } else if update.execute(row)? == 0 {
-                        insert.execute(row)?;
-                        rows_delta += 1;
-                    }
+                    // The diff's word decides which of insert and update is tried first.
+                    rows_delta += rows.set(repo_id, collection, rkey, cid, created)?;
                     if created {
                         creates += 1;
                     } else {
@@ -331,8 +311,7 @@ fn ingest(
                     }
                 }
                 None => {
-                    rows_delta -=
-                        delete.execute(rusqlite::params![repo_id, collection, rkey])? as i64;
+                    rows_delta -= rows.remove(repo_id, collection, rkey)?;
                     deletes += 1;
                 }
             }

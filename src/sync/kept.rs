@@ -74,3 +74,66 @@ pub(crate) fn keep(tx: &Transaction<'_>, v: &Version<'_>) -> Result<(), StoreErr
     }
     Ok(())
 }
+
+/// The `records` rows a commit's changes set or remove, for ingest and the event stream alike.
+/// Counts come from what the statements did, so a row already there (or already gone) does
+/// not throw the held count off.
+pub(crate) struct RecordRows<'c> {
+    insert: rusqlite::CachedStatement<'c>,
+    update: rusqlite::CachedStatement<'c>,
+    delete: rusqlite::CachedStatement<'c>,
+}
+
+impl<'c> RecordRows<'c> {
+    pub(crate) fn new(conn: &'c rusqlite::Connection) -> rusqlite::Result<Self> {
+        Ok(Self {
+            insert: conn.prepare_cached(
+                "INSERT INTO records (repo_id, collection, rkey, cid) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (repo_id, collection, rkey) DO NOTHING",
+            )?,
+            update: conn.prepare_cached(
+                "UPDATE records SET cid = ?4 WHERE repo_id = ?1 AND collection = ?2 AND rkey = ?3",
+            )?,
+            delete: conn.prepare_cached(
+                "DELETE FROM records WHERE repo_id = ?1 AND collection = ?2 AND rkey = ?3",
+            )?,
+        })
+    }
+
+    /// Points `collection/rkey` at `cid` (insert or update, whichever the row needs;
+    /// `created` says which is tried first). Returns the rows added (0 or 1).
+    pub(crate) fn set(
+        &mut self,
+        repo_id: i64,
+        collection: &str,
+        rkey: &str,
+        cid: &Cid,
+        created: bool,
+    ) -> rusqlite::Result<i64> {
+        let row = rusqlite::params![repo_id, collection, rkey, cid.to_bytes()];
+        if created {
+            if self.insert.execute(row)? == 0 {
+                self.update.execute(row)?;
+                return Ok(0);
+            }
+            return Ok(1);
+        }
+        if self.update.execute(row)? == 0 {
+            self.insert.execute(row)?;
+            return Ok(1);
+        }
+        Ok(0)
+    }
+
+    /// Removes `collection/rkey`; returns the rows removed (0 or 1).
+    pub(crate) fn remove(
+        &mut self,
+        repo_id: i64,
+        collection: &str,
+        rkey: &str,
+    ) -> rusqlite::Result<i64> {
+        Ok(self
+            .delete
+            .execute(rusqlite::params![repo_id, collection, rkey])? as i64)
+    }
+}
