@@ -17,6 +17,9 @@ use crate::store::{Store, StoreError};
 
 /// Levels walked, at most (the tree's layers and the records below them).
 const MAX_LEVELS: usize = crate::repo::mst::MAX_LAYER as usize + 2;
+/// Requests one check makes, at most: a difference larger than this stops the walk (a tree
+/// signed by the account can still be far larger than what two copies should differ by).
+const MAX_REQUESTS: u64 = 10_000;
 /// Records named in the check's reason, at most (the count says the rest).
 const NAMED: usize = 5;
 
@@ -36,6 +39,18 @@ pub struct WholeCopy {
 }
 
 impl WholeCopy {
+    /// One more request, within [`MAX_REQUESTS`].
+    fn count_request(&mut self) -> Result<(), WalkError> {
+        if self.requests >= MAX_REQUESTS {
+            // Not the friend's fault as such: not judged this round.
+            return Err(WalkError::Unreachable(format!(
+                "a difference needing more than {MAX_REQUESTS} requests; compared again next round"
+            )));
+        }
+        self.requests += 1;
+        Ok(())
+    }
+
     pub fn is_whole(&self) -> bool {
         self.records.is_empty() && self.nodes == 0
     }
@@ -142,7 +157,7 @@ async fn ask(
                 .iter()
                 .map(|(t, c)| (if *t { "trees" } else { "blocks" }, c.as_str())),
         );
-        report.requests += 1;
+        report.count_request()?;
         let body = get(http, &url, &query).await.map_err(|e| match e {
             Fetch::Unreachable(r) => WalkError::Unreachable(r),
             Fetch::NotFound(r) => {
@@ -177,7 +192,7 @@ async fn fetch(
     cid: &Cid,
     report: &mut WholeCopy,
 ) -> Result<Option<Vec<u8>>, WalkError> {
-    report.requests += 1;
+    report.count_request()?;
     match rasl(http, base, cid).await {
         Ok(bytes) => Ok(Some(bytes)),
         Err(Fetch::Unreachable(r)) => Err(WalkError::Unreachable(r)),
