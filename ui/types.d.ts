@@ -161,7 +161,12 @@ words: string, lastSeen: string | null,
 /**
  * Checks of this member's copies over the last days, oldest first.
  */
-checks: Array<CheckPoint>, };
+checks: Array<CheckPoint>, 
+/**
+ * The copies a whole-copy check found lacking, one sentence each ("Its copy of Alice's
+ * account is missing 5 posts or other records (12 kB)").
+ */
+needs: Array<string>, };
 
 export type CheckPoint = { at: string, 
 /**

@@ -207,6 +207,9 @@ pub struct MemberHealth {
     pub last_seen: Option<String>,
     /// Checks of this member's copies over the last days, oldest first.
     pub checks: Vec<CheckPoint>,
+    /// The copies a whole-copy check found lacking, one sentence each ("Its copy of Alice's
+    /// account is missing 5 posts or other records (12 kB)").
+    pub needs: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]

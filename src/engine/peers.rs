@@ -79,6 +79,7 @@ impl Node {
                         reason: Some(format!("served {what} when asked for a newer copy")),
                         via: Via::Endpoint,
                         policy: None,
+                        needs: None,
                     };
                     let _ = self
                         .store()

@@ -267,6 +267,7 @@ pub fn synthetic(
                             layer,
                             outcome,
                             at: Timestamp::from_millis(t),
+                            needs: None,
                         });
                     }
                 }

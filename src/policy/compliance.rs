@@ -30,7 +30,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use super::lifecycle::{self, AckState, Phase};
 use super::model::Policy;
 use super::obligations::{self, Holders, Ring};
-use super::observations::{Head, Heartbeat, Holding, Observations, Outcome, Verification};
+use super::observations::{Head, Heartbeat, Holding, Needs, Observations, Outcome, Verification};
 use super::report::{
     Commit, Condition, CopyReport, DutyReport, Figures, HolderSummary, Ignored, NodeReport,
     PolicySummary, Ratio, Report, SlaFigures, State, Status, SubjectReport, Summary,
@@ -313,6 +313,26 @@ fn newest_head<'a>(heads: &[(i64, Rev<'a>)]) -> Option<(i64, Rev<'a>)> {
         };
     }
     best
+}
+
+/// Per copy (node, subject), what the newest judged whole-copy check (layer 2, by any
+/// verifier) found it lacks: `None` when that check passed.
+fn newest_needs(results: &[Verification]) -> FxMap<(&str, &str), (Timestamp, Option<Needs>)> {
+    let mut out: FxMap<(&str, &str), (Timestamp, Option<Needs>)> = FxMap::default();
+    for v in results
+        .iter()
+        .filter(|v| v.layer == 2 && v.outcome != Outcome::Unreachable)
+    {
+        let found = (v.at, v.needs.filter(|_| v.outcome == Outcome::Fail));
+        out.entry((v.node.as_str(), v.subject.as_str()))
+            .and_modify(|e| {
+                if v.at > e.0 {
+                    *e = found;
+                }
+            })
+            .or_insert(found);
+    }
+    out
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -701,6 +721,7 @@ pub fn evaluate(policy: &Policy, obs: &Observations, now: Timestamp) -> Report {
     let mut ignored_results: Vec<(u8, &Verification)> = Vec::new();
 
     // Indexes.
+    let needs = newest_needs(&obs.verifications);
     let mut node_idx: FxMap<&str, usize> = FxMap::default();
     for (i, m) in policy.members.iter().enumerate() {
         node_idx.insert(m.node.as_str(), i);
@@ -1225,6 +1246,11 @@ pub fn evaluate(policy: &Policy, obs: &Observations, now: Timestamp) -> Report {
                 consecutive_failures: e.streak,
                 last_verified: e.last_verified.map(ts),
                 conditions: e.conditions.take(),
+                needs: subjects.get(e.subject).and_then(|s| {
+                    needs
+                        .get(&(member.node.as_str(), s.as_str()))
+                        .and_then(|(_, n)| *n)
+                }),
             })
             .collect();
         nodes.push(NodeReport {
@@ -1772,6 +1798,7 @@ mod tests {
                                 layer,
                                 outcome,
                                 at: at(t),
+                                needs: None,
                             });
                         }
                     }
@@ -2011,5 +2038,46 @@ mod tests {
             .find(|n| n.member == BOB)
             .and_then(|n| n.figures.uptime.clone());
         assert_eq!(uptime.map(|u| (u.part, u.whole)), Some((36, 48)));
+    }
+
+    fn whole_check(at: i64, outcome: Outcome, records: u64) -> Verification {
+        Verification {
+            verifier: "did:plc:v".into(),
+            node: "did:plc:n".into(),
+            subject: "did:plc:s".into(),
+            layer: 2,
+            outcome,
+            at: Timestamp::from_millis(at),
+            needs: (records > 0).then_some(Needs {
+                records,
+                bytes: records * 100,
+            }),
+        }
+    }
+
+    #[rstest]
+    #[case::one_failed_check(vec![(1, Outcome::Fail, 3)], Some(3))]
+    #[case::the_newest_counts(vec![(2, Outcome::Fail, 1), (1, Outcome::Fail, 7)], Some(1))]
+    #[case::a_pass_since_clears_it(vec![(1, Outcome::Fail, 3), (2, Outcome::Pass, 0)], None)]
+    #[case::no_answer_changes_nothing(vec![(1, Outcome::Fail, 3), (2, Outcome::Unreachable, 0)], Some(3))]
+    #[case::a_pass_before_does_not(vec![(2, Outcome::Fail, 4), (1, Outcome::Pass, 0)], Some(4))]
+    fn a_copy_needs_what_its_newest_whole_copy_check_found(
+        #[case] checks: Vec<(i64, Outcome, u64)>,
+        #[case] want: Option<u64>,
+    ) {
+        let mut results: Vec<Verification> = checks
+            .into_iter()
+            .map(|(at, o, n)| whole_check(at, o, n))
+            .collect();
+        // Other layers never count.
+        let mut other = whole_check(9, Outcome::Fail, 50);
+        other.layer = 1;
+        results.push(other);
+        let found = newest_needs(&results);
+        let got = found
+            .get(&("did:plc:n", "did:plc:s"))
+            .and_then(|(_, n)| *n)
+            .map(|n| n.records);
+        assert_eq!(got, want);
     }
 }

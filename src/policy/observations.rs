@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::records::{AckRecord, PeerRecord, StatusRecord};
+use super::records::{AckRecord, PeerRecord, StatusRecord, VerificationResultRecord};
 use super::time::{TimeError, Timestamp};
 
 /// Everything observed, from every node. All lists may be empty or missing.
@@ -94,6 +94,25 @@ pub struct Verification {
     pub layer: u8,
     pub outcome: Outcome,
     pub at: Timestamp,
+    /// What a whole-copy check (layer 2) found the copy lacks; only on a failed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needs: Option<Needs>,
+}
+
+/// What a copy lacks to be whole: records (and the tree nodes above them), and their bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Needs {
+    pub records: u64,
+    pub bytes: u64,
+}
+
+/// The needs a published result states, when it states both figures.
+fn needs_of(v: &VerificationResultRecord) -> Option<Needs> {
+    Some(Needs {
+        records: u64::try_from(v.needs_records?).ok()?,
+        bytes: u64::try_from(v.needs_bytes?).ok()?,
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -171,6 +190,7 @@ impl Observations {
                 layer,
                 outcome,
                 at: time(format!("verifications[{i}].at"), &v.at)?,
+                needs: needs_of(v),
             });
         }
         self.holdings.append(&mut holdings);
@@ -227,6 +247,8 @@ mod tests {
                 outcome: "pass".into(),
                 at: "2026-01-01T00:01:00Z".into(),
                 detail: None,
+                needs_records: None,
+                needs_bytes: None,
             }],
             updated_at: "2026-01-01T00:02:00Z".into(),
         }

@@ -236,6 +236,12 @@ pub struct VerificationResultRecord {
     pub at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// A failed whole-copy check (layer 2): the records the copy lacks or holds wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needs_records: Option<i64>,
+    /// And the bytes it would need to be whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needs_bytes: Option<i64>,
 }
 
 /// `org.p2pds.challenge`: an asynchronous proof-of-possession request for a peer that cannot

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::lifecycle::Lifecycle;
 use super::model::{PolicyType, Strategy};
+use super::observations::Needs;
 use super::time::{Duration, Percent, Timestamp};
 
 /// Graduated states, ordered by severity: the worst of several is their maximum.
@@ -199,6 +200,9 @@ pub struct CopyReport {
     pub consecutive_failures: u32,
     pub last_verified: Option<Timestamp>,
     pub conditions: Vec<Condition>,
+    /// The newest whole-copy check (layer 2) found the copy lacking: what it needs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub needs: Option<Needs>,
 }
 
 /// One verification this node must run.

@@ -241,6 +241,10 @@ const MIGRATIONS: &[&str] = &[
     // backup from the server.
     "ALTER TABLE repos ADD COLUMN caught_up_from TEXT;
     ALTER TABLE repos ADD COLUMN caught_up_at TEXT;",
+    // 10: what a failed whole-copy check (layer 2) found a copy lacks: records and bytes
+    // (`verify::whole`), published beside the result and shown per copy.
+    "ALTER TABLE verifications ADD COLUMN needs_records INTEGER;
+    ALTER TABLE verifications ADD COLUMN needs_bytes INTEGER;",
 ];
 
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

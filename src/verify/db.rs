@@ -4,7 +4,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
-use crate::policy::observations::Outcome;
+use crate::policy::observations::{Needs, Outcome};
 use crate::policy::records::VerificationResultRecord;
 use crate::store::StoreError;
 
@@ -52,13 +52,17 @@ pub struct ResultRow {
     pub via: Via,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
+    /// A failed whole-copy check: what the copy lacks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub needs: Option<Needs>,
 }
 
 pub fn insert_result(conn: &Connection, r: &ResultRow) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO verifications
-            (at, verifier, target, subject, layer, outcome, latency_ms, reason, via, policy_uri)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            (at, verifier, target, subject, layer, outcome, latency_ms, reason, via, policy_uri,
+             needs_records, needs_bytes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         params![
             r.at,
             r.verifier,
@@ -70,6 +74,8 @@ pub fn insert_result(conn: &Connection, r: &ResultRow) -> Result<(), StoreError>
             r.reason,
             r.via.as_str(),
             r.policy,
+            r.needs.and_then(|n| i64::try_from(n.records).ok()),
+            r.needs.and_then(|n| i64::try_from(n.bytes).ok()),
         ],
     )?;
     Ok(())
@@ -79,6 +85,8 @@ fn result_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRow> {
     let outcome: String = row.get(5)?;
     let via: String = row.get(8)?;
     let latency: Option<i64> = row.get(6)?;
+    let needs_records: Option<i64> = row.get(10)?;
+    let needs_bytes: Option<i64> = row.get(11)?;
     Ok(ResultRow {
         at: row.get(0)?,
         verifier: row.get(1)?,
@@ -94,11 +102,18 @@ fn result_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRow> {
             Via::Endpoint
         },
         policy: row.get(9)?,
+        needs: match (needs_records, needs_bytes) {
+            (Some(r), Some(b)) => Some(Needs {
+                records: u64::try_from(r).unwrap_or(0),
+                bytes: u64::try_from(b).unwrap_or(0),
+            }),
+            _ => None,
+        },
     })
 }
 
 const RESULT_COLUMNS: &str =
-    "at, verifier, target, subject, layer, outcome, latency_ms, reason, via, policy_uri";
+    "at, verifier, target, subject, layer, outcome, latency_ms, reason, via, policy_uri, needs_records, needs_bytes";
 
 /// The results of the last `rounds` rounds of every copy this node verified under a policy,
 /// oldest first: what its status record publishes.
@@ -164,6 +179,8 @@ pub fn to_record(r: &ResultRow) -> VerificationResultRecord {
         outcome: outcome_str(r.outcome).to_string(),
         at: r.at.clone(),
         detail: r.reason.as_ref().map(|s| s.chars().take(300).collect()),
+        needs_records: r.needs.and_then(|n| i64::try_from(n.records).ok()),
+        needs_bytes: r.needs.and_then(|n| i64::try_from(n.bytes).ok()),
     }
 }
 
@@ -350,6 +367,7 @@ mod tests {
             reason: None,
             via: Via::Endpoint,
             policy: Some("at://p".into()),
+            needs: None,
         }
     }
 

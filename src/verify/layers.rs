@@ -19,7 +19,7 @@ use futures_util::{stream, StreamExt};
 use serde::Deserialize;
 
 use crate::crypto::PublicKey;
-use crate::policy::observations::Outcome;
+use crate::policy::observations::{Needs, Outcome};
 use crate::repo::commit::Commit;
 use crate::repo::mst;
 use crate::repo::{proof, verify_block};
@@ -39,6 +39,8 @@ pub struct Check {
     pub outcome: Outcome,
     pub latency_ms: u64,
     pub reason: Option<String>,
+    /// Layer 2 found the copy lacking: what it needs to be whole.
+    pub needs: Option<Needs>,
 }
 
 impl Check {
@@ -53,6 +55,7 @@ impl Check {
             outcome,
             latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             reason,
+            needs: None,
         }
     }
 }
@@ -455,6 +458,7 @@ pub fn merge(layer: u8, parts: &[Check]) -> Check {
         outcome,
         latency_ms: parts.iter().map(|c| c.latency_ms).sum(),
         reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
+        needs: None,
     }
 }
 

@@ -412,6 +412,7 @@ impl Verifier {
                     reason: c.reason,
                     via: Via::Endpoint,
                     policy: Some(policy.uri.clone()),
+                    needs: c.needs,
                 })
                 .collect();
             let stored = rows.clone();
@@ -506,6 +507,7 @@ impl Verifier {
                         "no verified commit to sample: {}",
                         root.reason.clone().unwrap_or_default()
                     )),
+                    needs: None,
                 },
                 (Some(p), false) => {
                     let plan = self
@@ -530,6 +532,7 @@ impl Verifier {
                     outcome: Outcome::Unreachable,
                     latency_ms: 0,
                     reason: Some("this node holds no copy to compare with yet".into()),
+                    needs: None,
                 },
                 (false, Some(data)) => {
                     let store = &self.circles.syncer.store;
@@ -1054,6 +1057,7 @@ impl Verifier {
                 reason: reason.clone(),
                 via: Via::Challenge,
                 policy: c.policy.clone(),
+                needs: None,
             };
             let (stored, uri, at_text) = (row.clone(), c.uri.clone(), at.to_string());
             self.circles
@@ -1120,6 +1124,7 @@ fn copy_of(c: &Check, layer: u8) -> Check {
         outcome: c.outcome,
         latency_ms: c.latency_ms,
         reason: c.reason.clone(),
+        needs: c.needs,
     }
 }
 

@@ -11,7 +11,7 @@ use cid::Cid;
 use serde::{Deserialize, Serialize};
 
 use super::layers::{get, rasl, Check, Fetch};
-use crate::policy::observations::Outcome;
+use crate::policy::observations::{Needs, Outcome};
 use crate::reconcile::{self, Digest32};
 use crate::store::{Store, StoreError};
 
@@ -344,10 +344,12 @@ pub async fn check(
         Ok(found) if found.is_whole() => (Check::new(2, Outcome::Pass, started, None), Some(found)),
         Ok(found) => {
             let reason = format!("the copy {} ({} requests)", found.words(), found.requests);
-            (
-                Check::new(2, Outcome::Fail, started, Some(reason)),
-                Some(found),
-            )
+            let mut check = Check::new(2, Outcome::Fail, started, Some(reason));
+            check.needs = Some(Needs {
+                records: u64::try_from(found.records.len()).unwrap_or(u64::MAX),
+                bytes: found.bytes,
+            });
+            (check, Some(found))
         }
         Err(WalkError::Unreachable(r)) => {
             (Check::new(2, Outcome::Unreachable, started, Some(r)), None)

@@ -487,6 +487,8 @@ fn rust_types_match_the_lexicon_files() {
             outcome: s("pass"),
             at: s("t"),
             detail: full.then(|| s("d")),
+            needs_records: full.then_some(2),
+            needs_bytes: full.then_some(300),
         }],
         updated_at: s("t"),
     };

@@ -147,6 +147,24 @@ fn node_state(report: &Value, did: &str) -> String {
         .to_string()
 }
 
+/// `member`'s copy of `subject` in a compliance report.
+fn copy_of(report: &Value, member: &str, subject: &str) -> Value {
+    report["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["member"] == member)
+        .and_then(|n| {
+            n["copies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["subject"] == subject)
+                .cloned()
+        })
+        .unwrap_or_else(|| panic!("no copy of {subject} by {member} in {report}"))
+}
+
 fn in_a_moment() -> String {
     (chrono::Utc::now() + chrono::Duration::seconds(1))
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -298,6 +316,8 @@ async fn three_nodes_check_each_other() {
                         x["reason"].as_str().unwrap().contains("the copy lacks"),
                         "{x}"
                     );
+                    assert!(x["needs"]["records"].as_u64().unwrap() > 0, "{x}");
+                    assert!(x["needs"]["bytes"].as_u64().unwrap() > 0, "{x}");
                 }
             }
         }
@@ -312,8 +332,18 @@ async fn three_nodes_check_each_other() {
             node_state(&seen_by_bob, &c.acct.did)
         );
         states.push(node_state(&report, &c.acct.did));
+        // The report says per copy what it needs to be whole, from the published results.
+        let needs = copy_of(&report, &c.acct.did, &b.acct.did)["needs"].clone();
+        assert!(needs["records"].as_u64().unwrap() > 0, "{report}");
+        assert!(needs["bytes"].as_u64().unwrap() > 0, "{report}");
     }
     assert_eq!(states, ["degraded", "degraded", "at-risk"]);
+    let words = a.run(&["compliance", &uri]).await;
+    let words = String::from_utf8_lossy(&words.stdout);
+    assert!(
+        words.contains(&format!("its copy of {} is not whole: needs ", b.acct.did)),
+        "{words}"
+    );
 
     // Carol's own self-check finds the damage and repairs it from Bob's PDS.
     let round = c.verify(None).await;
@@ -345,6 +375,10 @@ async fn three_nodes_check_each_other() {
     }
     let (_, report) = a.compliance(&uri, &in_a_moment()).await;
     assert_eq!(node_state(&report, &c.acct.did), "ok", "{report}");
+    // Whole again: the newest whole-copy check passed, so nothing is said to be needed.
+    assert!(copy_of(&report, &c.acct.did, &b.acct.did)
+        .get("needs")
+        .is_none());
 
     // Bob deletes half his posts: his PDS drops those blocks; the nodes keep them as history,
     // and the checks now also sample it.

@@ -34,7 +34,7 @@ impl Engine {
                     .get(&n.member)
                     .cloned()
                     .unwrap_or_else(|| short_did(&n.member));
-                member_health(n, &obs, since, name)
+                member_health(n, &obs, since, name, &names)
             })
             .collect();
         let subjects: BTreeSet<String> = report.subjects.iter().map(|s| s.did.clone()).collect();
@@ -162,6 +162,7 @@ fn member_health(
     obs: &Observations,
     since: Timestamp,
     name: String,
+    names: &BTreeMap<String, String>,
 ) -> MemberHealth {
     let mut checks: Vec<CheckPoint> = obs
         .verifications
@@ -195,6 +196,28 @@ fn member_health(
         words,
         last_seen: n.last_seen.map(|t| t.to_string()),
         checks,
+        needs: n
+            .copies
+            .iter()
+            .filter_map(|c| {
+                let needs = c.needs?;
+                let whose = names
+                    .get(&c.subject)
+                    .cloned()
+                    .unwrap_or_else(|| short_did(&c.subject));
+                Some(needs_sentence(&whose, needs))
+            })
+            .collect(),
+    }
+}
+
+/// A copy found lacking, as a sync tool says what is out of sync.
+fn needs_sentence(whose: &str, n: crate::policy::observations::Needs) -> String {
+    let size = store::space::size_words(n.bytes);
+    match n.records {
+        0 => format!("Its copy of {whose}'s account is incomplete: about {size} missing"),
+        1 => format!("Its copy of {whose}'s account is incomplete: 1 post or other item missing (about {size})"),
+        r => format!("Its copy of {whose}'s account is incomplete: {r} posts or other items missing (about {size})"),
     }
 }
 
@@ -229,5 +252,35 @@ pub(super) fn health_sentence(state: &str, accounts: usize, copies: u32) -> Stri
         "at-risk" => "Some accounts are at risk: copies are missing or failing checks".into(),
         "failed" => "Some accounts are not safe: a member's copies can't be counted on".into(),
         _ => "Not known yet: the circle has just started".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::observations::Needs;
+
+    #[rstest::rstest]
+    #[case(
+        5,
+        12_000,
+        "Its copy of Alice's account is incomplete: 5 posts or other items missing (about 12 kB)"
+    )]
+    #[case(
+        1,
+        300,
+        "Its copy of Alice's account is incomplete: 1 post or other item missing (about 1 kB)"
+    )]
+    #[case(
+        0,
+        2_000_000,
+        "Its copy of Alice's account is incomplete: about 2 MB missing"
+    )]
+    fn a_lacking_copy_is_said_like_a_sync_tool_would(
+        #[case] records: u64,
+        #[case] bytes: u64,
+        #[case] want: &str,
+    ) {
+        assert_eq!(needs_sentence("Alice", Needs { records, bytes }), want);
     }
 }

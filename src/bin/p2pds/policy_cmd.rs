@@ -277,6 +277,16 @@ fn problem_line(out: &mut String, scope: &str, c: &Condition) {
 }
 
 /// The report for a person: states first, then every condition that is not True.
+/// "5 records / 12 kB", as a sync tool says what is out of sync.
+fn needs_words(n: p2pds::policy::observations::Needs) -> String {
+    format!(
+        "{} record{} / {}",
+        n.records,
+        if n.records == 1 { "" } else { "s" },
+        p2pds::store::space::size_words(n.bytes)
+    )
+}
+
 pub(crate) fn human(r: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -338,6 +348,16 @@ pub(crate) fn human(r: &Report) -> String {
             pass,
             n.last_seen.map_or("never".to_string(), |t| t.to_string())
         );
+        for c in &n.copies {
+            if let Some(needs) = c.needs {
+                let _ = writeln!(
+                    out,
+                    "    its copy of {} is not whole: needs {}",
+                    c.subject,
+                    needs_words(needs)
+                );
+            }
+        }
     }
     let mut problems = String::new();
     for c in r.conditions.iter().filter(|c| c.status != Status::True) {

@@ -199,6 +199,7 @@ function memberRow(m, now, days) {
       { class: 'member-text' },
       h('p', { class: 'member-name' }, h('span', { text: m.name }), badge(info.label, info.tone)),
       h('p', { class: 'member-words', text: capitalize(m.words) }),
+      ...(m.needs || []).map((n) => h('p', { class: 'member-needs', text: n })),
       Number.isNaN(seen) ? null : h('p', { class: 'member-seen', text: `Last heard from ${ago(seen, now)}` }),
     ),
     h(
