@@ -320,4 +320,63 @@ async fn a_member_behind_catches_up_from_a_friends_node_when_the_server_stops() 
         text.contains(&format!("from {}'s node", bob.handle)),
         "{text}"
     );
+
+    // B's copy then loses three of Alice's records while her server is still down: B's
+    // self-check finds the damage, her server can't repair it, and Bob's node completes it.
+    let lost = {
+        let db = rusqlite::Connection::open(b.dir.join("p2pds.sqlite")).unwrap();
+        let repo_id: i64 = db
+            .query_row("SELECT id FROM repos WHERE did = ?1", [&alice.did], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        let mut stmt = db
+            .prepare("SELECT cid FROM records WHERE repo_id = ?1 ORDER BY collection, rkey LIMIT 3")
+            .unwrap();
+        let cids: Vec<Vec<u8>> = stmt
+            .query_map([repo_id], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let mut lost = 0;
+        for cid in &cids {
+            lost += db
+                .execute(
+                    "DELETE FROM blocks WHERE repo_id = ?1 AND cid = ?2",
+                    rusqlite::params![repo_id, cid],
+                )
+                .unwrap();
+        }
+        lost
+    };
+    assert_eq!(lost, 3);
+    let round = b.json(&["verify", "--once", "--json"]).await;
+    let about_alice = |key: &str| {
+        round[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["did"] == alice.did.as_str())
+            .cloned()
+            .unwrap_or_else(|| panic!("no {key} of Alice's copy in {round}"))
+    };
+    let checked = about_alice("selfChecks");
+    assert_eq!(checked["outcome"], "damaged", "{checked}");
+    assert!(checked["repairError"].is_string(), "{checked}");
+    let repair = about_alice("historyRepairs");
+    assert!(repair["restored"].as_u64().unwrap() >= 3, "{repair}");
+    assert_eq!(repair["missing"], 0, "{repair}");
+    // Whole again, verified: the next self-check passes and every version still verifies.
+    let round = b.json(&["verify", "--once", "--json"]).await;
+    let checked = round["selfChecks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["did"] == alice.did.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(checked["outcome"], "ok", "{checked}");
+    assert_eq!(b.records_of(&alice.did).await, served);
+    let history = b.json(&["history", &alice.did, "--verify", "--json"]).await;
+    assert_eq!(history["check"]["problems"], json!([]), "{history}");
 }
