@@ -51,9 +51,17 @@ async function account(pds, name) {
     email: `${name}-${suffix}@example.com`,
     password,
   })
+  // What a person types into P2PDS: an app password (the main password stays for the
+  // recovery key, which needs it).
+  const app = await xrpc(
+    pds,
+    'com.atproto.server.createAppPassword',
+    { name: 'p2pds' },
+    s.accessJwt,
+  )
   const create = (collection, record) =>
     xrpc(pds, 'com.atproto.repo.createRecord', { repo: s.did, collection, record }, s.accessJwt)
-  return { did: s.did, handle, password, create }
+  return { did: s.did, handle, password, appPassword: app.password, create }
 }
 
 /** One app instance with its own data directory, through the tauri-driver on `port`. */
@@ -135,7 +143,7 @@ async function shot(d, name) {
 async function signIn(d, who) {
   await el(d, '#welcome')
   await type(d, '#signin-handle', who.handle)
-  await type(d, '#signin-password', who.password)
+  await type(d, '#signin-password', who.appPassword)
   await click(d, '#signin-submit')
   await waitText(d, '#headline', (t) => t.length > 0, 'the main window')
 }

@@ -76,7 +76,7 @@ async fn the_engine_behind_the_window() {
         "{}",
         o.headline
     );
-    let o = a.sign_in(&alice.handle, &alice.password).await.unwrap();
+    let o = a.sign_in(&alice.handle, &alice.app_password).await.unwrap();
     assert!(o.welcomed);
     assert_eq!(
         o.me.as_ref().map(|m| m.did.as_str()),
@@ -84,7 +84,7 @@ async fn the_engine_behind_the_window() {
     );
     let wrong = b.sign_in(&bob.handle, "not-the-password").await;
     assert!(wrong.is_err());
-    b.sign_in(&bob.handle, &bob.password).await.unwrap();
+    b.sign_in(&bob.handle, &bob.app_password).await.unwrap();
 
     // Alice adds Bob: the first backup runs, with progress, then "backed up".
     let o = a.add_friend(&format!("@{}", bob.handle)).await.unwrap();
@@ -250,7 +250,7 @@ async fn protecting_your_account_with_a_recovery_key() {
     let dir = tempfile::tempdir().unwrap();
     let e = engine(bed, dir.path());
     assert_eq!(e.recovery_key_status().await.unwrap().state, "unavailable");
-    e.sign_in(&frank.handle, &frank.password).await.unwrap();
+    e.sign_in(&frank.handle, &frank.app_password).await.unwrap();
     let none = e.recovery_key_status().await.unwrap();
     assert_eq!(none.state, "none");
     assert!(none.text.starts_with("Not set up"), "{}", none.text);

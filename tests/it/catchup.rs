@@ -74,7 +74,7 @@ impl Node {
                 "--password-env",
                 "P2PDS_TEST_PASSWORD",
             ])
-            .env("P2PDS_TEST_PASSWORD", &self.acct.password)
+            .env("P2PDS_TEST_PASSWORD", &self.acct.app_password)
             .output()
             .await
             .expect("running p2pds login");

@@ -62,7 +62,7 @@ pub(crate) async fn login(bed: &TestBed, data: &Path, acct: &Account) {
             "--password-env",
             "P2PDS_TEST_PASSWORD",
         ],
-        &[("P2PDS_TEST_PASSWORD", &acct.password)],
+        &[("P2PDS_TEST_PASSWORD", &acct.app_password)],
     )
     .await;
     assert_ok(&out, &["login", &acct.handle]);
@@ -552,10 +552,10 @@ async fn an_expired_session_is_renewed_and_logout_clears_the_keyring() {
     let good = p2pds::session::load_secrets(&KEYRING, &alice.did)
         .await
         .unwrap();
-    assert_eq!(good.app_password, alice.password);
+    assert_eq!(good.app_password, alice.app_password);
     // Nothing secret in the store.
     let db = std::fs::read(a.join("p2pds.sqlite")).unwrap();
-    let needle = alice.password.as_bytes();
+    let needle = alice.app_password.as_bytes();
     assert!(!db.windows(needle.len()).any(|w| w == needle));
 
     // A refused access token: refreshSession renews it.
@@ -600,7 +600,7 @@ async fn an_expired_session_is_renewed_and_logout_clears_the_keyring() {
         bed,
         a,
         &["login", &bob.handle, "--password-env", "PW"],
-        &[("PW", &bob.password)],
+        &[("PW", &bob.app_password)],
     )
     .await;
     assert!(!out.status.success());
@@ -628,7 +628,7 @@ async fn without_a_secret_service_login_says_what_to_do() {
         dir.path(),
         &["login", &alice.handle, "--password-env", "PW"],
         &[
-            ("PW", alice.password.as_str()),
+            ("PW", alice.app_password.as_str()),
             (
                 "DBUS_SESSION_BUS_ADDRESS",
                 "unix:path=/nonexistent/p2pds-test-bus",
@@ -664,7 +664,7 @@ async fn with_a_secrets_file_login_works_without_a_secret_service() {
     let login = |extra: &'static [&'static str]| {
         let mut args = vec!["login", alice.handle.as_str(), "--password-env", "PW"];
         args.extend_from_slice(extra);
-        let env = [("PW", alice.password.as_str()), no_bus];
+        let env = [("PW", alice.app_password.as_str()), no_bus];
         async move { p2pds_env(bed, a, &args, &env).await }
     };
     let out = login(&["--secrets-file"]).await;
@@ -685,7 +685,7 @@ async fn with_a_secrets_file_login_works_without_a_secret_service() {
     }
     let at = SecretStore::File(file.clone());
     let good = load_secrets(&at, &alice.did).await.unwrap();
-    assert_eq!(good.app_password, alice.password);
+    assert_eq!(good.app_password, alice.app_password);
 
     // A later process finds the session in the file, still without a secret service; a
     // refused access token is renewed and the new one kept in the file.
@@ -709,7 +709,7 @@ async fn with_a_secrets_file_login_works_without_a_secret_service() {
     assert_eq!(list["circles"].as_array().unwrap().len(), 1, "{list}");
 
     // No secret anywhere else in the data directory (the database, its log).
-    let needle = alice.password.as_bytes();
+    let needle = alice.app_password.as_bytes();
     for entry in std::fs::read_dir(a).unwrap() {
         let path = entry.unwrap().path();
         if path.is_file() && path != file {
@@ -761,7 +761,7 @@ async fn a_password_can_come_on_stdin() {
         use tokio::io::AsyncWriteExt;
         let mut stdin = child.stdin.take().unwrap();
         stdin
-            .write_all(format!("{}\n", alice.password).as_bytes())
+            .write_all(format!("{}\n", alice.app_password).as_bytes())
             .await
             .unwrap();
     }

@@ -441,7 +441,7 @@ async fn the_app_and_the_cli_flag_a_gone_server_alike() {
             "--password-env",
             "P2PDS_TEST_PASSWORD",
         ])
-        .env("P2PDS_TEST_PASSWORD", &carol.password)
+        .env("P2PDS_TEST_PASSWORD", &carol.app_password)
         .stdin(Stdio::null())
         .output()
         .await
@@ -453,7 +453,9 @@ async fn the_app_and_the_cli_flag_a_gone_server_alike() {
         resolver_url: Some(bed.pds.clone()),
     })
     .unwrap();
-    app.sign_in(&alice.handle, &alice.password).await.unwrap();
+    app.sign_in(&alice.handle, &alice.app_password)
+        .await
+        .unwrap();
     let created = p2pds_json(
         bed,
         bob_dir,

@@ -68,7 +68,7 @@ pub struct Restarted {
 pub async fn shared() -> &'static TestBed {
     static BED: OnceLock<Result<TestBed, String>> = OnceLock::new();
     let bed = tokio::task::spawn_blocking(|| {
-        BED.get_or_init(|| TestBed::start_blocking(None).map_err(|e| format!("{e:#}")))
+        BED.get_or_init(|| TestBed::start_blocking(None, &[]).map_err(|e| format!("{e:#}")))
     })
     .await;
     match bed {
@@ -96,8 +96,18 @@ impl TestBed {
     /// A second PDS registering its accounts with this test bed's PLC directory. It stops
     /// when the returned value is dropped.
     pub async fn start_extra_pds(&self) -> Result<TestBed> {
+        self.start_extra_pds_with(&[]).await
+    }
+
+    /// [`TestBed::start_extra_pds`] with extra environment for `tests/pds/start.mjs`, e.g.
+    /// `("P2PDS_TEST_OAUTH_TOKEN_MAX_AGE_MS", "2000")` for OAuth access tokens that live 2 s.
+    pub async fn start_extra_pds_with(&self, env: &[(&str, &str)]) -> Result<TestBed> {
         let plc = self.plc.clone();
-        tokio::task::spawn_blocking(move || TestBed::start_blocking(Some(&plc))).await?
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect();
+        tokio::task::spawn_blocking(move || TestBed::start_blocking(Some(&plc), &env)).await?
     }
 
     /// Stops this bed's PDS (its HTTP server and every event stream close) and starts it
@@ -146,7 +156,8 @@ impl TestBed {
         .await?
     }
 
-    /// A new account `NAME-SUFFIX.test` (the suffix makes it unique), logged in.
+    /// A new account `NAME-SUFFIX.test` (the suffix makes it unique), logged in with its main
+    /// password, with an app password made for P2PDS ([`Account::app_password`]).
     pub async fn create_account(&self, name: &str) -> Result<Account> {
         let handle = unique_handle(name);
         let front = handle.trim_end_matches(".test");
@@ -166,11 +177,25 @@ impl TestBed {
             .await
             .with_context(|| format!("createAccount {handle} on {}", self.pds))?;
         let body = json_body(res, &format!("createAccount {handle}")).await?;
+        let access_jwt = str_field(&body, "accessJwt")?;
+        // What a person types into P2PDS: an app password made with the main session.
+        let res = client
+            .post(format!(
+                "{}/xrpc/com.atproto.server.createAppPassword",
+                self.pds
+            ))
+            .bearer_auth(&access_jwt)
+            .json(&json!({ "name": "p2pds" }))
+            .send()
+            .await
+            .with_context(|| format!("createAppPassword {handle} on {}", self.pds))?;
+        let app = json_body(res, &format!("createAppPassword {handle}")).await?;
         Ok(Account {
             did: str_field(&body, "did")?,
             handle: str_field(&body, "handle")?,
             password,
-            access_jwt: str_field(&body, "accessJwt")?,
+            app_password: str_field(&app, "password")?,
+            access_jwt,
             refresh_jwt: str_field(&body, "refreshJwt")?,
             pds: self.pds.clone(),
             client,
@@ -185,7 +210,9 @@ impl TestBed {
         json_body(res, &format!("PLC document of {did}")).await
     }
 
-    fn start_blocking(plc_url: Option<&str>) -> Result<TestBed> {
+    /// Starts `tests/pds/start.mjs` (with the PLC at `plc_url`, or its own) and waits for its
+    /// ready line; `env` is added to its environment.
+    fn start_blocking(plc_url: Option<&str>, env: &[(String, String)]) -> Result<TestBed> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let pds_dir = root.join("tests/pds");
         let node = node_binary(&pds_dir)?;
@@ -206,10 +233,16 @@ impl TestBed {
             (None, Some(port)) => cmd.arg("--plc-port").arg(port.to_string()),
             (None, None) => &mut cmd,
         };
-        // The script reads these as fallbacks: keep a caller's environment out of it.
-        for var in ["PDS_PORT", "PLC_PORT", "PLC_URL"] {
+        // The script reads these: keep a caller's environment out of it.
+        for var in [
+            "PDS_PORT",
+            "PLC_PORT",
+            "PLC_URL",
+            "P2PDS_TEST_OAUTH_TOKEN_MAX_AGE_MS",
+        ] {
             cmd.env_remove(var);
         }
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -418,7 +451,11 @@ fn unique_handle(name: &str) -> String {
 pub struct Account {
     pub did: String,
     pub handle: String,
+    /// The account's main password: for what only it may do (a recovery key, a restore onto
+    /// a new server, the server's own sign-in page). P2PDS never takes it.
     pub password: String,
+    /// An app password (named `p2pds`): what a person types into P2PDS to sign it in.
+    pub app_password: String,
     pub access_jwt: String,
     pub refresh_jwt: String,
     /// The PDS it lives on.

@@ -7,6 +7,9 @@
 //
 // Environment fallbacks: PDS_PORT, PLC_PORT, PLC_URL. A missing port is picked free.
 // With --plc-url no PLC is started and the PDS uses that one (two PDSes, one PLC).
+// P2PDS_TEST_OAUTH_TOKEN_MAX_AGE_MS=N makes the OAuth access tokens it issues live N ms
+// (the reference PDS has no setting for it: the OAuth provider's token manager is patched
+// before the PDS starts, and the script fails if that property is not where it expects).
 //
 // When both servers answer, ONE JSON line is printed to stdout:
 //   {"pds":"http://localhost:P","plc":"http://localhost:Q","adminPassword":"...",...}
@@ -70,6 +73,14 @@ function parseArgs(argv) {
     opts[key] = n
   }
   if (opts.plcUrl === '') opts.plcUrl = undefined
+  const maxAge = process.env.P2PDS_TEST_OAUTH_TOKEN_MAX_AGE_MS
+  if (maxAge !== undefined && maxAge !== '') {
+    const n = Number(maxAge)
+    if (!Number.isInteger(n) || n <= 0) {
+      fail(`P2PDS_TEST_OAUTH_TOKEN_MAX_AGE_MS must be a positive number of ms (got ${maxAge})`)
+    }
+    opts.oauthTokenMaxAgeMs = n
+  }
   if (opts.plcUrl && opts.plcPort) fail('give either a PLC port or a PLC URL, not both')
   if (opts.plcUrl && !/^http:\/\/localhost:\d+\/?$/.test(opts.plcUrl)) {
     // The PDS refuses to resolve DIDs against an IP host, so it must be "localhost".
@@ -106,6 +117,20 @@ async function waitHealthy(url) {
     await new Promise((r) => setTimeout(r, 100))
   }
   throw new Error(`${url} did not answer in time: ${last}`)
+}
+
+// Shortens the life of the OAuth access tokens the PDS issues (tests of refreshing). The
+// reference PDS has no setting: its OAuth provider's TokenManager keeps the lifetime as a plain
+// property, read each time it issues a token.
+function setOauthTokenMaxAge(pds, ms) {
+  const tokenManager = pds?.ctx?.oauthProvider?.tokenManager
+  if (!tokenManager || typeof tokenManager.tokenMaxAge !== 'number') {
+    throw new Error(
+      'P2PDS_TEST_OAUTH_TOKEN_MAX_AGE_MS: pds.ctx.oauthProvider.tokenManager.tokenMaxAge is not ' +
+        'there (has @atproto/pds changed?)',
+    )
+  }
+  tokenManager.tokenMaxAge = ms
 }
 
 const opts = parseArgs(process.argv.slice(2))
@@ -214,6 +239,9 @@ try {
   pdsStart = async () => {
     const started = await PDS.create(envToCfg(env), envToSecrets(env))
     try {
+      if (opts.oauthTokenMaxAgeMs !== undefined) {
+        setOauthTokenMaxAge(started, opts.oauthTokenMaxAgeMs)
+      }
       await started.start()
       await waitHealthy(`${pdsUrl}/xrpc/_health`)
     } catch (err) {
