@@ -381,10 +381,12 @@ phase: string, doneBytes: number, totalBytes: number, };
 
 export type Event = { "type": "changed" } | { "type": "progress", did: string, progress: Progress, } | { "type": "moving", progress: MoveProgress, } | { "type": "restoring", did: string, step: RestoreStep, } | { "type": "alert", key: string, title: string, body: string, };
 
-export type ErrorCode = "not-signed-in" | "sign-in-refused" | "keyring" | "network" | "moving" | "storage" | "invalid" | "other";
+export type ErrorCode = "not-signed-in" | "sign-in-refused" | "browser-sign-in" | "keyring" | "network" | "moving" | "storage" | "invalid" | "other";
 
 export type ErrorAnswer = { code: ErrorCode, 
 /**
  * What happened and what to do, in words.
  */
 message: string, };
+
+export type BrowserSignInStarted = { url: string, };

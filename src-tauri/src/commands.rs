@@ -2,8 +2,8 @@
 //! message in plain language).
 
 use p2pds::app::dto::{
-    Collection, ErrorAnswer, ErrorCode, Health, MoveReport, Overview, RecoveryKeyStatus,
-    RestoreChoice, RestoreInput, RestoreOutcome, Settings,
+    BrowserSignInStarted, Collection, ErrorAnswer, ErrorCode, Health, MoveReport, Overview,
+    RecoveryKeyStatus, RestoreChoice, RestoreInput, RestoreOutcome, Settings,
 };
 use p2pds::app::AppError;
 use tauri::{AppHandle, State};
@@ -29,6 +29,36 @@ pub async fn overview(s: State<'_, AppState>) -> Answer<Overview> {
 #[tauri::command]
 pub async fn sign_in(s: State<'_, AppState>, handle: String, password: String) -> Answer<Overview> {
     s.engine.sign_in(&handle, &password).await.map_err(text)
+}
+
+/// Starts signing in with Bluesky: opens the server's sign-in page in the browser (unless
+/// `P2PDS_NO_BROWSER` is set: tests answer the page themselves) and returns its address, which
+/// the window shows for when no browser opens.
+#[tauri::command]
+pub async fn start_browser_sign_in(
+    s: State<'_, AppState>,
+    handle: String,
+) -> Answer<BrowserSignInStarted> {
+    let started = s
+        .engine
+        .start_browser_sign_in(&handle)
+        .await
+        .map_err(text)?;
+    if std::env::var_os("P2PDS_NO_BROWSER").is_none() {
+        // Best effort: the window shows the address either way.
+        let _ = open_in_browser(&started.url);
+    }
+    Ok(started)
+}
+
+#[tauri::command]
+pub async fn finish_browser_sign_in(s: State<'_, AppState>) -> Answer<Overview> {
+    s.engine.finish_browser_sign_in().await.map_err(text)
+}
+
+#[tauri::command]
+pub fn cancel_browser_sign_in(s: State<'_, AppState>) {
+    s.engine.cancel_browser_sign_in();
 }
 
 #[tauri::command]
@@ -216,7 +246,7 @@ pub fn open_help(topic: String) -> Answer<()> {
     })
 }
 
-fn open_in_browser(url: &'static str) -> std::io::Result<()> {
+fn open_in_browser(url: &str) -> std::io::Result<()> {
     use std::process::{Command, Stdio};
     #[cfg(target_os = "macos")]
     let mut cmd = {

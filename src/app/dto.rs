@@ -466,6 +466,9 @@ pub enum ErrorCode {
     NotSignedIn,
     /// The account's server refused the handle or the password.
     SignInRefused,
+    /// The sign-in in the browser did not complete (cancelled, another account, refused
+    /// scopes, no answer): nothing was stored.
+    BrowserSignIn,
     /// No keyring to keep the app password in, or it is locked.
     Keyring,
     /// A server could not be reached or answered with an error.
@@ -478,6 +481,13 @@ pub enum ErrorCode {
     Invalid,
     /// Anything else.
     Other,
+}
+
+/// A sign-in in the browser, started: the server's page to open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct BrowserSignInStarted {
+    pub url: String,
 }
 
 /// A failed action, as the window receives it.
@@ -528,6 +538,7 @@ pub fn typescript() -> String {
         Event::decl(&cfg),
         ErrorCode::decl(&cfg),
         ErrorAnswer::decl(&cfg),
+        BrowserSignInStarted::decl(&cfg),
     ];
     for d in decls {
         out.push_str("export ");

@@ -29,6 +29,8 @@ use crate::identity::{IdentityError, Resolver};
 use crate::policy::records::StrongRef;
 use crate::store::{self, Store, StoreError};
 
+mod dpop;
+pub mod oauth;
 mod secrets;
 use secrets::{blocking, keyring_error, read_secrets_file};
 pub use secrets::{
@@ -73,6 +75,22 @@ pub enum SessionError {
     OtherAccount { current: String },
     #[error("{who}'s server refused the sign-in: {message}. Check the handle and the password (use an app password: Settings → Privacy and security → App passwords)")]
     LoginRefused { who: String, message: String },
+    #[error("that is {who}'s main password, not an app password. P2PDS never keeps the main password: it opens the whole account. Make an app password on your server (on Bluesky: Settings → Privacy and security → App passwords → Add) and sign in with it, or sign in with Bluesky in your browser instead (`p2pds login HANDLE` at a terminal, or \"Sign in with Bluesky\" in the app). Nothing was stored")]
+    MainPassword { who: String },
+    #[error("{server}'s sign-in did not work: {message}. Nothing was stored; try again, or use an app password instead")]
+    OAuth { server: String, message: String },
+    #[error("{server} does not offer the limited access P2PDS asks for (writing only its own org.p2pds records; {message}). P2PDS won't ask for more: sign in with an app password instead (`p2pds login HANDLE --password-env VAR`, or \"Use an app password instead\" in the app). Nothing was stored")]
+    ScopesRefused { server: String, message: String },
+    #[error("the sign-in was cancelled on the server's page. Nothing was stored; sign in again when you are ready")]
+    SignInCancelled,
+    #[error("the browser signed in {got}, not {wanted}. Nothing was stored: sign out of the other account on the server's page (or use a private window) and try again")]
+    WrongAccount { wanted: String, got: String },
+    #[error("an answer reached P2PDS that does not belong to the sign-in it started (its state differs), so it was ignored and nothing was stored. Start the sign-in again")]
+    WrongState,
+    #[error(
+        "no answer came from the browser in time. Nothing was stored; start the sign-in again"
+    )]
+    SignInTimedOut,
     #[error("the session with {pds} ended and could not be renewed: {message}. Sign in again with `p2pds login`")]
     SessionEnded { pds: String, message: String },
     #[error("could not reach {url}: {reason}")]
@@ -108,9 +126,14 @@ impl SessionError {
 #[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Secrets {
+    /// Empty when signed in with OAuth.
+    #[serde(default)]
     pub app_password: String,
     pub access_jwt: String,
     pub refresh_jwt: String,
+    /// Signed in with OAuth: the server, the DPoP key and the token's expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<oauth::Grant>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -162,7 +185,8 @@ fn forget_account(conn: &Connection) -> Result<(), StoreError> {
 pub fn needs_new_token(status: u16, error: &str) -> bool {
     matches!(
         (status, error),
-        (400 | 401, "ExpiredToken" | "InvalidToken") | (401, "AuthenticationRequired")
+        (400 | 401, "ExpiredToken" | "InvalidToken")
+            | (401, "AuthenticationRequired" | "invalid_token")
     )
 }
 
@@ -183,6 +207,8 @@ pub struct Session {
     secrets: tokio::sync::Mutex<Secrets>,
     /// Where the secrets are kept (renewed tokens go there too).
     secrets_at: SecretStore,
+    /// Signed in with OAuth: the proofs of the DPoP key the tokens are bound to.
+    dpop: Option<oauth::Dpop>,
 }
 
 impl Session {
@@ -196,34 +222,7 @@ impl Session {
         who: &str,
         password: &str,
     ) -> Result<Arc<Session>, SessionError> {
-        // Fail early, before any network call, when there is nowhere to keep the secrets.
-        let secrets_at = SecretStore::of(store).await?;
-        match &secrets_at {
-            SecretStore::Keyring => {
-                blocking(|| {
-                    keyring::Entry::store_status()
-                        .as_ref()
-                        .map(|_| ())
-                        .map_err(|_| keyring_error(keyring::Error::NoDefaultStore))
-                })
-                .await?
-            }
-            SecretStore::File(path) => {
-                let path = path.clone();
-                blocking(move || read_secrets_file(&path).map(|_| ())).await?
-            }
-        }
-        let doc = resolver.resolve_account(who).await?;
-        let pds = doc.pds.clone().ok_or_else(|| SessionError::NoPds {
-            did: doc.did.clone(),
-        })?;
-        if let Some(current) = store.read(signed_in).await? {
-            if current.did != doc.did {
-                return Err(SessionError::OtherAccount {
-                    current: current.handle.unwrap_or(current.did),
-                });
-            }
-        }
+        let (secrets_at, doc, pds) = prepare(resolver, store, who).await?;
         let answer = create_session(&http, &pds, who, password)
             .await
             .map_err(|e| match e {
@@ -239,25 +238,68 @@ impl Session {
                 message: format!("the server signed in {} instead of {}", answer.did, doc.did),
             });
         }
+        if is_main_password_session(&answer.access_jwt) {
+            // Ended at once: nothing of it is kept.
+            let url = format!("{pds}/xrpc/com.atproto.server.deleteSession");
+            let _ = http
+                .post(&url)
+                .bearer_auth(&answer.refresh_jwt)
+                .send()
+                .await;
+            return Err(SessionError::MainPassword {
+                who: doc.handle.clone().unwrap_or_else(|| who.to_string()),
+            });
+        }
         let secrets = Secrets {
             app_password: password.to_string(),
             access_jwt: answer.access_jwt,
             refresh_jwt: answer.refresh_jwt,
+            oauth: None,
         };
-        save_secrets(&secrets_at, &doc.did, &secrets).await?;
-        let account = Account {
-            did: doc.did.clone(),
-            handle: answer.handle.or(doc.handle),
-            pds,
+        let handle = answer.handle.or(doc.handle);
+        keep(http, store, secrets_at, &doc.did, handle, pds, secrets).await
+    }
+
+    /// Starts signing in with OAuth (see [`oauth`]): the returned sign-in's `url` is the
+    /// server's page to open in the browser; [`Session::finish_oauth`] waits for its answer.
+    pub async fn start_oauth(
+        http: &reqwest::Client,
+        resolver: &Resolver,
+        store: &Store,
+        who: &str,
+        client: &oauth::ClientId,
+    ) -> Result<oauth::Pending, SessionError> {
+        let (_, doc, _) = prepare(resolver, store, who).await?;
+        oauth::start(http, &doc, client).await
+    }
+
+    /// Waits up to `wait` for the browser's answer to `pending`, checks it, and keeps the
+    /// tokens and the DPoP key where this data directory keeps secrets.
+    pub async fn finish_oauth(
+        http: reqwest::Client,
+        store: &Store,
+        pending: oauth::Pending,
+        wait: std::time::Duration,
+    ) -> Result<Arc<Session>, SessionError> {
+        let secrets_at = SecretStore::of(store).await?;
+        let (did, handle, pds) = (
+            pending.did.clone(),
+            pending.handle.clone(),
+            pending.pds.clone(),
+        );
+        let (tokens, grant) = pending.finish(&http, wait).await?;
+        let secrets = Secrets {
+            app_password: String::new(),
+            access_jwt: tokens.access_token,
+            refresh_jwt: tokens.refresh_token.unwrap_or_default(),
+            oauth: Some(grant),
         };
-        let a = account.clone();
-        store.write(move |c| save_account(c, &a)).await??;
-        Ok(Arc::new(Session {
-            account,
-            http,
-            secrets: tokio::sync::Mutex::new(secrets),
-            secrets_at,
-        }))
+        keep(http, store, secrets_at, &did, handle, pds, secrets).await
+    }
+
+    /// Whether this session was made with OAuth.
+    pub async fn is_oauth(&self) -> bool {
+        self.secrets.lock().await.oauth.is_some()
     }
 
     /// The session of the account this store is signed in as.
@@ -271,12 +313,22 @@ impl Session {
             .ok_or(SessionError::NotSignedIn)?;
         let secrets_at = SecretStore::of(store).await?;
         let secrets = load_secrets(&secrets_at, &account.did).await?;
-        Ok(Arc::new(Session {
+        Ok(Arc::new(Session::new(account, http, secrets, secrets_at)))
+    }
+
+    fn new(account: Account, http: reqwest::Client, secrets: Secrets, at: SecretStore) -> Session {
+        let dpop = secrets
+            .oauth
+            .as_ref()
+            .and_then(|g| g.key().ok())
+            .map(oauth::Dpop::new);
+        Session {
             account,
             http,
             secrets: tokio::sync::Mutex::new(secrets),
-            secrets_at,
-        }))
+            secrets_at: at,
+            dpop,
+        }
     }
 
     /// Signs out: ends the session on the PDS (best effort), removes the secrets from where
@@ -289,7 +341,19 @@ impl Session {
             return Ok(None);
         };
         let secrets_at = SecretStore::of(store).await?;
-        if let Ok(secrets) = load_secrets(&secrets_at, &account.did).await {
+        let loaded = load_secrets(&secrets_at, &account.did).await;
+        if let Ok(Secrets {
+            oauth: Some(grant),
+            access_jwt,
+            refresh_jwt,
+            ..
+        }) = &loaded
+        {
+            if let Ok(key) = grant.key() {
+                let dpop = oauth::Dpop::new(key);
+                oauth::revoke(&http, &dpop, grant, access_jwt, Some(refresh_jwt)).await;
+            }
+        } else if let Ok(secrets) = loaded {
             let url = format!("{}/xrpc/com.atproto.server.deleteSession", account.pds);
             let _ = http
                 .post(&url)
@@ -309,7 +373,16 @@ impl Session {
     /// An XRPC procedure (POST) as the signed-in account. An expired or refused access token
     /// renews the session and the call is tried once more.
     pub async fn procedure(&self, nsid: &str, body: &Value) -> Result<Value, SessionError> {
-        let access = self.secrets.lock().await.access_jwt.clone();
+        let (mut access, expiring) = {
+            let s = self.secrets.lock().await;
+            let expiring = s.oauth.as_ref().is_some_and(oauth::Grant::expiring);
+            (s.access_jwt.clone(), expiring)
+        };
+        if expiring {
+            // Renewed before it expires, not after a refusal.
+            self.renew(&access).await?;
+            access = self.secrets.lock().await.access_jwt.clone();
+        }
         match self.post(nsid, body, &access).await {
             Err(SessionError::Xrpc { status, error, .. }) if needs_new_token(status, &error) => {
                 self.renew(&access).await?;
@@ -329,6 +402,30 @@ impl Session {
             return Ok(());
         }
         let pds = &self.account.pds;
+        if let (Some(grant), Some(dpop)) = (secrets.oauth.clone(), self.dpop.as_ref()) {
+            let answer = oauth::refresh(&self.http, dpop, &grant, &secrets.refresh_jwt)
+                .await
+                .map_err(|e| match e {
+                    SessionError::Xrpc {
+                        status: 400 | 401,
+                        message,
+                        error,
+                        ..
+                    } => SessionError::SessionEnded {
+                        pds: grant.issuer.clone(),
+                        message: if message.is_empty() { error } else { message },
+                    },
+                    other => other,
+                })?;
+            secrets.access_jwt = answer.access_token.clone();
+            if let Some(r) = &answer.refresh_token {
+                secrets.refresh_jwt = r.clone();
+            }
+            if let Some(g) = secrets.oauth.as_mut() {
+                g.expires_at = answer.expires_at();
+            }
+            return save_secrets(&self.secrets_at, &self.account.did, &secrets).await;
+        }
         let url = format!("{pds}/xrpc/com.atproto.server.refreshSession");
         let refreshed = async {
             let resp = self
@@ -361,6 +458,18 @@ impl Session {
 
     async fn post(&self, nsid: &str, body: &Value, access: &str) -> Result<Value, SessionError> {
         let url = format!("{}/xrpc/{nsid}", self.account.pds);
+        if let Some(dpop) = &self.dpop {
+            let resp = dpop
+                .send(
+                    &self.http,
+                    reqwest::Method::POST,
+                    &url,
+                    Some(access),
+                    oauth::Body::Json(body),
+                )
+                .await?;
+            return answer::<Value>(resp, &url).await;
+        }
         let resp = self
             .http
             .post(&url)
@@ -421,6 +530,83 @@ impl Session {
     pub async fn access_token(&self) -> String {
         self.secrets.lock().await.access_jwt.clone()
     }
+}
+
+/// Before any sign-in: where the secrets will be kept (failing early, before any network call,
+/// when there is nowhere), the account's identity and PDS, and that this data directory is not
+/// signed in as someone else.
+async fn prepare(
+    resolver: &Resolver,
+    store: &Store,
+    who: &str,
+) -> Result<(SecretStore, crate::identity::DidDoc, String), SessionError> {
+    let secrets_at = SecretStore::of(store).await?;
+    match &secrets_at {
+        SecretStore::Keyring => {
+            blocking(|| {
+                keyring::Entry::store_status()
+                    .as_ref()
+                    .map(|_| ())
+                    .map_err(|_| keyring_error(keyring::Error::NoDefaultStore))
+            })
+            .await?
+        }
+        SecretStore::File(path) => {
+            let path = path.clone();
+            blocking(move || read_secrets_file(&path).map(|_| ())).await?
+        }
+    }
+    let doc = resolver.resolve_account(who).await?;
+    let pds = doc.pds.clone().ok_or_else(|| SessionError::NoPds {
+        did: doc.did.clone(),
+    })?;
+    if let Some(current) = store.read(signed_in).await? {
+        if current.did != doc.did {
+            return Err(SessionError::OtherAccount {
+                current: current.handle.unwrap_or(current.did),
+            });
+        }
+    }
+    Ok((secrets_at, doc, pds))
+}
+
+/// Keeps a new session: the secrets where this data directory keeps them, then the account.
+async fn keep(
+    http: reqwest::Client,
+    store: &Store,
+    secrets_at: SecretStore,
+    did: &str,
+    handle: Option<String>,
+    pds: String,
+    secrets: Secrets,
+) -> Result<Arc<Session>, SessionError> {
+    save_secrets(&secrets_at, did, &secrets).await?;
+    let account = Account {
+        did: did.to_string(),
+        handle,
+        pds,
+    };
+    let a = account.clone();
+    store.write(move |c| save_account(c, &a)).await??;
+    Ok(Arc::new(Session::new(account, http, secrets, secrets_at)))
+}
+
+/// Whether a password session's access token was made with the account's main password: its
+/// scope is full access (`com.atproto.access`), where an app password's is
+/// `com.atproto.appPass` (or `…appPassPrivileged`). The token is only read, not trusted: the
+/// server that made it is the one being asked.
+fn is_main_password_session(access_jwt: &str) -> bool {
+    use base64::Engine as _;
+    let Some(payload) = access_jwt.split('.').nth(1) else {
+        return false;
+    };
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload) else {
+        return false;
+    };
+    serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("scope").and_then(Value::as_str).map(str::to_string))
+        .is_some_and(|scope| scope == "com.atproto.access")
 }
 
 fn strong_ref(v: &Value) -> Result<StrongRef, SessionError> {
@@ -531,12 +717,38 @@ mod tests {
         assert_eq!(needs_new_token(status, error), renew);
     }
 
+    fn jwt_with(payload: &str) -> String {
+        use base64::Engine as _;
+        let b = |t: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(t);
+        format!("{}.{}.sig", b(r#"{"alg":"ES256K"}"#), b(payload))
+    }
+
+    #[rstest]
+    #[case(r#"{"scope":"com.atproto.access","sub":"did:plc:a"}"#, true)]
+    #[case(r#"{"scope":"com.atproto.appPass","sub":"did:plc:a"}"#, false)]
+    #[case(r#"{"scope":"com.atproto.appPassPrivileged"}"#, false)]
+    #[case(r#"{"sub":"did:plc:a"}"#, false)]
+    #[case("not json", false)]
+    fn a_main_password_session_is_told_by_its_scope(#[case] payload: &str, #[case] main: bool) {
+        assert_eq!(is_main_password_session(&jwt_with(payload)), main);
+        assert!(!is_main_password_session("no-dots"));
+    }
+
+    #[test]
+    fn older_secrets_without_oauth_still_read() {
+        let old = r#"{"appPassword":"p","accessJwt":"a","refreshJwt":"r"}"#;
+        let s: Secrets = serde_json::from_str(old).unwrap();
+        assert!(s.oauth.is_none());
+        assert_eq!(s.app_password, "p");
+    }
+
     #[test]
     fn secrets_never_show_in_debug_output() {
         let s = Secrets {
             app_password: "hunter2".into(),
             access_jwt: "a".into(),
             refresh_jwt: "r".into(),
+            oauth: None,
         };
         assert!(!format!("{s:?}").contains("hunter2"));
     }
@@ -561,6 +773,7 @@ mod tests {
             app_password: format!("pw-{n}"),
             access_jwt: format!("access-{n}"),
             refresh_jwt: format!("refresh-{n}"),
+            oauth: None,
         }
     }
 

@@ -18,6 +18,7 @@ mod live;
 mod live_restart;
 mod mirror;
 mod node;
+mod oauth;
 mod oauth_pages;
 mod pds;
 mod peers;

@@ -59,7 +59,7 @@ test('scripts build the DOM safely and within the policy', () => {
 
 test('the ids the end-to-end tests use are in the page', () => {
   const ids = [
-    'welcome', 'signin-handle', 'signin-password', 'signin-submit', 'skip-signin',
+    'welcome', 'signin-handle', 'signin-password', 'signin-submit', 'signin-browser', 'signin-mode', 'signin-waiting', 'signin-url', 'signin-cancel', 'skip-signin',
     'headline', 'tray-state', 'sync-now', 'pause',
     'nav-friends', 'nav-circles', 'nav-settings',
     'add-friend-input', 'add-friend-submit',

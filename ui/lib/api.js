@@ -11,6 +11,7 @@
 /** @typedef {import('../types').RestoreInput} RestoreInput */
 /** @typedef {import('../types').RestoreOutcome} RestoreOutcome */
 /** @typedef {import('../types').RecoveryKeyStatus} RecoveryKeyStatus */
+/** @typedef {import('../types').BrowserSignInStarted} BrowserSignInStarted */
 
 /**
  * @typedef {object} TauriGlobal
@@ -60,6 +61,12 @@ export const api = {
   signIn: (handle, password) => call('sign_in', { handle, password }),
   /** @returns {Promise<Overview>} */
   skipSignIn: () => call('skip_sign_in'),
+  /** @param {string} handle @returns {Promise<BrowserSignInStarted>} */
+  startBrowserSignIn: (handle) => call('start_browser_sign_in', { handle }),
+  /** @returns {Promise<Overview>} */
+  finishBrowserSignIn: () => call('finish_browser_sign_in'),
+  /** @returns {Promise<void>} */
+  cancelBrowserSignIn: () => call('cancel_browser_sign_in'),
   /** @returns {Promise<Overview>} */
   signOut: () => call('sign_out'),
   /** @param {string} who @returns {Promise<Overview>} */

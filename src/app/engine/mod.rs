@@ -39,6 +39,7 @@ use super::words;
 mod actions;
 mod folder;
 mod health;
+mod oauth;
 mod overview;
 mod restore;
 mod run;
@@ -83,7 +84,15 @@ impl AppError {
                 SessionError::NotSignedIn
                 | SessionError::NoSecret { .. }
                 | SessionError::SessionEnded { .. } => ErrorCode::NotSignedIn,
-                SessionError::LoginRefused { .. } => ErrorCode::SignInRefused,
+                SessionError::LoginRefused { .. } | SessionError::MainPassword { .. } => {
+                    ErrorCode::SignInRefused
+                }
+                SessionError::OAuth { .. }
+                | SessionError::ScopesRefused { .. }
+                | SessionError::SignInCancelled
+                | SessionError::WrongAccount { .. }
+                | SessionError::WrongState
+                | SessionError::SignInTimedOut => ErrorCode::BrowserSignIn,
                 SessionError::NoSecretService { .. }
                 | SessionError::KeyringLocked { .. }
                 | SessionError::Keyring(_) => ErrorCode::Keyring,
@@ -138,6 +147,8 @@ struct Inner {
     serving: Mutex<Option<CancellationToken>>,
     /// The folder was fixed by the command line or the environment: it can't be moved.
     location_fixed: AtomicBool,
+    /// A sign-in in the browser, waiting for its answer.
+    browser_sign_in: Mutex<oauth::BrowserSignIn>,
 }
 
 /// The engine; cheap to clone (one shared state).
@@ -180,6 +191,7 @@ impl Engine {
                 live: Mutex::new(Live::default()),
                 serving: Mutex::new(None),
                 location_fixed: AtomicBool::new(false),
+                browser_sign_in: Mutex::new(oauth::BrowserSignIn::default()),
             }),
         };
         Ok(engine)

@@ -14,6 +14,7 @@ use p2pds::group::plan::{CircleEdit, CircleState, PublishRate};
 use p2pds::group::{CircleView, Circles, Copies, CopiesOutcome, Invitation, RefreshReport};
 use p2pds::policy::lifecycle::AckState;
 use p2pds::policy::Duration;
+use p2pds::session::oauth::ClientId;
 use p2pds::session::Session;
 use p2pds::sync::Syncer;
 
@@ -197,16 +198,59 @@ fn read_hidden_line() -> anyhow::Result<String> {
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
-pub async fn login(
-    syncer: &Syncer,
-    who: &str,
-    password_env: Option<&str>,
-    secrets_file: bool,
-) -> anyhow::Result<i32> {
-    let password = read_app_password(password_env)?;
-    if secrets_file {
+/// How `p2pds login` signs in.
+pub struct LoginHow {
+    pub password_env: Option<String>,
+    pub app_password: bool,
+    pub oauth: bool,
+    pub no_browser: bool,
+    pub client: ClientId,
+    pub secrets_file: bool,
+}
+
+/// How long `p2pds login` waits for the browser's answer.
+const OAUTH_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+pub async fn login(syncer: &Syncer, who: &str, how: &LoginHow) -> anyhow::Result<i32> {
+    // At a terminal the browser is the way in; piped input (scripts) stays the app password.
+    let browser = how.oauth
+        || (how.password_env.is_none() && !how.app_password && std::io::stdin().is_terminal());
+    let password = if browser {
+        None
+    } else {
+        Some(read_app_password(how.password_env.as_deref())?)
+    };
+    if how.secrets_file {
         p2pds::session::use_secrets_file(&syncer.store).await?;
     }
+    let place = || p2pds::session::secret_store_words(&syncer.store);
+    let Some(password) = password else {
+        let pending = Session::start_oauth(
+            &syncer.http,
+            &syncer.resolver,
+            &syncer.store,
+            who,
+            &how.client,
+        )
+        .await?;
+        eprintln!("Sign in on your server's page in the browser. If no browser opened, open this address:");
+        eprintln!("  {}", pending.url);
+        eprintln!("Waiting for the answer (up to 10 minutes; Ctrl-C cancels)…");
+        if !how.no_browser {
+            open_browser(&pending.url);
+        }
+        let s = tokio::select! {
+            s = Session::finish_oauth(syncer.http.clone(), &syncer.store, pending, OAUTH_WAIT) => s?,
+            _ = tokio::signal::ctrl_c() => bail!("sign-in cancelled: nothing was stored"),
+        };
+        println!(
+            "Signed in as {} ({}) in the browser: P2PDS may write only its own records. The session is kept in {}.",
+            s.account.handle.as_deref().unwrap_or(who),
+            s.account.did,
+            place().await
+        );
+        return Ok(0);
+    };
     let s = Session::login(
         syncer.http.clone(),
         &syncer.resolver,
@@ -219,9 +263,30 @@ pub async fn login(
         "Signed in as {} ({}). The password and session are kept in {}.",
         s.account.handle.as_deref().unwrap_or(who),
         s.account.did,
-        p2pds::session::secret_store_words(&syncer.store).await
+        place().await
     );
     Ok(0)
+}
+
+/// Opens `url` in the desktop's browser, when there is a desktop (best effort: the address is
+/// printed either way).
+fn open_browser(url: &str) {
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else if cfg!(windows) {
+        "explorer"
+    } else if std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some()
+    {
+        "xdg-open"
+    } else {
+        return;
+    };
+    let _ = std::process::Command::new(opener)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
 }
 
 pub async fn logout(syncer: &Syncer) -> anyhow::Result<i32> {

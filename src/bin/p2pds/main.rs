@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use p2pds::engine::OpKinds;
 use p2pds::identity::{Resolver, DEFAULT_PLC_URL};
+use p2pds::session::oauth::ClientId;
 use p2pds::store::{self, Store};
 use p2pds::sync::Syncer;
 
@@ -221,11 +222,27 @@ enum Command {
     },
     /// Sign in to your account (handle + app password); secrets go to the system keyring (or,
     /// once chosen with --secrets-file, to a file only you can read).
+    /// Sign in: in the browser on your server's own page (OAuth; P2PDS may then write only its
+    /// own records), or with an app password.
     Login {
         handle: String,
-        /// Read the password from this environment variable (otherwise: a prompt, or stdin).
+        /// Sign in with an app password read from this environment variable.
         #[arg(long)]
         password_env: Option<String>,
+        /// Sign in with an app password typed at a prompt (or given on stdin). Without a
+        /// terminal, and without --oauth, this is the way.
+        #[arg(long)]
+        app_password: bool,
+        /// Sign in in the browser even without a terminal (the address is printed).
+        #[arg(long, conflicts_with_all = ["password_env", "app_password"])]
+        oauth: bool,
+        /// Print the sign-in address instead of opening a browser.
+        #[arg(long)]
+        no_browser: bool,
+        /// The OAuth client metadata URL to sign in as (default: this build's, else the
+        /// development loopback client).
+        #[arg(long, env = "P2PDS_OAUTH_CLIENT_ID")]
+        oauth_client_id: Option<String>,
         /// Keep the app password and session in `secrets.json` in the data folder (mode 0600,
         /// readable only by you) instead of the system keyring: for a server without a Secret
         /// Service. Remembered for later sign-ins of this data folder.
@@ -483,8 +500,24 @@ async fn run_async(cli: Cli) -> anyhow::Result<i32> {
         Command::Login {
             handle,
             password_env,
+            app_password,
+            oauth,
+            no_browser,
+            oauth_client_id,
             secrets_file,
-        } => circle_cmd::login(&ctx.syncer, handle, password_env.as_deref(), *secrets_file).await,
+        } => {
+            let how = circle_cmd::LoginHow {
+                password_env: password_env.clone(),
+                app_password: *app_password,
+                oauth: *oauth,
+                no_browser: *no_browser,
+                client: oauth_client_id
+                    .as_deref()
+                    .map_or_else(ClientId::of_build, |c| ClientId::from_setting(Some(c))),
+                secrets_file: *secrets_file,
+            };
+            circle_cmd::login(&ctx.syncer, handle, &how).await
+        }
         Command::Logout => circle_cmd::logout(&ctx.syncer).await,
         Command::Circle { command } => circle_cmd::run(&ctx.syncer, command).await,
         Command::Invitations { json, from } => {

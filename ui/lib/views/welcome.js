@@ -1,4 +1,4 @@
-// First run: sign in with an app password, or skip.
+// First run: sign in with Bluesky in the browser (or with an app password), or skip.
 
 import { api, errorText } from '../api.js';
 import { busy, byId } from '../dom.js';
@@ -37,16 +37,96 @@ export function bindSignIn(ctx, ids) {
 }
 
 /**
+ * The first screen's form: "Sign in with Bluesky" opens the server's page in the browser and
+ * waits (with the address shown and a cancel button); "Use an app password instead" switches
+ * to the app-password form.
+ * @param {Ctx} ctx
+ */
+function bindBrowserSignIn(ctx) {
+  const form = byId('signin-form', HTMLFormElement);
+  const handle = byId('signin-handle', HTMLInputElement);
+  const password = byId('signin-password', HTMLInputElement);
+  const passwordField = byId('signin-password-field', HTMLElement);
+  const browser = byId('signin-browser', HTMLButtonElement);
+  const submit = byId('signin-submit', HTMLButtonElement);
+  const mode = byId('signin-mode', HTMLButtonElement);
+  const error = byId('signin-error', HTMLElement);
+  const waiting = byId('signin-waiting', HTMLElement);
+  const url = byId('signin-url', HTMLElement);
+  const cancel = byId('signin-cancel', HTMLButtonElement);
+  let withPassword = false;
+  const showMode = () => {
+    passwordField.hidden = !withPassword;
+    submit.hidden = !withPassword;
+    browser.hidden = withPassword;
+    mode.textContent = withPassword ? 'Sign in with Bluesky instead' : 'Use an app password instead';
+  };
+  mode.addEventListener('click', () => {
+    withPassword = !withPassword;
+    setError(error, null);
+    showMode();
+  });
+  handle.addEventListener('input', () => setError(error, null));
+  password.addEventListener('input', () => setError(error, null));
+  /** @param {boolean} on */
+  const showWaiting = (on) => {
+    form.hidden = on;
+    waiting.hidden = !on;
+  };
+  cancel.addEventListener('click', async () => {
+    // The waiting sign-in then fails with "cancelled", said below.
+    await api.cancelBrowserSignIn();
+  });
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const checked = checkSignIn(handle.value, withPassword ? password.value : '-');
+    if (!checked.ok) {
+      setError(error, checked.error, checked.field === 'password' ? password : handle);
+      return;
+    }
+    setError(error, null);
+    if (withPassword) {
+      try {
+        const o = await busy(submit, 'Signing in…', () => api.signIn(checked.value.handle, checked.value.password));
+        password.value = '';
+        ctx.setOverview(o);
+      } catch (err) {
+        setError(error, errorText(err), signInField(err, handle, password));
+      }
+      return;
+    }
+    try {
+      const started = await busy(browser, 'Opening your server’s page…', () => api.startBrowserSignIn(checked.value.handle));
+      url.textContent = started.url;
+      showWaiting(true);
+      const o = await api.finishBrowserSignIn();
+      showWaiting(false);
+      ctx.setOverview(o);
+    } catch (err) {
+      showWaiting(false);
+      setError(error, errorText(err), handle);
+    }
+  });
+  showMode();
+}
+
+/**
+ * The field a failed sign-in points at: the handle when the handle (or the network) is the
+ * problem, the password when the server refused it.
+ * @param {unknown} err
+ * @param {HTMLInputElement} handle
+ * @param {HTMLInputElement} password
+ */
+function signInField(err, handle, password) {
+  const code = err && typeof err === 'object' && 'code' in err ? err.code : null;
+  return code === 'sign-in-refused' ? password : handle;
+}
+
+/**
  * @param {Ctx} ctx
  */
 export function initWelcome(ctx) {
-  bindSignIn(ctx, {
-    form: 'signin-form',
-    handle: 'signin-handle',
-    password: 'signin-password',
-    submit: 'signin-submit',
-    error: 'signin-error',
-  });
+  bindBrowserSignIn(ctx);
   const skip = byId('skip-signin', HTMLButtonElement);
   skip.addEventListener('click', async () => {
     const error = byId('signin-error', HTMLElement);
