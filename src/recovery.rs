@@ -30,6 +30,7 @@ use serde_json::{json, Value};
 
 use crate::crypto::{PublicKey, SigningKey};
 use crate::identity::Resolver;
+use crate::session::oauth::IdentityGrant;
 use crate::session::SessionError;
 
 /// The most rotation keys a PLC identity may list.
@@ -335,29 +336,75 @@ pub struct Registration {
 
 /// An XRPC call to a PDS; `Err` carries the server's reason.
 async fn xrpc(req: reqwest::RequestBuilder, what: &str) -> Result<Value, RecoveryError> {
-    let net = |reason: String| RecoveryError::Network {
+    let resp = req.send().await.map_err(|e| RecoveryError::Network {
         what: what.to_string(),
-        reason,
-    };
-    let resp = req.send().await.map_err(|e| net(e.to_string()))?;
+        reason: e.to_string(),
+    })?;
     let url = resp.url().to_string();
     crate::session::answer(resp, &url)
         .await
-        .map_err(|e| match e {
-            SessionError::Xrpc {
-                status,
-                error,
-                message,
-                ..
-            } => RecoveryError::Refused {
-                what: what.to_string(),
-                reason: format!("{status} {error}: {message}")
-                    .trim_end_matches([':', ' '])
-                    .to_string(),
-                error,
-            },
-            other => net(other.to_string()),
-        })
+        .map_err(|e| refused(what, e))
+}
+
+/// A failed call to `what`, in its words.
+fn refused(what: &str, e: SessionError) -> RecoveryError {
+    match e {
+        SessionError::Xrpc {
+            status,
+            error,
+            message,
+            ..
+        } => RecoveryError::Refused {
+            what: what.to_string(),
+            reason: format!("{status} {error}: {message}")
+                .trim_end_matches([':', ' '])
+                .to_string(),
+            error,
+        },
+        other => RecoveryError::Network {
+            what: what.to_string(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// How the identity calls of [`register_with`] are allowed.
+pub enum IdentityAuth<'a> {
+    /// The account's main password (PDSes refuse identity changes to app passwords).
+    MainPassword(&'a str),
+    /// The identity permission of a consent in the browser (OAuth, `identity:*`).
+    Granted(&'a IdentityGrant),
+}
+
+/// Makes the identity calls, as `auth` allows.
+enum Caller<'a> {
+    Bearer(String),
+    Granted(&'a IdentityGrant),
+}
+
+impl Caller<'_> {
+    async fn call(
+        &self,
+        http: &reqwest::Client,
+        pds: &str,
+        nsid: &str,
+        body: Option<&Value>,
+        what: &str,
+    ) -> Result<Value, RecoveryError> {
+        match self {
+            Caller::Bearer(token) => {
+                let mut req = http.post(format!("{pds}/xrpc/{nsid}")).bearer_auth(token);
+                if let Some(b) = body {
+                    req = req.json(b);
+                }
+                xrpc(req, what).await
+            }
+            Caller::Granted(g) => g
+                .procedure(http, nsid, body)
+                .await
+                .map_err(|e| refused(what, e)),
+        }
+    }
 }
 
 /// Whether the identity of `did` lists `key`.
@@ -405,6 +452,24 @@ pub async fn register(
     password: &str,
     code: Option<&str>,
 ) -> Result<Registration, RecoveryError> {
+    register_with(
+        http,
+        resolver,
+        who,
+        IdentityAuth::MainPassword(password),
+        code,
+    )
+    .await
+}
+
+/// [`register`], with the identity calls allowed by `auth`.
+pub async fn register_with(
+    http: &reqwest::Client,
+    resolver: &Resolver,
+    who: &str,
+    auth: IdentityAuth<'_>,
+    code: Option<&str>,
+) -> Result<Registration, RecoveryError> {
     let doc = resolver.resolve_account(who).await?;
     let did = doc.did.clone();
     if !did.starts_with("did:plc:") {
@@ -433,26 +498,41 @@ pub async fn register(
             });
         }
     }
-    let session = xrpc(
-        http.post(format!("{pds}/xrpc/com.atproto.server.createSession"))
-            .json(&json!({"identifier": did, "password": password})),
-        "signing in to the account's server",
-    )
-    .await?;
-    let token = session
-        .get("accessJwt")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let caller = match auth {
+        IdentityAuth::MainPassword(password) => {
+            let session = xrpc(
+                http.post(format!("{pds}/xrpc/com.atproto.server.createSession"))
+                    .json(&json!({"identifier": did, "password": password})),
+                "signing in to the account's server",
+            )
+            .await?;
+            Caller::Bearer(
+                session
+                    .get("accessJwt")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        }
+        IdentityAuth::Granted(g) if g.did == did => Caller::Granted(g),
+        IdentityAuth::Granted(g) => {
+            return Err(RecoveryError::Refused {
+                what: "the permission given in the browser".into(),
+                reason: format!("it is for {}, not {did}", g.did),
+                error: String::new(),
+            })
+        }
+    };
     let Some(code) = code else {
-        xrpc(
-            http.post(format!(
-                "{pds}/xrpc/com.atproto.identity.requestPlcOperationSignature"
-            ))
-            .bearer_auth(&token),
-            "the account's server (asking for a confirmation code; it needs the main password, not an app password)",
-        )
-        .await?;
+        caller
+            .call(
+                http,
+                &pds,
+                "com.atproto.identity.requestPlcOperationSignature",
+                None,
+                "the account's server (asking for a confirmation code; it needs the main password or the permission to change the identity, not an app password)",
+            )
+            .await?;
         return Ok(Registration {
             did,
             state: "code-sent".into(),
@@ -474,24 +554,26 @@ pub async fn register(
         }
     };
     let wanted = key_list(&key.did_key(), &current);
-    let signed = xrpc(
-        http.post(format!("{pds}/xrpc/com.atproto.identity.signPlcOperation"))
-            .bearer_auth(&token)
-            .json(&json!({"token": code.trim(), "rotationKeys": wanted})),
-        "the account's server (signing the change; is the confirmation code right and recent?)",
-    )
-    .await?;
+    let signed = caller
+        .call(
+            http,
+            &pds,
+            "com.atproto.identity.signPlcOperation",
+            Some(&json!({"token": code.trim(), "rotationKeys": wanted})),
+            "the account's server (signing the change; is the confirmation code right and recent?)",
+        )
+        .await?;
     let op = signed.get("operation").cloned().unwrap_or(Value::Null);
     check_only_keys_added(&data, &op, &wanted)?;
-    xrpc(
-        http.post(format!(
-            "{pds}/xrpc/com.atproto.identity.submitPlcOperation"
-        ))
-        .bearer_auth(&token)
-        .json(&json!({"operation": op})),
-        "the account's server (sending the change)",
-    )
-    .await?;
+    caller
+        .call(
+            http,
+            &pds,
+            "com.atproto.identity.submitPlcOperation",
+            Some(&json!({"operation": op})),
+            "the account's server (sending the change)",
+        )
+        .await?;
     let after = plc.data(&did).await?;
     if !rotation_keys(&after).contains(&key.did_key()) {
         return Err(RecoveryError::Refused {

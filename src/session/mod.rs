@@ -270,7 +270,20 @@ impl Session {
         client: &oauth::ClientId,
     ) -> Result<oauth::Pending, SessionError> {
         let (_, doc, _) = prepare(resolver, store, who).await?;
-        oauth::start(http, &doc, client).await
+        oauth::start(http, &doc, client, oauth::SCOPE).await
+    }
+
+    /// Starts the second consent "Protect your account" needs: the identity permission of
+    /// `who`'s account ([`oauth::IDENTITY_SCOPE`]), for adding a recovery key. Finish it with
+    /// [`oauth::Pending::finish_identity`]; nothing of it is stored.
+    pub async fn start_identity_consent(
+        http: &reqwest::Client,
+        resolver: &Resolver,
+        who: &str,
+        client: &oauth::ClientId,
+    ) -> Result<oauth::Pending, SessionError> {
+        let doc = resolver.resolve_account(who).await?;
+        oauth::start(http, &doc, client, oauth::IDENTITY_SCOPE).await
     }
 
     /// Waits up to `wait` for the browser's answer to `pending`, checks it, and keeps the

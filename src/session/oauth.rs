@@ -31,6 +31,16 @@ pub const SCOPE: &str = "atproto repo:org.p2pds.policy repo:org.p2pds.policy.ack
     repo:org.p2pds.policy.status repo:org.p2pds.peer repo:org.p2pds.challenge \
     repo:org.p2pds.challenge.response";
 
+/// What "Protect your account" asks for, in a second consent when it is set up (never at
+/// sign-in): changing the account's identity (adding a recovery key to its rotation keys).
+pub const IDENTITY_SCOPE: &str = "atproto identity:*";
+
+/// Every scope this client may ask for (its client metadata's `scope`): the sign-in's and the
+/// identity consent's.
+pub const CLIENT_SCOPE: &str = "atproto repo:org.p2pds.policy repo:org.p2pds.policy.ack \
+    repo:org.p2pds.policy.status repo:org.p2pds.peer repo:org.p2pds.challenge \
+    repo:org.p2pds.challenge.response identity:*";
+
 /// The path of the loopback address the server's answer comes back to.
 pub const CALLBACK_PATH: &str = "/callback";
 
@@ -59,7 +69,7 @@ impl ClientId {
             ClientId::Loopback => {
                 let query: String = url::form_urlencoded::Serializer::new(String::new())
                     .append_pair("redirect_uri", &format!("http://127.0.0.1{CALLBACK_PATH}"))
-                    .append_pair("scope", SCOPE)
+                    .append_pair("scope", CLIENT_SCOPE)
                     .finish();
                 format!("http://localhost?{query}")
             }
@@ -155,6 +165,7 @@ impl TokenAnswer {
 pub(crate) enum Body<'a> {
     Form(&'a [(&'a str, &'a str)]),
     Json(&'a Value),
+    Empty,
 }
 
 /// Sends requests with DPoP proofs, remembering each server's latest nonce.
@@ -219,6 +230,7 @@ impl Dpop {
             req = match &body {
                 Body::Form(f) => req.form(f),
                 Body::Json(v) => req.json(v),
+                Body::Empty => req,
             };
             let resp = tokio::time::timeout_at(deadline, req.send())
                 .await
@@ -291,6 +303,8 @@ pub struct Pending {
     redirect_uri: String,
     state: String,
     verifier: String,
+    /// What was asked for (the tokens must carry all of it).
+    scope: &'static str,
     dpop: Dpop,
     listener: TcpListener,
 }
@@ -357,6 +371,7 @@ pub(crate) async fn start(
     http: &reqwest::Client,
     doc: &crate::identity::DidDoc,
     client: &ClientId,
+    scope: &'static str,
 ) -> Result<Pending, SessionError> {
     let pds = doc.pds.clone().ok_or_else(|| SessionError::NoPds {
         did: doc.did.clone(),
@@ -389,7 +404,7 @@ pub(crate) async fn start(
         ("client_id", client_id.as_str()),
         ("response_type", "code"),
         ("redirect_uri", redirect_uri.as_str()),
-        ("scope", SCOPE),
+        ("scope", scope),
         ("state", state.as_str()),
         ("code_challenge", challenge.as_str()),
         ("code_challenge_method", "S256"),
@@ -430,6 +445,7 @@ pub(crate) async fn start(
         redirect_uri,
         state,
         verifier,
+        scope,
         dpop,
         listener,
     })
@@ -515,6 +531,27 @@ impl Pending {
     /// The loopback address the server's answer comes back to.
     pub fn redirect_uri(&self) -> &str {
         &self.redirect_uri
+    }
+
+    /// Waits up to `wait` for an identity consent's answer: the tokens, held in memory only
+    /// (for the few calls that add a recovery key), never stored.
+    pub async fn finish_identity(
+        self,
+        http: &reqwest::Client,
+        wait: Duration,
+    ) -> Result<IdentityGrant, SessionError> {
+        let did = self.did.clone();
+        let pds = self.pds.clone();
+        let key = self.dpop.key.clone();
+        let (tokens, grant) = self.finish(http, wait).await?;
+        Ok(IdentityGrant {
+            did,
+            pds,
+            dpop: Dpop::new(key),
+            access: tokens.access_token,
+            refresh: tokens.refresh_token,
+            grant,
+        })
     }
 
     /// Waits up to `wait` for the answer, then exchanges its code for tokens, checked. Returns
@@ -609,7 +646,8 @@ impl Pending {
             }
         }
         let granted: Vec<&str> = t.scope.split_whitespace().collect();
-        let missing: Vec<&str> = SCOPE
+        let missing: Vec<&str> = self
+            .scope
             .split_whitespace()
             .filter(|s| !granted.contains(s))
             .collect();
@@ -627,6 +665,48 @@ impl Pending {
             });
         }
         Ok(())
+    }
+}
+
+/// The identity permission of one consent ([`IDENTITY_SCOPE`]), in memory only: used for the
+/// calls that add a recovery key, then revoked.
+#[derive(Debug)]
+pub struct IdentityGrant {
+    pub did: String,
+    pub pds: String,
+    dpop: Dpop,
+    access: String,
+    refresh: Option<String>,
+    grant: Grant,
+}
+
+impl IdentityGrant {
+    /// An XRPC procedure on the account's PDS with this permission (`body` `None`: no input).
+    pub async fn procedure(
+        &self,
+        http: &reqwest::Client,
+        nsid: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, SessionError> {
+        let url = format!("{}/xrpc/{nsid}", self.pds.trim_end_matches('/'));
+        let body = body.map_or(Body::Empty, Body::Json);
+        let resp = self
+            .dpop
+            .send(http, reqwest::Method::POST, &url, Some(&self.access), body)
+            .await?;
+        answer(resp, &url).await
+    }
+
+    /// Gives the permission back (best effort).
+    pub async fn revoke(&self, http: &reqwest::Client) {
+        revoke(
+            http,
+            &self.dpop,
+            &self.grant,
+            &self.access,
+            self.refresh.as_deref(),
+        )
+        .await;
     }
 }
 
@@ -685,11 +765,20 @@ mod tests {
             .into_owned()
             .collect();
         assert_eq!(q["redirect_uri"], "http://127.0.0.1/callback");
-        assert_eq!(q["scope"], SCOPE);
-        // Nothing beyond its own collections.
+        assert_eq!(q["scope"], CLIENT_SCOPE);
+        // Signing in asks for nothing beyond its own collections; the identity permission is
+        // declared, and asked for only by its own consent.
         for s in SCOPE.split_whitespace() {
             assert!(s == "atproto" || s.starts_with("repo:org.p2pds."), "{s}");
         }
+        let declared: Vec<&str> = CLIENT_SCOPE.split_whitespace().collect();
+        for s in SCOPE
+            .split_whitespace()
+            .chain(IDENTITY_SCOPE.split_whitespace())
+        {
+            assert!(declared.contains(&s), "{s}");
+        }
+        assert_eq!(declared.len(), 8);
         assert_eq!(ClientId::from_setting(Some(" ")), ClientId::Loopback);
         assert_eq!(
             ClientId::from_setting(Some("https://example.org/c.json")).id(),
@@ -702,7 +791,7 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("contrib/oauth/client-metadata.json");
         let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        assert_eq!(doc["scope"], SCOPE);
+        assert_eq!(doc["scope"], CLIENT_SCOPE);
         assert_eq!(
             doc["redirect_uris"],
             serde_json::json!([format!("http://127.0.0.1{CALLBACK_PATH}")])

@@ -10,7 +10,7 @@ use p2pds::identity::Resolver;
 use p2pds::session::{self, oauth, Session, SessionError};
 use p2pds::store::Store;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::circles::{circle, run, run_json};
 use crate::oauth_pages;
@@ -156,6 +156,17 @@ async fn nodes_signed_in_with_bluesky_run_a_circle_and_may_write_nothing_else() 
         .await
         .unwrap()
         .is_empty());
+    // Nor change its identity: that permission is asked for on its own, when needed.
+    let identity = s
+        .procedure(
+            "com.atproto.identity.requestPlcOperationSignature",
+            &json!({}),
+        )
+        .await;
+    assert!(
+        matches!(&identity, Err(SessionError::Xrpc { status: 403, .. })),
+        "{identity:?}"
+    );
     // Its own records it may write.
     s.put_record(
         "org.p2pds.peer",
@@ -372,4 +383,84 @@ async fn the_main_password_is_refused_where_an_app_password_belongs() {
         String::from_utf8_lossy(&out.stderr)
     );
     run(bed, dir.path(), &["logout"]).await;
+}
+
+#[tokio::test]
+async fn protecting_the_account_asks_for_the_identity_in_a_second_consent() {
+    let bed = pds::shared().await;
+    let hana = bed.create_account("oauth-hana").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_p2pds"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--plc-url", &bed.plc, "--resolver-url", &bed.pds])
+        .args(["recovery-key", "add", "--account", &hana.handle])
+        .args(["--oauth", "--no-browser", "--json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut said = Vec::new();
+    let url = loop {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("the consent address in time")
+            .unwrap()
+            .unwrap_or_else(|| panic!("no address printed: {said:?}"));
+        if line.trim_start().starts_with("http") {
+            break line.trim().to_string();
+        }
+        said.push(line);
+    };
+    // It says why before asking.
+    assert!(
+        said.join(" ").contains("changes your account's identity"),
+        "{said:?}"
+    );
+    let callback = oauth_pages::approve(&url, &hana.handle, &hana.password)
+        .await
+        .unwrap();
+    reqwest::get(&callback).await.unwrap();
+    // The server emails a code; the person types it in.
+    let mut code = None;
+    for _ in 0..100 {
+        if let Ok(c) = bed.emailed_code(&hana.did, "plc_operation") {
+            code = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let code = code.expect("a confirmation code emailed");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(format!("{code}\n").as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    let mut stdout = Vec::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        rest.push(line);
+    }
+    assert!(child.wait().await.unwrap().success(), "{rest:?}");
+    let done: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
+    assert_eq!(done["state"], "registered", "{done}");
+    let key = done["didKey"].as_str().unwrap();
+    let doc: serde_json::Value = reqwest::get(format!("{}/{}/data", bed.plc, hana.did))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed = doc["rotationKeys"].as_array().cloned().unwrap_or_default();
+    assert!(listed.iter().any(|k| k == key), "{doc}");
 }

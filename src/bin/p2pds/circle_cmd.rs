@@ -270,7 +270,7 @@ pub async fn login(syncer: &Syncer, who: &str, how: &LoginHow) -> anyhow::Result
 
 /// Opens `url` in the desktop's browser, when there is a desktop (best effort: the address is
 /// printed either way).
-fn open_browser(url: &str) {
+pub(crate) fn open_browser(url: &str) {
     let opener = if cfg!(target_os = "macos") {
         "open"
     } else if cfg!(windows) {

@@ -407,6 +407,17 @@ pub enum RecoveryKeyCommand {
         /// The confirmation code the server emailed.
         #[arg(long)]
         code: Option<String>,
+        /// Allow it in the browser instead of giving the main password: your server's page
+        /// asks you to let P2PDS change your account's identity (this once); then the code it
+        /// emails is asked for here (a prompt, or stdin).
+        #[arg(long, conflicts_with_all = ["password_env", "code"])]
+        oauth: bool,
+        /// With --oauth: print the address instead of opening a browser.
+        #[arg(long, requires = "oauth")]
+        no_browser: bool,
+        /// With --oauth: the OAuth client metadata URL to ask as.
+        #[arg(long, env = "P2PDS_OAUTH_CLIENT_ID")]
+        oauth_client_id: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -432,27 +443,84 @@ async fn own_account(syncer: &Syncer, account: Option<&str>) -> anyhow::Result<S
         .context("nobody is signed in here: give --account HANDLE (or run `p2pds login` first)")
 }
 
+/// A recovery key registered with the identity permission given in the browser: the consent,
+/// the server's emailed code (asked for here), the change; the permission is given back after.
+async fn register_in_browser(
+    syncer: &Syncer,
+    did: &str,
+    client: &p2pds::session::oauth::ClientId,
+    no_browser: bool,
+) -> anyhow::Result<recovery::Registration> {
+    let pending =
+        session::Session::start_identity_consent(&syncer.http, &syncer.resolver, did, client)
+            .await?;
+    eprintln!("Adding a recovery key changes your account's identity, so your server asks you once to allow it.");
+    eprintln!(
+        "Allow it on your server's page in the browser. If no browser opened, open this address:"
+    );
+    eprintln!("  {}", pending.url);
+    eprintln!("Waiting for the answer (up to 10 minutes; Ctrl-C cancels)…");
+    if !no_browser {
+        crate::circle_cmd::open_browser(&pending.url);
+    }
+    let grant = tokio::select! {
+        g = pending.finish_identity(&syncer.http, std::time::Duration::from_secs(600)) => g?,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("cancelled: nothing was changed"),
+    };
+    let auth = recovery::IdentityAuth::Granted(&grant);
+    let result = async {
+        let first =
+            recovery::register_with(&syncer.http, &syncer.resolver, did, auth, None).await?;
+        if first.state != "code-sent" {
+            return Ok(first);
+        }
+        let code = crate::circle_cmd::read_password(
+            None,
+            "Your server emailed a confirmation code to the account's address. Code: ",
+        )?;
+        let auth = recovery::IdentityAuth::Granted(&grant);
+        Ok::<_, anyhow::Error>(
+            recovery::register_with(&syncer.http, &syncer.resolver, did, auth, Some(&code)).await?,
+        )
+    }
+    .await;
+    grant.revoke(&syncer.http).await;
+    result
+}
+
 pub async fn recovery_key(syncer: &Syncer, command: &RecoveryKeyCommand) -> anyhow::Result<i32> {
     match command {
         RecoveryKeyCommand::Add {
             account,
             password_env,
             code,
+            oauth,
+            no_browser,
+            oauth_client_id,
             json,
         } => {
             let did = own_account(syncer, account.as_deref()).await?;
-            let password = crate::circle_cmd::read_password(
-                password_env.as_deref(),
-                "Main password of the account (not an app password): ",
-            )?;
-            let done = recovery::register(
-                &syncer.http,
-                &syncer.resolver,
-                &did,
-                &password,
-                code.as_deref(),
-            )
-            .await?;
+            let done = if *oauth {
+                let client = oauth_client_id
+                    .as_deref()
+                    .map_or_else(p2pds::session::oauth::ClientId::of_build, |c| {
+                        p2pds::session::oauth::ClientId::from_setting(Some(c))
+                    });
+                register_in_browser(syncer, &did, &client, *no_browser).await?
+            } else {
+                let password = crate::circle_cmd::read_password(
+                    password_env.as_deref(),
+                    "Main password of the account (not an app password): ",
+                )?;
+                recovery::register(
+                    &syncer.http,
+                    &syncer.resolver,
+                    &did,
+                    &password,
+                    code.as_deref(),
+                )
+                .await?
+            };
             if *json {
                 println!("{}", serde_json::to_string_pretty(&done)?);
                 return Ok(0);
