@@ -149,6 +149,26 @@ pub async fn collect_garbage(s: State<'_, AppState>) -> Answer<Collection> {
     s.engine.collect_garbage().await.map_err(text)
 }
 
+/// Starts "Protect your account"'s consent in the browser (opened as for signing in).
+#[tauri::command]
+pub async fn start_recovery_consent(s: State<'_, AppState>) -> Answer<BrowserSignInStarted> {
+    let started = s.engine.start_recovery_consent().await.map_err(text)?;
+    if std::env::var_os("P2PDS_NO_BROWSER").is_none() {
+        let _ = open_in_browser(&started.url);
+    }
+    Ok(started)
+}
+
+#[tauri::command]
+pub async fn finish_recovery_consent(s: State<'_, AppState>) -> Answer<RecoveryKeyStatus> {
+    s.engine.finish_recovery_consent().await.map_err(text)
+}
+
+#[tauri::command]
+pub fn cancel_recovery_consent(s: State<'_, AppState>) {
+    s.engine.cancel_recovery_consent();
+}
+
 #[tauri::command]
 pub async fn recovery_key_status(s: State<'_, AppState>) -> Answer<RecoveryKeyStatus> {
     s.engine.recovery_key_status().await.map_err(text)

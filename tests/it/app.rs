@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::circles::now;
 use crate::pds::{self, Account, TestBed};
 
-fn engine(bed: &TestBed, dir: &std::path::Path) -> Engine {
+pub(crate) fn engine(bed: &TestBed, dir: &std::path::Path) -> Engine {
     Engine::open(EngineConfig {
         data_dir: dir.to_path_buf(),
         plc_url: bed.plc.clone(),

@@ -464,3 +464,75 @@ async fn protecting_the_account_asks_for_the_identity_in_a_second_consent() {
     let listed = doc["rotationKeys"].as_array().cloned().unwrap_or_default();
     assert!(listed.iter().any(|k| k == key), "{doc}");
 }
+
+/// Brings `callback` to the app while `finish` waits for it.
+async fn answered<T>(finish: impl std::future::Future<Output = T>, callback: String) -> T {
+    let (done, _) = tokio::join!(finish, reqwest::get(callback));
+    done
+}
+
+#[tokio::test]
+async fn the_app_signs_in_with_bluesky_and_protects_the_account_with_a_second_consent() {
+    let bed = pds::shared().await;
+    let ivy = bed.create_account("oauth-ivy").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let e = crate::app::engine(bed, dir.path());
+
+    // "Sign in with Bluesky": the page to open, then the window waits for the answer.
+    let started = e.start_browser_sign_in(&ivy.handle).await.unwrap();
+    let callback = oauth_pages::approve(&started.url, &ivy.handle, &ivy.password)
+        .await
+        .unwrap();
+    let o = answered(e.finish_browser_sign_in(), callback)
+        .await
+        .unwrap();
+    assert_eq!(
+        o.me.as_ref().map(|m| m.did.as_str()),
+        Some(ivy.did.as_str())
+    );
+
+    // A cancelled wait says so, and signs nothing in.
+    let other = tempfile::tempdir().unwrap();
+    let f = crate::app::engine(bed, other.path());
+    f.start_browser_sign_in(&ivy.handle).await.unwrap();
+    let waiting = {
+        let f = f.clone();
+        tokio::spawn(async move { f.finish_browser_sign_in().await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    f.cancel_browser_sign_in();
+    let err = waiting.await.unwrap().unwrap_err();
+    assert!(err.to_string().contains("cancelled"), "{err}");
+    assert!(f.overview().await.unwrap().me.is_none());
+
+    // "Protect your account": the identity permission, asked for now, in its own consent.
+    let started = e.start_recovery_consent().await.unwrap();
+    let callback = oauth_pages::approve(&started.url, &ivy.handle, &ivy.password)
+        .await
+        .unwrap();
+    let sent = answered(e.finish_recovery_consent(), callback)
+        .await
+        .unwrap();
+    assert_eq!(sent.state, "code-sent");
+    let code = bed.emailed_code(&ivy.did, "plc_operation").unwrap();
+    let done = e.add_recovery_key("", Some(&code)).await.unwrap();
+    assert_eq!(done.state, "registered");
+    let key = p2pds::recovery::RecoveryKey::from_code(done.code.as_deref().unwrap()).unwrap();
+    assert!(p2pds::recovery::is_registered(
+        &reqwest::Client::new(),
+        &resolver(bed),
+        &ivy.did,
+        &key
+    )
+    .await
+    .unwrap());
+    // The permission was given back: a second code needs a new consent (or the password).
+    let again = e.add_recovery_key("", Some(&code)).await.unwrap_err();
+    assert!(
+        again
+            .to_string()
+            .contains("Allow P2PDS in your browser first"),
+        "{again}"
+    );
+    e.sign_out().await.unwrap();
+}

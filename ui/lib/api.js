@@ -99,6 +99,12 @@ export const api = {
   recoveryKeyStatus: () => call('recovery_key_status'),
   /** The main password goes to the account's server only. @param {string} password @param {string | null} code @returns {Promise<RecoveryKeyStatus>} */
   addRecoveryKey: (password, code) => call('add_recovery_key', { password, code }),
+  /** @returns {Promise<BrowserSignInStarted>} */
+  startRecoveryConsent: () => call('start_recovery_consent'),
+  /** @returns {Promise<RecoveryKeyStatus>} */
+  finishRecoveryConsent: () => call('finish_recovery_consent'),
+  /** @returns {Promise<void>} */
+  cancelRecoveryConsent: () => call('cancel_recovery_consent'),
   /** @param {string} did @returns {Promise<RestoreChoice>} */
   restoreChoice: (did) => call('restore_choice', { did }),
   /** The passwords in `input` go to the servers only. @param {RestoreInput} input @returns {Promise<RestoreOutcome>} */

@@ -135,12 +135,29 @@ impl Engine {
 
     /// Sets up a recovery key for the signed-in account: without `code`, its server emails a
     /// confirmation code; with it, the key is added to the identity. `password` is the main
-    /// password (used for this call only, never kept).
+    /// password (used for this call only, never kept); empty after the permission was given in
+    /// the browser ([`Engine::finish_recovery_consent`]), with the code.
     pub async fn add_recovery_key(
         &self,
         password: &str,
         code: Option<&str>,
     ) -> Result<RecoveryKeyStatus, AppError> {
+        let code = code.map(str::trim).filter(|c| !c.is_empty());
+        if let (true, Some(code)) = (password.is_empty(), code) {
+            let me = self
+                .store()
+                .read(session::signed_in)
+                .await?
+                .ok_or_else(|| {
+                    AppError::Other(
+                        "Sign in first: a recovery key protects your own account.".into(),
+                    )
+                })?;
+            let done = self.add_recovery_key_allowed(&me.did, code).await?;
+            let mut status = words::recovery_key_status("registered");
+            status.code = done.code;
+            return Ok(status);
+        }
         if password.is_empty() {
             return Err(AppError::Invalid(
                 "Type your account's main password (the one you sign in to Bluesky with, not an app password).".into(),

@@ -149,6 +149,10 @@ struct Inner {
     location_fixed: AtomicBool,
     /// A sign-in in the browser, waiting for its answer.
     browser_sign_in: Mutex<oauth::BrowserSignIn>,
+    /// "Protect your account"'s consent in the browser, waiting for its answer.
+    recovery_consent: Mutex<oauth::BrowserSignIn>,
+    /// The identity permission that consent gave, until the emailed code is typed.
+    identity_grant: tokio::sync::Mutex<Option<crate::session::oauth::IdentityGrant>>,
 }
 
 /// The engine; cheap to clone (one shared state).
@@ -192,6 +196,8 @@ impl Engine {
                 serving: Mutex::new(None),
                 location_fixed: AtomicBool::new(false),
                 browser_sign_in: Mutex::new(oauth::BrowserSignIn::default()),
+                recovery_consent: Mutex::new(oauth::BrowserSignIn::default()),
+                identity_grant: tokio::sync::Mutex::new(None),
             }),
         };
         Ok(engine)

@@ -3,11 +3,17 @@
 //! ([`Engine::finish_browser_sign_in`]) while it shows a message and a cancel button, and may
 //! cancel it ([`Engine::cancel_browser_sign_in`]). One sign-in at a time: a new start replaces
 //! (cancels) the one before.
+//!
+//! "Protect your account" asks for the identity permission the same way, in a second consent
+//! of its own ([`Engine::start_recovery_consent`], [`Engine::finish_recovery_consent`]): the
+//! permission is held in memory until the emailed code is typed
+//! ([`Engine::add_recovery_key`] without a password), used for the key's change, and given
+//! back.
 
 use std::time::Duration;
 
-use crate::session::oauth::ClientId;
-use crate::session::Session;
+use crate::session::oauth::{ClientId, IdentityGrant};
+use crate::session::{self, Session};
 
 use super::{AppError, Engine, WELCOMED_KEY};
 use crate::app::dto::*;
@@ -92,5 +98,122 @@ impl Engine {
             .browser_sign_in
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn recovery_consent(&self) -> std::sync::MutexGuard<'_, BrowserSignIn> {
+        self.inner
+            .recovery_consent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts the consent "Protect your account" needs: the signed-in account's server asks
+    /// whether P2PDS may change the account's identity (this once). Returns the page to open.
+    pub async fn start_recovery_consent(&self) -> Result<BrowserSignInStarted, AppError> {
+        let me = self
+            .store()
+            .read(session::signed_in)
+            .await?
+            .ok_or_else(|| {
+                AppError::Other("Sign in first: a recovery key protects your own account.".into())
+            })?;
+        let syncer = self.syncer();
+        let pending = Session::start_identity_consent(
+            &syncer.http,
+            &syncer.resolver,
+            &me.did,
+            &ClientId::of_build(),
+        )
+        .await?;
+        let url = pending.url.clone();
+        let mut slot = self.recovery_consent();
+        if let Some(old) = slot.cancel.take() {
+            old.cancel();
+        }
+        slot.pending = Some(pending);
+        Ok(BrowserSignInStarted { url })
+    }
+
+    /// Waits for the consent, then has the server email its confirmation code (with the
+    /// permission, held here until the code is typed).
+    pub async fn finish_recovery_consent(&self) -> Result<RecoveryKeyStatus, AppError> {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let pending = {
+            let mut slot = self.recovery_consent();
+            slot.cancel = Some(cancel.clone());
+            slot.pending.take()
+        }
+        .ok_or_else(|| {
+            AppError::Invalid("nothing is waiting for your browser: start again".into())
+        })?;
+        let syncer = self.syncer();
+        let grant = tokio::select! {
+            g = pending.finish_identity(&syncer.http, WAIT) => g?,
+            _ = cancel.cancelled() => {
+                return Err(AppError::Invalid("cancelled; nothing was changed".into()))
+            }
+        };
+        let did = grant.did.clone();
+        let asked = crate::recovery::register_with(
+            &syncer.http,
+            &syncer.resolver,
+            &did,
+            crate::recovery::IdentityAuth::Granted(&grant),
+            None,
+        )
+        .await;
+        let done = match asked {
+            Ok(d) => d,
+            Err(e) => {
+                grant.revoke(&syncer.http).await;
+                return Err(AppError::Other(crate::app::words::recovery_key_error(&e)));
+            }
+        };
+        if done.state == "code-sent" {
+            if let Some(old) = self.inner.identity_grant.lock().await.replace(grant) {
+                old.revoke(&syncer.http).await;
+            }
+        } else {
+            grant.revoke(&syncer.http).await;
+        }
+        Ok(crate::app::words::recovery_key_status(&done.state))
+    }
+
+    /// Cancels the consent waiting for the browser, if any.
+    pub fn cancel_recovery_consent(&self) {
+        let mut slot = self.recovery_consent();
+        slot.pending = None;
+        if let Some(c) = slot.cancel.take() {
+            c.cancel();
+        }
+    }
+
+    /// Adds the recovery key with the permission given in the browser and the emailed code;
+    /// the permission is given back once the key is added.
+    pub(super) async fn add_recovery_key_allowed(
+        &self,
+        did: &str,
+        code: &str,
+    ) -> Result<crate::recovery::Registration, AppError> {
+        let mut held = self.inner.identity_grant.lock().await;
+        let grant: &IdentityGrant = held.as_ref().ok_or_else(|| {
+            AppError::Invalid(
+                "Allow P2PDS in your browser first (or type your main password).".into(),
+            )
+        })?;
+        let syncer = self.syncer();
+        let done = crate::recovery::register_with(
+            &syncer.http,
+            &syncer.resolver,
+            did,
+            crate::recovery::IdentityAuth::Granted(grant),
+            Some(code),
+        )
+        .await
+        .map_err(|e| AppError::Other(crate::app::words::recovery_key_error(&e)))?;
+        if let Some(g) = held.take() {
+            g.revoke(&syncer.http).await;
+        }
+        Ok(done)
     }
 }

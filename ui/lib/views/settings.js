@@ -251,6 +251,8 @@ export async function loadSettings(ctx) {
 let recovery = null;
 /** Whether the recovery form was opened with "Set up". */
 let recoveryOpen = false;
+/** The identity permission was given in the browser: no main password is asked for. */
+let allowedInBrowser = false;
 
 /**
  * "Protect your account": a recovery key, set up in two steps (the server emails a code).
@@ -261,6 +263,29 @@ function initRecovery() {
   const code = byId('recovery-code', HTMLInputElement);
   const submit = byId('recovery-submit', HTMLButtonElement);
   const error = byId('recovery-error', HTMLElement);
+  const allowBtn = byId('recovery-browser', HTMLButtonElement);
+  const waiting = byId('recovery-waiting', HTMLElement);
+  allowBtn.addEventListener('click', async () => {
+    setError(error, null);
+    try {
+      const started = await busy(allowBtn, 'Opening your server’s page…', () => api.startRecoveryConsent());
+      byId('recovery-url', HTMLElement).textContent = started.url;
+      form.hidden = true;
+      waiting.hidden = false;
+      const status = await api.finishRecoveryConsent();
+      allowedInBrowser = true;
+      waiting.hidden = true;
+      showRecovery(status);
+    } catch (err) {
+      waiting.hidden = true;
+      form.hidden = false;
+      setError(error, errorText(err));
+    }
+  });
+  byId('recovery-cancel', HTMLButtonElement).addEventListener('click', () => {
+    // The waiting consent then fails with "cancelled", said above.
+    api.cancelRecoveryConsent();
+  });
   byId('recovery-start', HTMLButtonElement).addEventListener('click', () => {
     recoveryOpen = true;
     if (recovery) showRecovery(recovery);
@@ -268,7 +293,7 @@ function initRecovery() {
   });
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
-    if (!password.value) {
+    if (!password.value && !allowedInBrowser) {
       setError(error, 'Type your main password (the one you sign in to Bluesky with, not an app password).', password);
       return;
     }
@@ -285,6 +310,7 @@ function initRecovery() {
         password.value = '';
         code.value = '';
         recoveryOpen = false;
+        allowedInBrowser = false;
       }
       showRecovery(status);
     } catch (err) {
@@ -314,6 +340,10 @@ function showRecovery(status) {
   start.hidden = !v.start || recoveryOpen;
   byId('recovery-form', HTMLFormElement).hidden = !(v.form || (recoveryOpen && v.start));
   byId('recovery-code-field', HTMLElement).hidden = !v.codeField;
+  // Allowed in the browser: the code is all that is left to type.
+  byId('recovery-allow', HTMLElement).hidden = allowedInBrowser || v.codeField;
+  byId('recovery-password-field', HTMLElement).hidden = allowedInBrowser;
+  byId('recovery-password-hint', HTMLElement).hidden = allowedInBrowser;
   byId('recovery-submit', HTMLButtonElement).textContent = v.submit;
   const key = byId('recovery-key', HTMLElement);
   key.textContent = v.key ?? '';
