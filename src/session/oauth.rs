@@ -835,6 +835,71 @@ mod tests {
         assert_eq!(params["iss"], "http://localhost");
     }
 
+    /// A server answering each path with a fixed (status, body), made from its own address;
+    /// what a real one would not do: refuse P2PDS's limited scopes.
+    async fn stub(answers: impl FnOnce(&str) -> Vec<(&'static str, u16, String)>) -> String {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let answers = answers(&base);
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 16 << 10];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                let (status, body) = answers
+                    .iter()
+                    .find(|(p, _, _)| path.starts_with(p))
+                    .map_or((404, String::new()), |(_, s, b)| (*s, b.clone()));
+                let _ = sock
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            }
+        });
+        base
+    }
+
+    #[tokio::test]
+    async fn a_server_refusing_the_limited_scopes_is_said_so_and_asked_nothing_more() {
+        let served = stub(|base| {
+            let meta = serde_json::json!({
+                "issuer": base,
+                "authorization_endpoint": format!("{base}/oauth/authorize"),
+                "token_endpoint": format!("{base}/oauth/token"),
+                "pushed_authorization_request_endpoint": format!("{base}/oauth/par"),
+                "dpop_signing_alg_values_supported": ["ES256"],
+            });
+            let resource = serde_json::json!({"authorization_servers": [base]});
+            let refusal = serde_json::json!({"error": "invalid_scope", "error_description": "Scope \"repo:org.p2pds.policy\" is not supported"});
+            vec![
+                ("/.well-known/oauth-protected-resource", 200, resource.to_string()),
+                ("/.well-known/oauth-authorization-server", 200, meta.to_string()),
+                ("/oauth/par", 400, refusal.to_string()),
+            ]
+        })
+        .await;
+        let doc = crate::identity::DidDoc {
+            did: "did:plc:someone".into(),
+            handle: Some("someone.test".into()),
+            pds: Some(served),
+            signing_key: None,
+        };
+        let e = start(&reqwest::Client::new(), &doc, &ClientId::Loopback, SCOPE)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, SessionError::ScopesRefused { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(text.contains("won't ask for more"), "{text}");
+        assert!(text.contains("app password"), "{text}");
+        assert!(text.contains("is not supported"), "{text}");
+    }
+
     #[tokio::test]
     async fn no_answer_in_time_is_said_so() {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();

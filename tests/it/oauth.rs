@@ -20,12 +20,13 @@ const KEYRING: session::SecretStore = session::SecretStore::Keyring;
 
 /// `p2pds login HANDLE --oauth --no-browser`, the printed page answered as `acct` (signing in
 /// with its main password, on the server's page), the answer brought to the node.
-async fn login_in_browser(bed: &TestBed, data: &Path, acct: &Account) -> Output {
+async fn login_in_browser(bed: &TestBed, data: &Path, acct: &Account, extra: &[&str]) -> Output {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_p2pds"))
         .arg("--data-dir")
         .arg(data)
         .args(["--plc-url", &bed.plc, "--resolver-url", &bed.pds])
         .args(["login", &acct.handle, "--oauth", "--no-browser"])
+        .args(extra)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -86,14 +87,24 @@ async fn nodes_signed_in_with_bluesky_run_a_circle_and_may_write_nothing_else() 
     let bob = bed.create_account("oauth-bob").await.unwrap();
     let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let (a, b) = (dirs[0].path(), dirs[1].path());
-    for (dir, acct) in [(a, &alice), (b, &bob)] {
-        let out = login_in_browser(bed, dir, acct).await;
+    // Bob's node is a home server without a keyring: the secrets file holds the session.
+    for (dir, acct, extra) in [(a, &alice, &[][..]), (b, &bob, &["--secrets-file"][..])] {
+        let out = login_in_browser(bed, dir, acct, extra).await;
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{stdout} {:?}", out.stderr);
         assert!(stdout.contains("in the browser"), "{stdout}");
         assert!(stdout.contains("only its own records"), "{stdout}");
-        // The DPoP-bound tokens and their key are in the keyring; no password anywhere.
-        let kept = session::load_secrets(&KEYRING, &acct.did).await.unwrap();
+        // The DPoP-bound tokens and their key are where secrets are kept; no password anywhere.
+        let at = if extra.is_empty() {
+            KEYRING
+        } else {
+            assert!(matches!(
+                session::load_secrets(&KEYRING, &acct.did).await,
+                Err(SessionError::NoSecret { .. })
+            ));
+            session::SecretStore::File(dir.join(session::SECRETS_FILE))
+        };
+        let kept = session::load_secrets(&at, &acct.did).await.unwrap();
         let grant = kept.oauth.as_ref().expect("an OAuth grant");
         assert!(kept.app_password.is_empty());
         assert_eq!(grant.scope.split_whitespace().count(), 7, "{}", grant.scope);

@@ -214,6 +214,9 @@ fn member_health(
 /// A copy found lacking, as a sync tool says what is out of sync.
 fn needs_sentence(whose: &str, n: crate::policy::observations::Needs) -> String {
     let size = store::space::size_words(n.bytes);
+    if n.records == 0 && n.bytes == 0 {
+        return format!("Its copy of {whose}'s account is incomplete: part of it is missing");
+    }
     match n.records {
         0 => format!("Its copy of {whose}'s account is incomplete: about {size} missing"),
         1 => format!("Its copy of {whose}'s account is incomplete: 1 post or other item missing (about {size})"),
@@ -275,6 +278,11 @@ mod tests {
         0,
         2_000_000,
         "Its copy of Alice's account is incomplete: about 2 MB missing"
+    )]
+    #[case(
+        0,
+        0,
+        "Its copy of Alice's account is incomplete: part of it is missing"
     )]
     fn a_lacking_copy_is_said_like_a_sync_tool_would(
         #[case] records: u64,

@@ -279,6 +279,10 @@ fn problem_line(out: &mut String, scope: &str, c: &Condition) {
 /// The report for a person: states first, then every condition that is not True.
 /// "5 records / 12 kB", as a sync tool says what is out of sync.
 fn needs_words(n: p2pds::policy::observations::Needs) -> String {
+    if n.records == 0 && n.bytes == 0 {
+        // A tree node the checker does not hold either: what is below it can't be counted.
+        return "part of its tree (how much can't be told from here)".into();
+    }
     format!(
         "{} record{} / {}",
         n.records,
