@@ -301,18 +301,27 @@ fn open_in_browser(url: &str) -> std::io::Result<()> {
 }
 
 /// The page drew its first frame. With `P2PDS_BENCH_STARTUP` set, prints the time since the
-/// process started (`scripts/bench-desktop` reads it).
+/// process started, and after a reopening the time since "Open" (`scripts/bench-desktop`
+/// reads them).
 #[tauri::command]
 pub fn ready() {
     static ONCE: std::sync::Once = std::sync::Once::new();
+    let bench = std::env::var_os("P2PDS_BENCH_STARTUP").is_some();
+    let mut first = false;
     ONCE.call_once(|| {
-        if std::env::var_os("P2PDS_BENCH_STARTUP").is_some() {
+        first = true;
+        if bench {
             eprintln!(
                 "startup: first paint after {} ms",
                 crate::STARTED.elapsed().as_millis()
             );
         }
     });
+    if let (false, Some(ms)) = (first, crate::window::painted()) {
+        if bench {
+            eprintln!("reopen: first paint after {ms} ms");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@
 mod commands;
 mod location;
 mod tray;
+mod window;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -131,6 +132,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .setup(move |app| {
             let handle = app.handle().clone();
             tray::build(&handle)?;
+            window::bench_signals(&handle);
             forward(&handle, engine.clone());
             let e = engine.clone();
             tauri::async_runtime::spawn(async move { e.run().await });

@@ -75,9 +75,8 @@ pub fn build(app: &AppHandle) -> tauri::Result<()> {
                     });
                 }
                 "open" => {
-                    if let Some(w) = app.get_webview_window("main") {
-                        let _ = w.show();
-                        let _ = w.set_focus();
+                    if let Err(e) = crate::window::open(app) {
+                        eprintln!("p2pds-desktop: can't open the window: {e}");
                     }
                 }
                 "quit" => {
