@@ -2,8 +2,9 @@
 //! this process. Commands call the engine; the engine's events reach the window through one
 //! forwarder, which also keeps the tray icon true and raises desktop notifications.
 //!
-//! Closing the window keeps the app running in the tray; "Quit" stops the engine and exits.
-//! Started with `--hidden` (start at login), the window stays closed.
+//! Closing the window releases it entirely (the web view and its processes; see [`window`]):
+//! the engine and the tray keep running, and "Open" builds the window anew. "Quit" stops the
+//! engine and exits. Started with `--hidden` (start at login), no window is built at all.
 //!
 //! Options (or the environment variables the `p2pds` command reads): `--data-dir DIR`
 //! (`P2PDS_DATA_DIR`), `--plc-url URL` (`P2PDS_PLC_URL`), `--resolver-url URL`
@@ -136,19 +137,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             forward(&handle, engine.clone());
             let e = engine.clone();
             tauri::async_runtime::spawn(async move { e.run().await });
-            if hidden {
-                if let Some(w) = app.get_webview_window("main") {
-                    w.hide()?;
-                }
+            if !hidden {
+                window::open(&handle)?;
             }
             Ok(())
-        })
-        .on_window_event(|window, event| {
-            if let tauri::WindowEvent::CloseRequested { api, .. } = event {
-                // Keep running in the tray.
-                api.prevent_close();
-                let _ = window.hide();
-            }
         })
         .invoke_handler(tauri::generate_handler![
             commands::overview,
@@ -187,6 +179,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         ])
         .build(tauri::generate_context!())?;
     app.run(move |handle, event| {
+        // The last window closed: keep running in the tray ("Quit" exits with a code).
+        if let tauri::RunEvent::ExitRequested {
+            code: None, api, ..
+        } = &event
+        {
+            api.prevent_exit();
+        }
         if let tauri::RunEvent::Exit = event {
             for_exit.stop();
             if RESTART.load(Ordering::SeqCst) {

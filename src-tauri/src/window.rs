@@ -1,4 +1,7 @@
-//! The main window: "Open" shows it (building it anew when it was closed), and, for
+//! The main window. It is built when the app starts (unless `--hidden`) and when "Open" is
+//! chosen; closing it destroys it, and with it the web view and its web process: a window
+//! nobody looks at costs nothing. The engine and the tray do not depend on it, and a new
+//! window shows the current state at once (the page asks the engine). And, for
 //! `scripts/bench-desktop` only (`P2PDS_BENCH_STARTUP` set), signals close and open it as a
 //! person would (real-time signals [`CLOSE_SIGNAL`] and [`OPEN_SIGNAL`]: WebKit's JavaScript
 //! engine takes SIGUSR1/SIGUSR2 for itself), and the page's first paint after an opening is
