@@ -18,16 +18,26 @@ use crate::pds::{self, Account, TestBed};
 
 const KEYRING: session::SecretStore = session::SecretStore::Keyring;
 
-/// `p2pds login HANDLE --oauth --no-browser`, the printed page answered as `acct` (signing in
-/// with its main password, on the server's page), the answer brought to the node.
-async fn login_in_browser(bed: &TestBed, data: &Path, acct: &Account, extra: &[&str]) -> Output {
+/// Starts `p2pds ARGS` (stdout and stderr piped, stdin `stdin`) and reads its stderr up to the
+/// address it prints for the browser: the child, the rest of its stderr, the address, and
+/// what it said before.
+async fn until_address(
+    bed: &TestBed,
+    data: &Path,
+    args: &[&str],
+    stdin: std::process::Stdio,
+) -> (
+    tokio::process::Child,
+    tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
+    String,
+    Vec<String>,
+) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_p2pds"))
         .arg("--data-dir")
         .arg(data)
         .args(["--plc-url", &bed.plc, "--resolver-url", &bed.pds])
-        .args(["login", &acct.handle, "--oauth", "--no-browser"])
-        .args(extra)
-        .stdin(std::process::Stdio::null())
+        .args(args)
+        .stdin(stdin)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -37,14 +47,24 @@ async fn login_in_browser(bed: &TestBed, data: &Path, acct: &Account, extra: &[&
     let url = loop {
         let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
             .await
-            .expect("the sign-in address in time")
+            .expect("the address in time")
             .unwrap()
-            .unwrap_or_else(|| panic!("no sign-in address printed: {said:?}"));
+            .unwrap_or_else(|| panic!("no address printed: {said:?}"));
         if line.trim_start().starts_with("http") {
             break line.trim().to_string();
         }
         said.push(line);
     };
+    (child, lines, url, said)
+}
+
+/// `p2pds login HANDLE --oauth --no-browser`, the printed page answered as `acct` (signing in
+/// with its main password, on the server's page), the answer brought to the node.
+async fn login_in_browser(bed: &TestBed, data: &Path, acct: &Account, extra: &[&str]) -> Output {
+    let mut args = vec!["login", acct.handle.as_str(), "--oauth", "--no-browser"];
+    args.extend(extra);
+    let (mut child, mut lines, url, _) =
+        until_address(bed, data, &args, std::process::Stdio::null()).await;
     assert!(url.contains("request_uri="), "{url}");
     let callback = oauth_pages::approve(&url, &acct.handle, &acct.password)
         .await
@@ -401,30 +421,21 @@ async fn protecting_the_account_asks_for_the_identity_in_a_second_consent() {
     let bed = pds::shared().await;
     let hana = bed.create_account("oauth-hana").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_p2pds"))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["--plc-url", &bed.plc, "--resolver-url", &bed.pds])
-        .args(["recovery-key", "add", "--account", &hana.handle])
-        .args(["--oauth", "--no-browser", "--json"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut said = Vec::new();
-    let url = loop {
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .expect("the consent address in time")
-            .unwrap()
-            .unwrap_or_else(|| panic!("no address printed: {said:?}"));
-        if line.trim_start().starts_with("http") {
-            break line.trim().to_string();
-        }
-        said.push(line);
-    };
+    let (mut child, mut lines, url, said) = until_address(
+        bed,
+        dir.path(),
+        &[
+            "recovery-key",
+            "add",
+            "--account",
+            &hana.handle,
+            "--oauth",
+            "--no-browser",
+            "--json",
+        ],
+        std::process::Stdio::piped(),
+    )
+    .await;
     // It says why before asking.
     assert!(
         said.join(" ").contains("changes your account's identity"),

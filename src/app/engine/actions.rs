@@ -110,6 +110,13 @@ impl Engine {
         Ok(Session::resume(syncer.http.clone(), &syncer.store).await?)
     }
 
+    /// The signed-in account, whose recovery key is set up.
+    pub(super) async fn me_for_recovery(&self) -> Result<session::Account, AppError> {
+        self.store().read(session::signed_in).await?.ok_or_else(|| {
+            AppError::Other("Sign in first: a recovery key protects your own account.".into())
+        })
+    }
+
     /// Whether the signed-in account has a recovery key kept here that its identity lists.
     pub async fn recovery_key_status(&self) -> Result<RecoveryKeyStatus, AppError> {
         let Some(me) = self.store().read(session::signed_in).await? else {
@@ -144,15 +151,7 @@ impl Engine {
     ) -> Result<RecoveryKeyStatus, AppError> {
         let code = code.map(str::trim).filter(|c| !c.is_empty());
         if let (true, Some(code)) = (password.is_empty(), code) {
-            let me = self
-                .store()
-                .read(session::signed_in)
-                .await?
-                .ok_or_else(|| {
-                    AppError::Other(
-                        "Sign in first: a recovery key protects your own account.".into(),
-                    )
-                })?;
+            let me = self.me_for_recovery().await?;
             let done = self.add_recovery_key_allowed(&me.did, code).await?;
             let mut status = words::recovery_key_status("registered");
             status.code = done.code;
@@ -163,13 +162,7 @@ impl Engine {
                 "Type your account's main password (the one you sign in to Bluesky with, not an app password).".into(),
             ));
         }
-        let me = self
-            .store()
-            .read(session::signed_in)
-            .await?
-            .ok_or_else(|| {
-                AppError::Other("Sign in first: a recovery key protects your own account.".into())
-            })?;
+        let me = self.me_for_recovery().await?;
         let code = code.map(str::trim).filter(|c| !c.is_empty());
         let syncer = self.syncer();
         let done =

@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use crate::session::oauth::{ClientId, IdentityGrant};
-use crate::session::{self, Session};
+use crate::session::Session;
 
 use super::{AppError, Engine, WELCOMED_KEY};
 use crate::app::dto::*;
@@ -110,13 +110,7 @@ impl Engine {
     /// Starts the consent "Protect your account" needs: the signed-in account's server asks
     /// whether P2PDS may change the account's identity (this once). Returns the page to open.
     pub async fn start_recovery_consent(&self) -> Result<BrowserSignInStarted, AppError> {
-        let me = self
-            .store()
-            .read(session::signed_in)
-            .await?
-            .ok_or_else(|| {
-                AppError::Other("Sign in first: a recovery key protects your own account.".into())
-            })?;
+        let me = self.me_for_recovery().await?;
         let syncer = self.syncer();
         let pending = Session::start_identity_consent(
             &syncer.http,
