@@ -63,8 +63,7 @@ async fn until_address(
 async fn login_in_browser(bed: &TestBed, data: &Path, acct: &Account, extra: &[&str]) -> Output {
     let mut args = vec!["login", acct.handle.as_str(), "--oauth", "--no-browser"];
     args.extend(extra);
-    let (mut child, mut lines, url, _) =
-        until_address(bed, data, &args, std::process::Stdio::null()).await;
+    let (child, lines, url, _) = until_address(bed, data, &args, std::process::Stdio::null()).await;
     assert!(url.contains("request_uri="), "{url}");
     let callback = oauth_pages::approve(&url, &acct.handle, &acct.password)
         .await
@@ -72,18 +71,24 @@ async fn login_in_browser(bed: &TestBed, data: &Path, acct: &Account, extra: &[&
     assert!(callback.starts_with("http://127.0.0.1:"), "{callback}");
     let page = reqwest::get(&callback).await.unwrap().text().await.unwrap();
     assert!(page.contains("You are signed in"), "{page}");
-    let mut rest = Vec::new();
-    while let Ok(Some(line)) = lines.next_line().await {
-        rest.push(line);
-    }
+    ended(child, lines).await
+}
+
+/// What a child started by [`until_address`] printed and how it ended.
+async fn ended(
+    mut child: tokio::process::Child,
+    mut lines: tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
+) -> Output {
     let mut stdout = Vec::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_end(&mut stdout)
-        .await
-        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let (read, rest) = tokio::join!(out.read_to_end(&mut stdout), async {
+        let mut rest = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            rest.push(line);
+        }
+        rest
+    });
+    read.unwrap();
     let status = child.wait().await.unwrap();
     Output {
         status,
@@ -421,7 +426,7 @@ async fn protecting_the_account_asks_for_the_identity_in_a_second_consent() {
     let bed = pds::shared().await;
     let hana = bed.create_account("oauth-hana").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, mut lines, url, said) = until_address(
+    let (mut child, lines, url, said) = until_address(
         bed,
         dir.path(),
         &[
@@ -461,20 +466,13 @@ async fn protecting_the_account_asks_for_the_identity_in_a_second_consent() {
         .await
         .unwrap();
     drop(stdin);
-    let mut stdout = Vec::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_end(&mut stdout)
-        .await
-        .unwrap();
-    let mut rest = Vec::new();
-    while let Ok(Some(line)) = lines.next_line().await {
-        rest.push(line);
-    }
-    assert!(child.wait().await.unwrap().success(), "{rest:?}");
-    let done: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
+    let out = ended(child, lines).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(done["state"], "registered", "{done}");
     let key = done["didKey"].as_str().unwrap();
     let doc: serde_json::Value = reqwest::get(format!("{}/{}/data", bed.plc, hana.did))

@@ -21,11 +21,42 @@ use crate::app::dto::*;
 /// How long the window waits for the browser's answer.
 const WAIT: Duration = Duration::from_secs(600);
 
-/// A browser sign-in in progress.
+/// A browser sign-in (or consent) in progress.
 #[derive(Default)]
 pub(super) struct BrowserSignIn {
     pending: Option<crate::session::oauth::Pending>,
     cancel: Option<tokio_util::sync::CancellationToken>,
+}
+
+impl BrowserSignIn {
+    /// Keeps a started one until it is waited for; one started before is cancelled.
+    fn park(&mut self, pending: crate::session::oauth::Pending) -> BrowserSignInStarted {
+        self.stop();
+        let url = pending.url.clone();
+        self.pending = Some(pending);
+        BrowserSignInStarted { url }
+    }
+
+    /// The one to wait for now, and what cancels the wait.
+    fn wait(
+        &mut self,
+    ) -> Option<(
+        crate::session::oauth::Pending,
+        tokio_util::sync::CancellationToken,
+    )> {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let pending = self.pending.take()?;
+        self.cancel = Some(cancel.clone());
+        Some((pending, cancel))
+    }
+
+    /// Cancels whatever is started or waited for.
+    fn stop(&mut self) {
+        self.pending = None;
+        if let Some(c) = self.cancel.take() {
+            c.cancel();
+        }
+    }
 }
 
 impl Engine {
@@ -50,25 +81,16 @@ impl Engine {
             &ClientId::of_build(),
         )
         .await?;
-        let url = pending.url.clone();
-        let mut slot = self.browser_sign_in();
-        if let Some(old) = slot.cancel.take() {
-            old.cancel();
-        }
-        slot.pending = Some(pending);
-        Ok(BrowserSignInStarted { url })
+        Ok(self.browser_sign_in().park(pending))
     }
 
     /// Waits for the browser's answer to the sign-in started last, then signs in as
     /// [`Engine::sign_in`] does. Cancelled by [`Engine::cancel_browser_sign_in`].
     pub async fn finish_browser_sign_in(&self) -> Result<Overview, AppError> {
-        let cancel = tokio_util::sync::CancellationToken::new();
-        let pending = {
-            let mut slot = self.browser_sign_in();
-            slot.cancel = Some(cancel.clone());
-            slot.pending.take()
-        }
-        .ok_or_else(|| AppError::Invalid("no sign-in is waiting: start it again".into()))?;
+        let (pending, cancel) = self
+            .browser_sign_in()
+            .wait()
+            .ok_or_else(|| AppError::Invalid("no sign-in is waiting: start it again".into()))?;
         let syncer = self.syncer();
         let session = tokio::select! {
             s = Session::finish_oauth(syncer.http.clone(), &syncer.store, pending, WAIT) => s?,
@@ -86,11 +108,7 @@ impl Engine {
 
     /// Cancels the sign-in waiting for the browser, if any (nothing is stored).
     pub fn cancel_browser_sign_in(&self) {
-        let mut slot = self.browser_sign_in();
-        slot.pending = None;
-        if let Some(c) = slot.cancel.take() {
-            c.cancel();
-        }
+        self.browser_sign_in().stop();
     }
 
     fn browser_sign_in(&self) -> std::sync::MutexGuard<'_, BrowserSignIn> {
@@ -119,25 +137,13 @@ impl Engine {
             &ClientId::of_build(),
         )
         .await?;
-        let url = pending.url.clone();
-        let mut slot = self.recovery_consent();
-        if let Some(old) = slot.cancel.take() {
-            old.cancel();
-        }
-        slot.pending = Some(pending);
-        Ok(BrowserSignInStarted { url })
+        Ok(self.recovery_consent().park(pending))
     }
 
     /// Waits for the consent, then has the server email its confirmation code (with the
     /// permission, held here until the code is typed).
     pub async fn finish_recovery_consent(&self) -> Result<RecoveryKeyStatus, AppError> {
-        let cancel = tokio_util::sync::CancellationToken::new();
-        let pending = {
-            let mut slot = self.recovery_consent();
-            slot.cancel = Some(cancel.clone());
-            slot.pending.take()
-        }
-        .ok_or_else(|| {
+        let (pending, cancel) = self.recovery_consent().wait().ok_or_else(|| {
             AppError::Invalid("nothing is waiting for your browser: start again".into())
         })?;
         let syncer = self.syncer();
@@ -175,11 +181,7 @@ impl Engine {
 
     /// Cancels the consent waiting for the browser, if any.
     pub fn cancel_recovery_consent(&self) {
-        let mut slot = self.recovery_consent();
-        slot.pending = None;
-        if let Some(c) = slot.cancel.take() {
-            c.cancel();
-        }
+        self.recovery_consent().stop();
     }
 
     /// Adds the recovery key with the permission given in the browser and the emailed code;
