@@ -1,12 +1,13 @@
 // The app as installed from its package (APP_BIN=/usr/bin/p2pds-desktop): its window renders
-// the first screen, and its tray icon is on the session bus as a StatusNotifierItem (what a
-// desktop's tray shows). Run by installed.sh, under Xvfb and a session bus, with tauri-driver
+// the first screen, its tray icon is on the session bus as a StatusNotifierItem (what a
+// desktop's tray shows), and "Start at login" writes an autostart entry that starts the
+// installed program (in XDG_CONFIG_HOME, a folder of the test's). Run by installed.sh, under Xvfb and a session bus, with tauri-driver
 // on 4444.
 
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Builder, By } from 'selenium-webdriver'
@@ -44,7 +45,7 @@ function exportsTrayIcon(name) {
   }
 }
 
-test('the installed app: its window renders and its tray icon is there', async (t) => {
+test('the installed app: its window renders, its tray icon is there, it starts at login', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'p2pds-installed-'))
   const d = await new Builder()
     .usingServer('http://127.0.0.1:4444/')
@@ -82,4 +83,27 @@ test('the installed app: its window renders and its tray icon is there', async (
     if (!tray) await d.sleep(200)
   }
   assert.ok(tray, 'no StatusNotifierItem (tray icon) on the session bus')
+
+  // Start at login, from Settings: the entry starts the installed program, in the tray.
+  const click = async (css) => {
+    const end = Date.now() + WAIT
+    for (;;) {
+      try {
+        const e = await d.findElement(By.css(css))
+        if ((await e.isDisplayed()) && (await e.isEnabled())) return await e.click()
+      } catch {}
+      if (Date.now() > end) throw new Error(`${css} never became clickable`)
+      await d.sleep(200)
+    }
+  }
+  await click('#skip-signin')
+  await click('#nav-settings')
+  const box = await d.findElement(By.css('#settings-start-login'))
+  if (!(await box.isSelected())) await click('#settings-start-login')
+  await click('#settings-save')
+  const entry = join(process.env.XDG_CONFIG_HOME, 'autostart', 'org.p2pds.desktop.desktop')
+  for (let i = 0; i < 50 && !existsSync(entry); i++) await d.sleep(200)
+  assert.ok(existsSync(entry), `no autostart entry at ${entry}`)
+  const text = readFileSync(entry, 'utf8')
+  assert.match(text, /^Exec="\/usr\/bin\/p2pds-desktop" --hidden$/m, text)
 })

@@ -2,7 +2,7 @@
 # The package as a person installs it: installs the .deb with the system's package tool (apt,
 # which also checks its declared dependencies), starts the installed app under Xvfb and a
 # session bus through tauri-driver (installed.e2e.mjs: the window renders, the tray icon is
-# there), then removes the package and checks that nothing of it is left.
+# there, "Start at login" writes an entry that starts the installed program), then removes the package and checks that nothing of it is left.
 #   bash tests/e2e/installed.sh PATH/TO/p2pds_VERSION_ARCH.deb
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -29,12 +29,14 @@ fi
 
 if [[ $status -eq 0 ]]; then
   set +e
-  APP_BIN=/usr/bin/p2pds-desktop xvfb-run -a -s "-screen 0 1280x800x24" dbus-run-session -- bash -c '
+  config="$(mktemp -d)"
+  XDG_CONFIG_HOME="$config" APP_BIN=/usr/bin/p2pds-desktop xvfb-run -a -s "-screen 0 1280x800x24" dbus-run-session -- bash -c '
     "$0" --port 4444 --native-port 4445 >/dev/null 2>&1 & d=$!
     for _ in $(seq 1 100); do (echo >/dev/tcp/127.0.0.1/4444) 2>/dev/null && break; sleep 0.1; done
     cd "$1" && node --test --test-reporter=tap installed.e2e.mjs
     s=$?; kill $d; exit $s' "$driver" "$here"
   status=$?
+  rm -rf "$config"
   set -e
 fi
 
