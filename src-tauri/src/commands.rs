@@ -277,9 +277,10 @@ fn open_in_browser(url: &str) -> std::io::Result<()> {
     #[cfg(windows)]
     let mut cmd = {
         use std::os::windows::process::CommandExt;
-        let mut c = Command::new("cmd");
-        // `start` takes a window title first; no console window flashes up.
-        c.args(["/C", "start", "", url]).creation_flags(0x0800_0000);
+        // The shell's own opener, not `cmd /C start`: cmd would read `&` in an address
+        // (every sign-in page has one) as a command separator.
+        let mut c = Command::new("explorer");
+        c.arg(url).creation_flags(0x0800_0000);
         c
     };
     #[cfg(not(any(target_os = "macos", windows)))]

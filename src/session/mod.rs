@@ -326,6 +326,13 @@ impl Session {
             .ok_or(SessionError::NotSignedIn)?;
         let secrets_at = SecretStore::of(store).await?;
         let secrets = load_secrets(&secrets_at, &account.did).await?;
+        if let Some(grant) = &secrets.oauth {
+            // Never downgraded to a bearer session: without its key the grant is of no use.
+            grant.key().map_err(|_| SessionError::SessionEnded {
+                pds: grant.issuer.clone(),
+                message: "the key the session is bound to is damaged".into(),
+            })?;
+        }
         Ok(Arc::new(Session::new(account, http, secrets, secrets_at)))
     }
 

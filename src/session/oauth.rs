@@ -354,6 +354,32 @@ async fn server_of(http: &reqwest::Client, pds: &str) -> Result<ServerMeta, Sess
     if meta.pushed_authorization_request_endpoint.is_none() {
         return Err(bad("it offers no pushed authorization requests".into()));
     }
+    // Every endpoint is the issuer's own (the sign-in page is opened by the system's opener:
+    // nothing but an http(s) address on the issuer's host goes there).
+    let origin_of = |u: &str| url::Url::parse(u).ok().map(|u| u.origin());
+    let issuer_origin = origin_of(&issuer);
+    let issuer_url =
+        url::Url::parse(&issuer).map_err(|e| bad(format!("its issuer is no address: {e}")))?;
+    let loopback = matches!(
+        issuer_url.host_str(),
+        Some("localhost" | "127.0.0.1" | "[::1]")
+    );
+    if !(issuer_url.scheme() == "https" || (issuer_url.scheme() == "http" && loopback)) {
+        return Err(bad("its issuer is not an https address".into()));
+    }
+    let endpoints = [
+        Some(&meta.authorization_endpoint),
+        Some(&meta.token_endpoint),
+        meta.pushed_authorization_request_endpoint.as_ref(),
+        meta.revocation_endpoint.as_ref(),
+    ];
+    for e in endpoints.into_iter().flatten() {
+        if origin_of(e) != issuer_origin {
+            return Err(bad(format!(
+                "its endpoint {e:.200} is not on the issuer's own address"
+            )));
+        }
+    }
     if !meta.dpop_signing_alg_values_supported.is_empty()
         && !meta
             .dpop_signing_alg_values_supported
@@ -670,7 +696,6 @@ impl Pending {
 
 /// The identity permission of one consent ([`IDENTITY_SCOPE`]), in memory only: used for the
 /// calls that add a recovery key, then revoked.
-#[derive(Debug)]
 pub struct IdentityGrant {
     pub did: String,
     pub pds: String,
@@ -678,6 +703,12 @@ pub struct IdentityGrant {
     access: String,
     refresh: Option<String>,
     grant: Grant,
+}
+
+impl std::fmt::Debug for IdentityGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IdentityGrant({}, {})", self.did, self.pds)
+    }
 }
 
 impl IdentityGrant {
@@ -898,6 +929,45 @@ mod tests {
         assert!(text.contains("won't ask for more"), "{text}");
         assert!(text.contains("app password"), "{text}");
         assert!(text.contains("is not supported"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_sign_in_page_elsewhere_than_the_issuer_is_refused() {
+        let served = stub(|base| {
+            let meta = serde_json::json!({
+                "issuer": base,
+                "authorization_endpoint": "https://elsewhere.example/&calc&",
+                "token_endpoint": format!("{base}/oauth/token"),
+                "pushed_authorization_request_endpoint": format!("{base}/oauth/par"),
+            });
+            let resource = serde_json::json!({"authorization_servers": [base]});
+            vec![
+                (
+                    "/.well-known/oauth-protected-resource",
+                    200,
+                    resource.to_string(),
+                ),
+                (
+                    "/.well-known/oauth-authorization-server",
+                    200,
+                    meta.to_string(),
+                ),
+            ]
+        })
+        .await;
+        let doc = crate::identity::DidDoc {
+            did: "did:plc:someone".into(),
+            handle: None,
+            pds: Some(served),
+            signing_key: None,
+        };
+        let e = start(&reqwest::Client::new(), &doc, &ClientId::Loopback, SCOPE)
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("not on the issuer's own address"),
+            "{e}"
+        );
     }
 
     #[tokio::test]

@@ -15,7 +15,9 @@ if dpkg -s p2pds >/dev/null 2>&1; then
   exit 1
 fi
 echo "installed: apt-get install $deb"
-"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$deb" >/dev/null
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$deb" >/dev/null
+# Removed again whatever happens below.
+trap '"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get remove -y -q p2pds >/dev/null 2>&1 || true' EXIT
 files="$(dpkg -L p2pds)"
 status=0
 for f in /usr/bin/p2pds-desktop /usr/bin/p2pds /usr/share/applications/org.p2pds.desktop.desktop \
@@ -42,6 +44,7 @@ fi
 
 echo "installed: apt-get remove p2pds"
 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get remove -y -q p2pds >/dev/null
+trap - EXIT
 if dpkg -s p2pds >/dev/null 2>&1; then
   echo "installed: p2pds is still installed after removal" >&2
   status=1

@@ -45,6 +45,7 @@ impl Engine {
         let _work = self.guard().await?;
         let syncer = self.syncer();
         Session::logout(syncer.http.clone(), &syncer.store).await?;
+        self.forget_browser_consents().await;
         self.inner.node.set_session(None);
         self.changed();
         self.overview().await

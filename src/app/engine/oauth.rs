@@ -179,6 +179,16 @@ impl Engine {
         Ok(crate::app::words::recovery_key_status(&done.state))
     }
 
+    /// Signing out: nothing waits for the browser any more, and an identity permission still
+    /// held is given back.
+    pub(super) async fn forget_browser_consents(&self) {
+        self.browser_sign_in().stop();
+        self.recovery_consent().stop();
+        if let Some(g) = self.inner.identity_grant.lock().await.take() {
+            g.revoke(&self.syncer().http).await;
+        }
+    }
+
     /// Cancels the consent waiting for the browser, if any.
     pub fn cancel_recovery_consent(&self) {
         self.recovery_consent().stop();
