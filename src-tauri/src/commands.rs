@@ -44,11 +44,7 @@ pub async fn start_browser_sign_in(
         .start_browser_sign_in(&handle)
         .await
         .map_err(text)?;
-    if std::env::var_os("P2PDS_NO_BROWSER").is_none() {
-        // Best effort: the window shows the address either way.
-        let _ = open_in_browser(&started.url);
-    }
-    Ok(started)
+    Ok(opened(started))
 }
 
 #[tauri::command]
@@ -153,10 +149,16 @@ pub async fn collect_garbage(s: State<'_, AppState>) -> Answer<Collection> {
 #[tauri::command]
 pub async fn start_recovery_consent(s: State<'_, AppState>) -> Answer<BrowserSignInStarted> {
     let started = s.engine.start_recovery_consent().await.map_err(text)?;
+    Ok(opened(started))
+}
+
+/// Opens a started sign-in's page in the browser, unless `P2PDS_NO_BROWSER` is set (tests
+/// answer the page themselves). Best effort: the window shows the address either way.
+fn opened(started: BrowserSignInStarted) -> BrowserSignInStarted {
     if std::env::var_os("P2PDS_NO_BROWSER").is_none() {
         let _ = open_in_browser(&started.url);
     }
-    Ok(started)
+    started
 }
 
 #[tauri::command]
