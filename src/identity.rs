@@ -26,8 +26,13 @@ pub enum IdentityError {
     UnsupportedDid(String),
     #[error("'{0}' is not a valid handle")]
     BadHandle(String),
-    #[error("could not find the account '{handle}': {reason}")]
+    /// Every way of looking the handle up answered, and none knows it. `reason` is what each
+    /// said (for logs; the words are for people).
+    #[error("There is no Bluesky account called {handle}. Check the spelling (it looks like name.bsky.social).")]
     HandleNotFound { handle: String, reason: String },
+    /// No way of looking the handle up could be reached (offline, or DNS failing).
+    #[error("Couldn't reach the internet to find {handle}. Check your connection and try again.")]
+    HandleUnreachable { handle: String, reason: String },
     #[error("could not fetch the identity document of {did}: {reason}")]
     Fetch { did: String, reason: String },
     #[error("the identity document of {did} is invalid: {reason}")]
@@ -36,7 +41,71 @@ pub enum IdentityError {
 
 impl IdentityError {
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Fetch { .. } | Self::HandleNotFound { .. })
+        matches!(
+            self,
+            Self::Fetch { .. } | Self::HandleNotFound { .. } | Self::HandleUnreachable { .. }
+        )
+    }
+}
+
+/// How one way of looking a handle up ended without a DID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Miss {
+    /// It could not be asked (no network, a timeout, a server failing).
+    Unreachable,
+    /// It answered: no such name.
+    NoSuchName,
+}
+
+impl Miss {
+    /// An HTTP lookup's failure: reached only when something answered that it does not know
+    /// the name (a 4xx, or an answer that is not a DID).
+    fn of_http(e: &crate::xrpc::XrpcError) -> Miss {
+        use crate::xrpc::XrpcError as X;
+        match e {
+            X::Network { .. } | X::Timeout { .. } => Miss::Unreachable,
+            X::Status { status, .. } if *status >= 500 => Miss::Unreachable,
+            _ => Miss::NoSuchName,
+        }
+    }
+
+    /// A DNS lookup's failure: a name server that says the name or its record does not exist
+    /// answered; a timeout, an IO error or a failing server (SERVFAIL, as a local stub
+    /// resolver answers when offline) did not.
+    fn of_dns(e: &hickory_resolver::error::ResolveError) -> Miss {
+        use hickory_resolver::error::ResolveErrorKind as K;
+        use hickory_resolver::proto::op::ResponseCode;
+        match e.kind() {
+            K::NoRecordsFound { response_code, .. }
+                if matches!(
+                    *response_code,
+                    ResponseCode::NXDomain | ResponseCode::NoError
+                ) =>
+            {
+                Miss::NoSuchName
+            }
+            _ => Miss::Unreachable,
+        }
+    }
+}
+
+/// The error for a handle no lookup resolved: unreachable when none of them could be asked,
+/// not found when one answered (a typo in the name is not a network failure).
+fn unresolved(handle: String, misses: Vec<(Miss, String)>) -> IdentityError {
+    let offline = !misses.is_empty() && misses.iter().all(|(m, _)| *m == Miss::Unreachable);
+    let reason = if misses.is_empty() {
+        "no way to look it up: pass --resolver-url".into()
+    } else {
+        misses
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    if offline {
+        IdentityError::HandleUnreachable { handle, reason }
+    } else {
+        IdentityError::HandleNotFound { handle, reason }
     }
 }
 
@@ -259,17 +328,17 @@ impl Resolver {
         if !valid_handle(&handle) {
             return Err(IdentityError::BadHandle(handle));
         }
-        let mut reasons = Vec::new();
+        let mut misses = Vec::new();
         if let Some(url) = &self.resolver_url {
             match self.resolve_via_xrpc(url, &handle).await {
                 Ok(did) => return Ok(did),
-                Err(e) => reasons.push(format!("{url}: {e}")),
+                Err((miss, e)) => misses.push((miss, format!("{url}: {e}"))),
             }
         }
         if !is_reserved(&handle) {
             match resolve_via_dns(&handle).await {
                 Ok(did) => return Ok(did),
-                Err(e) => reasons.push(format!("DNS: {e}")),
+                Err((miss, e)) => misses.push((miss, format!("DNS: {e}"))),
             }
             let url = format!("https://{handle}/.well-known/atproto-did");
             // A DID is short: the answer is read up to a few kilobytes, within the deadline.
@@ -286,22 +355,15 @@ impl Resolver {
                     if did.starts_with("did:") {
                         return Ok(did.to_string());
                     }
-                    reasons.push(format!("{url}: not a DID"));
+                    misses.push((Miss::NoSuchName, format!("{url}: not a DID")));
                 }
-                Err(e) => reasons.push(e.to_string()),
+                Err(e) => misses.push((Miss::of_http(&e), e.to_string())),
             }
         }
-        Err(IdentityError::HandleNotFound {
-            handle,
-            reason: if reasons.is_empty() {
-                "no way to look it up: pass --resolver-url".into()
-            } else {
-                reasons.join("; ")
-            },
-        })
+        Err(unresolved(handle, misses))
     }
 
-    async fn resolve_via_xrpc(&self, base: &str, handle: &str) -> Result<String, String> {
+    async fn resolve_via_xrpc(&self, base: &str, handle: &str) -> Result<String, (Miss, String)> {
         let v: Value = crate::xrpc::Client::new(self.http.clone())
             .get(
                 base,
@@ -309,11 +371,11 @@ impl Resolver {
                 &[("handle", handle)],
             )
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| (Miss::of_http(&e), e.to_string()))?;
         v.get("did")
             .and_then(Value::as_str)
             .map(str::to_string)
-            .ok_or_else(|| "no did in the answer".to_string())
+            .ok_or_else(|| (Miss::NoSuchName, "no did in the answer".to_string()))
     }
 
     /// Resolves a handle or DID to a DID and its document.
@@ -327,16 +389,16 @@ impl Resolver {
     }
 }
 
-async fn resolve_via_dns(handle: &str) -> Result<String, String> {
+async fn resolve_via_dns(handle: &str) -> Result<String, (Miss, String)> {
     let resolver = hickory_resolver::TokioAsyncResolver::tokio_from_system_conf()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| (Miss::of_dns(&e), e.to_string()))?;
     let lookup = tokio::time::timeout(
         Duration::from_secs(5),
         resolver.txt_lookup(format!("_atproto.{handle}.")),
     )
     .await
-    .map_err(|_| "timed out".to_string())?
-    .map_err(|e| e.to_string())?;
+    .map_err(|_| (Miss::Unreachable, "timed out".to_string()))?
+    .map_err(|e| (Miss::of_dns(&e), e.to_string()))?;
     for txt in lookup.iter() {
         let text: String = txt
             .txt_data()
@@ -347,7 +409,7 @@ async fn resolve_via_dns(handle: &str) -> Result<String, String> {
             return Ok(did.to_string());
         }
     }
-    Err("no did= TXT record".into())
+    Err((Miss::NoSuchName, "no did= TXT record".into()))
 }
 
 #[cfg(test)]
@@ -472,6 +534,116 @@ mod tests {
         // Without the setting, the loopback host is asked over https (which it does not speak).
         let err = resolver().resolve_did(&direct, true).await.unwrap_err();
         assert!(err.to_string().contains("https://127.0.0.1"), "{err}");
+    }
+
+    fn status(status: u16) -> crate::xrpc::XrpcError {
+        crate::xrpc::XrpcError::Status {
+            url: "https://x/xrpc/y".into(),
+            status,
+            error: "Bad Request".into(),
+            message: String::new(),
+        }
+    }
+
+    #[rstest::rstest]
+    #[case::offline(
+        crate::xrpc::XrpcError::Network { url: "https://x".into(), reason: "dns error".into() },
+        Miss::Unreachable
+    )]
+    #[case::late(
+        crate::xrpc::XrpcError::Timeout { url: "https://x".into(), secs: 60 },
+        Miss::Unreachable
+    )]
+    #[case::server_failing(status(502), Miss::Unreachable)]
+    #[case::unknown_name(status(400), Miss::NoSuchName)]
+    #[case::no_page(status(404), Miss::NoSuchName)]
+    fn an_http_lookup_failed_or_answered(#[case] e: crate::xrpc::XrpcError, #[case] want: Miss) {
+        assert_eq!(Miss::of_http(&e), want);
+    }
+
+    #[test]
+    fn a_dns_lookup_failed_or_answered() {
+        use hickory_resolver::error::{ResolveError, ResolveErrorKind};
+        use hickory_resolver::proto::op::{Query, ResponseCode};
+        let none = |code| {
+            ResolveError::from(ResolveErrorKind::NoRecordsFound {
+                query: Box::new(Query::new()),
+                soa: None,
+                negative_ttl: None,
+                response_code: code,
+                trusted: true,
+            })
+        };
+        assert_eq!(
+            Miss::of_dns(&none(ResponseCode::NXDomain)),
+            Miss::NoSuchName
+        );
+        assert_eq!(Miss::of_dns(&none(ResponseCode::NoError)), Miss::NoSuchName);
+        assert_eq!(
+            Miss::of_dns(&none(ResponseCode::ServFail)),
+            Miss::Unreachable
+        );
+        let timeout = ResolveError::from(ResolveErrorKind::Timeout);
+        assert_eq!(Miss::of_dns(&timeout), Miss::Unreachable);
+    }
+
+    #[rstest::rstest]
+    #[case::offline(
+        &[Miss::Unreachable, Miss::Unreachable],
+        "Couldn't reach the internet to find alice.example. Check your connection and try again."
+    )]
+    #[case::unknown(
+        &[Miss::NoSuchName, Miss::NoSuchName],
+        "There is no Bluesky account called alice.example. Check the spelling (it looks like name.bsky.social)."
+    )]
+    // DNS said the name does not exist; the web lookup could not connect to a host that
+    // does not exist either: a typo, not a network failure.
+    #[case::typo(
+        &[Miss::NoSuchName, Miss::Unreachable],
+        "There is no Bluesky account called alice.example. Check the spelling (it looks like name.bsky.social)."
+    )]
+    fn an_unresolved_handle_in_words(#[case] misses: &[Miss], #[case] want: &str) {
+        let misses = misses.iter().map(|m| (*m, "Query { name: … }".to_string()));
+        let e = unresolved("alice.example".into(), misses.collect());
+        assert_eq!(e.to_string(), want);
+        assert!(!e.to_string().contains("Query"));
+    }
+
+    #[tokio::test]
+    async fn a_handle_lookup_offline_or_refused_says_which() {
+        let answering = {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let app = axum::Router::new().route(
+                "/xrpc/com.atproto.identity.resolveHandle",
+                axum::routing::get(|| async {
+                    (
+                        axum::http::StatusCode::BAD_REQUEST,
+                        axum::Json(json!({"error": "InvalidRequest", "message": "Unable to resolve handle"})),
+                    )
+                }),
+            );
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            url
+        };
+        let lookup = |url: String| async move {
+            Resolver::new(reqwest::Client::new(), DEFAULT_PLC_URL, Some(&url))
+                .resolve_handle("alice.example")
+                .await
+                .unwrap_err()
+        };
+        // Nothing listens on the discard port: as if offline.
+        let offline = lookup("http://127.0.0.1:9".into()).await;
+        assert!(
+            matches!(offline, IdentityError::HandleUnreachable { .. }),
+            "{offline:?}"
+        );
+        let unknown = lookup(answering).await;
+        assert!(
+            matches!(unknown, IdentityError::HandleNotFound { .. }),
+            "{unknown:?}"
+        );
+        assert!(!unknown.to_string().contains("400"), "{unknown}");
     }
 
     #[test]

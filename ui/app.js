@@ -1,7 +1,7 @@
 // P2PDS desktop app: the main window. Fetches the overview, shows the screen it calls for,
 // and follows the engine's events (changes, backup progress, alerts).
 
-import { api, coalesce, errorText, onEngineEvent, tauri } from './lib/api.js';
+import { api, coalesce, errorText, onEngineEvent, onLinkOpened, tauri } from './lib/api.js';
 import { byId } from './lib/dom.js';
 import { pruneLiveProgress } from './lib/model.js';
 import { initCircles, renderCircles } from './lib/views/circles.js';
@@ -9,6 +9,7 @@ import { initFriends, renderFriends, updateProgress } from './lib/views/friends.
 import { initHeader, renderHeader } from './lib/views/header.js';
 import { initLeave, loadHealth, renderHealth } from './lib/views/health.js';
 import { initHelp } from './lib/views/help.js';
+import { openGivenLink } from './lib/views/invite.js';
 import { confirm, initMessages, notify, showError } from './lib/views/messages.js';
 import { initRestore, updateRestore } from './lib/views/restore.js';
 import { initSettings, loadSettings, renderAccount, updateMoveProgress } from './lib/views/settings.js';
@@ -163,6 +164,14 @@ async function start() {
   }
   // The first real frame is on screen: tell the app (it measures its start-up time).
   requestAnimationFrame(() => requestAnimationFrame(() => api.ready().catch(() => {})));
+
+  // An invitation link the app was opened with (now, or later while the window is open).
+  const takeLink = async () => {
+    const link = await api.takePendingLink().catch(() => null);
+    if (link) openGivenLink(ctx, link);
+  };
+  await onLinkOpened(() => takeLink().catch(() => {})).catch(() => {});
+  await takeLink();
 
   // Relative times ("3 minutes ago") age while the window is open.
   setInterval(() => {

@@ -15,6 +15,11 @@ welcomed: boolean, friends: Array<Friend>, circles: Array<CircleCard>, invitatio
  */
 tray: TrayState, 
 /**
+ * Why, in words, unless all is well ("bob.test not backed up for 3 days (and 1 more)"):
+ * the worst of every friend, circle and invitation, for the tray's menu.
+ */
+trayReason: string | null, 
+/**
  * One sentence: "All 3 accounts are safe: each held by 2 friends, checked 10 minutes ago".
  */
 headline: string, 
@@ -25,7 +30,7 @@ pausedUntil: string | null, notifications: NotificationStatus, storage: Storage,
 
 export type Me = { did: string, handle: string | null, };
 
-export type TrayState = "ok" | "syncing" | "needs-attention";
+export type TrayState = "ok" | "syncing" | "needs-attention" | "problem";
 
 export type NotificationStatus = { available: boolean, 
 /**
@@ -124,7 +129,12 @@ health: string | null,
 /**
  * One sentence: "Everyone is safe", "Waiting for Carol to accept".
  */
-sentence: string, };
+sentence: string, 
+/**
+ * Whether every copy has passed a check: until then "ok" only means nothing is wrong
+ * yet, and the card says "Not checked yet".
+ */
+checked: boolean, };
 
 export type MemberCard = { did: string, name: string, accepted: boolean, isYou: boolean, };
 
@@ -141,9 +151,38 @@ export type Health = { uri: string, name: string,
  */
 state: string, sentence: string, 
 /**
- * What is not right, in words.
+ * What is not right, in words: every line of `attention`, in its order.
  */
-reasons: Array<string>, members: Array<MemberHealth>, 
+reasons: Array<string>, 
+/**
+ * The heading above `sentence`, consistent with the worst line of `attention`:
+ * "Healthy", "Not checked yet", "Getting ready", "Needs a look", "At risk", …
+ */
+label: string, 
+/**
+ * How to colour it: "ok", "busy", "warn", "danger", "muted".
+ */
+tone: string, 
+/**
+ * What needs attention, one sentence per problem, grouped by person (the circle first,
+ * then you, then the others).
+ */
+attention: Array<Attention>, 
+/**
+ * The policy engine's own conditions that are not true, and what could not be read
+ * (for a "Details" view: names instead of DIDs, otherwise as the engine says them).
+ */
+details: Array<string>, 
+/**
+ * The circle's rules, in sentences: "Each member's account is kept by 2 friends in the
+ * circle."
+ */
+rules: Array<string>, 
+/**
+ * When every copy last passed its check (RFC 3339): the oldest of those checks; `None`
+ * while any copy is not checked yet.
+ */
+checkedAt: string | null, members: Array<MemberHealth>, 
 /**
  * Bytes this computer holds for each member's account.
  */
@@ -152,6 +191,25 @@ storage: Array<StorageItem>, timeline: Array<TimelineEvent>,
  * When the report was computed (RFC 3339).
  */
 evaluatedAt: string, };
+
+export type Attention = { 
+/**
+ * The member's DID; `None` for the circle itself.
+ */
+did: string | null, 
+/**
+ * "You", "bob.test", "The circle".
+ */
+name: string, 
+/**
+ * The worst line's: "note" (no bearing on the circle's state), "waiting", "warn",
+ * "danger".
+ */
+tone: string, 
+/**
+ * One sentence per problem.
+ */
+lines: Array<string>, };
 
 export type MemberHealth = { did: string, name: string, state: string, 
 /**
@@ -381,7 +439,7 @@ phase: string, doneBytes: number, totalBytes: number, };
 
 export type Event = { "type": "changed" } | { "type": "progress", did: string, progress: Progress, } | { "type": "moving", progress: MoveProgress, } | { "type": "restoring", did: string, step: RestoreStep, } | { "type": "alert", key: string, title: string, body: string, };
 
-export type ErrorCode = "not-signed-in" | "sign-in-refused" | "browser-sign-in" | "keyring" | "network" | "moving" | "storage" | "invalid" | "other";
+export type ErrorCode = "not-signed-in" | "sign-in-refused" | "browser-sign-in" | "keyring" | "network" | "moving" | "storage" | "invalid" | "link-damaged" | "link-not-for-you" | "link-outdated" | "link-revoked" | "link-gone" | "other";
 
 export type ErrorAnswer = { code: ErrorCode, 
 /**

@@ -1,53 +1,49 @@
-//! P2PDS desktop shell: a thin Tauri window over the engine (`p2pds::app::Engine`), hosted in
-//! this process. Commands call the engine; the engine's events reach the window through one
-//! forwarder, which also keeps the tray icon true and raises desktop notifications.
+//! P2PDS desktop app: this process hosts the engine (`p2pds::app::Engine`), the tray icon and
+//! desktop notifications, and loads no web view. The window is a process of its own
+//! (`p2pds-window`, in `src/bin/p2pds-window/`), started when it is opened and ended when it is
+//! closed; its page's commands and the engine's events cross a Unix socket ([`ipc`], answered
+//! by [`commands`]). So the app in the tray costs what the engine costs.
 //!
-//! Closing the window releases it entirely (the web view and its processes; see [`window`]):
-//! the engine and the tray keep running, and "Open" builds the window anew. "Quit" stops the
-//! engine and exits. Started with `--hidden` (start at login), no window is built at all.
+//! "Quit" (or SIGTERM / SIGINT) stops the engine, closes the window and exits. Started with
+//! `--hidden` (start at login), no window is opened. Started again while it runs on the same
+//! data folder, it asks the running app to show its window and exits. Given an invitation link
+//! (`p2pds:…`, as the system opens one with the app), the window opens at it.
 //!
 //! Options (or the environment variables the `p2pds` command reads): `--data-dir DIR`
 //! (`P2PDS_DATA_DIR`), `--plc-url URL` (`P2PDS_PLC_URL`), `--resolver-url URL`
-//! (`P2PDS_RESOLVER_URL`). Without `--data-dir`, the folder the copies were moved to in the app
-//! (the `location` file, see [`location`]) is used, else the per-user data folder.
+//! (`P2PDS_RESOLVER_URL`), `--backlink-index URL` (`P2PDS_BACKLINK_INDEX`). Without
+//! `--data-dir`, the folder the copies were moved to in the app (the `location` file, see
+//! [`location`]) is used, else the per-user data folder.
 //!
-//! Moving the copies restarts the app: the `move_storage` command records the new folder, asks
-//! the app to exit, and on exit starts it again (shown, even if it was started `--hidden`).
+//! Moving the copies restarts the app: the `move_storage` command records the new folder and
+//! quits; on the way out the app starts again (shown, even if it was started `--hidden`).
+//!
+//! [`ipc`]: p2pds_desktop::ipc
 
 // No console window on Windows release builds.
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
+#[cfg(unix)]
 mod commands;
+#[cfg(unix)]
+mod host;
 mod location;
+#[cfg(unix)]
 mod tray;
+#[cfg(unix)]
 mod window;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use p2pds::app::dto::Event;
-use p2pds::app::{Engine, EngineConfig};
-use tauri::{Emitter, Manager};
+use p2pds::app::EngineConfig;
 
-/// When this process started (for the startup figure).
-pub static STARTED: std::sync::LazyLock<std::time::Instant> =
-    std::sync::LazyLock::new(std::time::Instant::now);
-
-/// Start again once the app has exited (after a move of the storage folder).
-static RESTART: AtomicBool = AtomicBool::new(false);
-
-/// What the commands reach.
-pub struct AppState {
-    pub engine: Engine,
-    /// The file recording where the copies were moved to.
-    pub location_file: Option<PathBuf>,
-    /// The per-user data folder (moving back there needs no record).
-    pub default_dir: Option<PathBuf>,
-}
+/// When this process started, in milliseconds since the epoch (for the start-up figure).
+#[cfg(unix)]
+pub static STARTED_AT: std::sync::LazyLock<u128> = std::sync::LazyLock::new(window::now_ms);
 
 fn main() -> ExitCode {
-    std::sync::LazyLock::force(&STARTED);
+    #[cfg(unix)]
+    std::sync::LazyLock::force(&STARTED_AT);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("P2PDS_LOG")
@@ -86,165 +82,106 @@ fn config(args: &[String]) -> Result<(EngineConfig, bool), String> {
         plc_url: option(args, "--plc-url", "P2PDS_PLC_URL")
             .unwrap_or_else(|| p2pds::identity::DEFAULT_PLC_URL.to_string()),
         resolver_url: option(args, "--resolver-url", "P2PDS_RESOLVER_URL"),
+        backlink_index: option(args, "--backlink-index", "P2PDS_BACKLINK_INDEX"),
     };
     Ok((config, dir.fixed))
 }
 
-/// Asks the app to exit and start again (a moment later, so the command's answer reaches
-/// the window first).
-pub fn restart_soon(app: &tauri::AppHandle) {
-    RESTART.store(true, Ordering::SeqCst);
-    let app = app.clone();
-    tauri::async_runtime::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-        app.exit(0);
+#[cfg(not(unix))]
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    Err("the desktop app runs on Linux and macOS only for now; use the p2pds command".into())
+}
+
+#[cfg(unix)]
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let args: Vec<String> = std::env::args().collect();
+    let hidden = args.iter().any(|a| a == "--hidden");
+    // An invitation link the system opens with the app (the desktop entry's `%u`).
+    let link = args
+        .iter()
+        .skip(1)
+        .find(|a| a.starts_with("p2pds:"))
+        .cloned();
+    let (config, fixed) = config(&args)?;
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(std::path::PathBuf::from);
+    let socket = p2pds_desktop::ipc::socket_path(&config.data_dir, runtime.as_deref());
+    // Already running on this folder: show its window (unless this is start at login).
+    if !hidden && host::ask_running_to_open(&socket, link.as_deref()) {
+        eprintln!("p2pds-desktop: already running; showing its window");
+        return Ok(());
+    }
+    let engine = p2pds::app::Engine::open(config)?;
+    engine.set_location_fixed(fixed);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let host = Arc::new(host::Host {
+        engine: engine.clone(),
+        window: window::Window::new(window::Window::beside_this_program()?, socket.clone()),
+        location_file: p2pds::app::platform::location_file(),
+        default_dir: p2pds::app::platform::default_data_dir(),
+        quit: tokio_util::sync::CancellationToken::new(),
+        restart: AtomicBool::new(false),
+        pending_link: std::sync::Mutex::new(None),
     });
+    rt.block_on(async {
+        // This process holds the data folder's lock: a socket file left there is stale.
+        let _ = std::fs::remove_file(&socket);
+        let listener = tokio::net::UnixListener::bind(&socket)?;
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
+        let owner = std::fs::metadata(&socket)?.uid();
+        let tray = tray::start(host.clone()).await;
+        let serving = tokio::spawn(host::serve(host.clone(), listener, owner));
+        let forwarding = tokio::spawn(host::forward(host.clone(), tray));
+        tokio::spawn(host::signals(host.clone()));
+        let e = engine.clone();
+        let running = tokio::spawn(async move { e.run().await });
+        match &link {
+            Some(link) => host.open_link(link),
+            None if !hidden => host.window.open(),
+            None => {}
+        }
+        host.quit.cancelled().await;
+        host.window.close();
+        engine.stop();
+        let _ = running.await;
+        let _ = serving.await;
+        let _ = forwarding.await;
+        // Let the window process read its order to close.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let _ = std::fs::remove_file(&socket);
+        Ok::<_, std::io::Error>(())
+    })?;
+    drop(rt);
+    let restart = host.restart.load(Ordering::SeqCst);
+    // The data folder's lock goes with the last handle on the engine.
+    drop(host);
+    drop(engine);
+    if restart {
+        // Let the server give up its port before the new instance asks for it.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        relaunch(&args);
+    }
+    Ok(())
 }
 
 /// Starts the app again, with the same options but shown.
-fn relaunch(app: &tauri::AppHandle) {
-    let env = app.env();
-    let exe = match tauri::process::current_binary(&env) {
+#[cfg(unix)]
+fn relaunch(args: &[String]) {
+    let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => {
             eprintln!("p2pds-desktop: can't find the app to start it again: {e}");
             return;
         }
     };
-    let args = env.args_os.iter().skip(1).filter(|a| *a != "--hidden");
+    let args = args.iter().skip(1).filter(|a| *a != "--hidden");
     if let Err(e) = std::process::Command::new(exe).args(args).spawn() {
         eprintln!("p2pds-desktop: can't start the app again: {e}");
-    }
-}
-
-fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
-    let hidden = args.iter().any(|a| a == "--hidden");
-    let (config, fixed) = config(&args)?;
-    let engine = Engine::open(config)?;
-    engine.set_location_fixed(fixed);
-    let for_exit = engine.clone();
-    let app = tauri::Builder::default()
-        .manage(AppState {
-            engine: engine.clone(),
-            location_file: p2pds::app::platform::location_file(),
-            default_dir: p2pds::app::platform::default_data_dir(),
-        })
-        .setup(move |app| {
-            let handle = app.handle().clone();
-            tray::build(&handle)?;
-            window::bench_signals(&handle);
-            forward(&handle, engine.clone());
-            let e = engine.clone();
-            tauri::async_runtime::spawn(async move { e.run().await });
-            if !hidden {
-                window::open(&handle)?;
-            }
-            Ok(())
-        })
-        .invoke_handler(tauri::generate_handler![
-            commands::overview,
-            commands::sign_in,
-            commands::skip_sign_in,
-            commands::start_browser_sign_in,
-            commands::finish_browser_sign_in,
-            commands::cancel_browser_sign_in,
-            commands::sign_out,
-            commands::add_friend,
-            commands::remove_friend,
-            commands::sync_now,
-            commands::pause,
-            commands::resume,
-            commands::create_circle,
-            commands::accept_invitation,
-            commands::decline_invitation,
-            commands::leave_circle,
-            commands::circle_health,
-            commands::dismiss_flags,
-            commands::reclaimable,
-            commands::collect_garbage,
-            commands::recovery_key_status,
-            commands::add_recovery_key,
-            commands::start_recovery_consent,
-            commands::finish_recovery_consent,
-            commands::cancel_recovery_consent,
-            commands::restore_choice,
-            commands::restore_account,
-            commands::get_settings,
-            commands::save_settings,
-            commands::move_storage,
-            commands::delete_old_copy,
-            commands::open_help,
-            commands::ready,
-        ])
-        .build(tauri::generate_context!())?;
-    app.run(move |handle, event| {
-        // The last window closed: keep running in the tray ("Quit" exits with a code).
-        if let tauri::RunEvent::ExitRequested {
-            code: None, api, ..
-        } = &event
-        {
-            api.prevent_exit();
-        }
-        if let tauri::RunEvent::Exit = event {
-            for_exit.stop();
-            if RESTART.load(Ordering::SeqCst) {
-                // Let the server give up its port before the new instance asks for it.
-                std::thread::sleep(std::time::Duration::from_millis(300));
-                relaunch(handle);
-            }
-        }
-    });
-    Ok(())
-}
-
-/// The one forwarder: engine events to the window, the tray and notifications.
-fn forward(app: &tauri::AppHandle, engine: Engine) {
-    let mut rx = engine.subscribe();
-    let app = app.clone();
-    tauri::async_runtime::spawn(async move {
-        loop {
-            let event = match rx.recv().await {
-                Ok(e) => e,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Event::Changed,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-            };
-            match &event {
-                Event::Changed => {
-                    if let Ok(o) = engine.overview().await {
-                        tray::show(&app, &o);
-                    }
-                }
-                Event::Alert { title, body, .. } => notify(&engine, title, body).await,
-                Event::Progress { .. } | Event::Moving { .. } | Event::Restoring { .. } => {}
-            }
-            let _ = app.emit("engine", &event);
-        }
-    });
-}
-
-/// A desktop notification; when the desktop cannot show one, the app says so.
-async fn notify(engine: &Engine, title: &str, body: &str) {
-    let (t, b) = (title.to_string(), body.to_string());
-    let shown = tokio::task::spawn_blocking(move || {
-        notify_rust::Notification::new()
-            .appname("P2PDS")
-            .summary(&t)
-            .body(&b)
-            .show()
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    })
-    .await
-    .unwrap_or_else(|e| Err(e.to_string()));
-    match shown {
-        Ok(()) => engine.set_notifications(true, None),
-        Err(e) => engine.set_notifications(
-            false,
-            Some(format!(
-                "the desktop has no notification service ({e}); alerts show in the app only"
-            )),
-        ),
     }
 }
 

@@ -1,87 +1,129 @@
-//! The main window. It is built when the app starts (unless `--hidden`) and when "Open" is
-//! chosen; closing it destroys it, and with it the web view and its web process: a window
-//! nobody looks at costs nothing. The engine and the tray do not depend on it, and a new
-//! window shows the current state at once (the page asks the engine). And, for
-//! `scripts/bench-desktop` only (`P2PDS_BENCH_STARTUP` set), signals close and open it as a
-//! person would (real-time signals [`CLOSE_SIGNAL`] and [`OPEN_SIGNAL`]: WebKit's JavaScript
-//! engine takes SIGUSR1/SIGUSR2 for itself), and the page's first paint after an opening is
-//! timed.
+//! The window, seen from the app process: a process of its own (`p2pds-window`, the web view),
+//! started when the window is opened and gone when it is closed, with its web processes: a
+//! window nobody looks at costs nothing. It shows the engine's state at once (the page asks
+//! the app over the socket). "Open" while it runs brings it to the front.
+//!
+//! For `scripts/bench-desktop` (`P2PDS_BENCH_STARTUP` set) the window process is told when it
+//! was asked for (`P2PDS_BENCH_SINCE`, milliseconds since the epoch, and `P2PDS_BENCH_WHAT`:
+//! `startup` or `reopen`) and prints the time to its page's first paint.
 
-use std::sync::Mutex;
-use std::time::Instant;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use tauri::{AppHandle, Manager};
+use p2pds_desktop::ipc::ToWindow;
+use tokio::sync::broadcast;
 
-/// `kill -40 PID` closes the window (SIGRTMIN+6 on Linux).
-pub const CLOSE_SIGNAL: i32 = 40;
-/// `kill -41 PID` opens it.
-pub const OPEN_SIGNAL: i32 = 41;
-
-/// When the window was last asked to open (for the figure of its first paint).
-static OPENED_AT: Mutex<Option<Instant>> = Mutex::new(None);
-
-/// Shows the main window, building it from the configuration when there is none.
-pub fn open(app: &AppHandle) -> tauri::Result<()> {
-    if let Ok(mut at) = OPENED_AT.lock() {
-        *at = Some(Instant::now());
-    }
-    if let Some(w) = app.get_webview_window("main") {
-        w.show()?;
-        return w.set_focus();
-    }
-    let Some(config) = app.config().app.windows.first() else {
-        return Ok(());
-    };
-    let w = tauri::WebviewWindowBuilder::from_config(app, config)?.build()?;
-    w.set_focus()
+pub struct Window {
+    /// The window program, beside this one.
+    exe: PathBuf,
+    socket: PathBuf,
+    /// The window process running now, if any.
+    running: Arc<Mutex<Option<u32>>>,
+    /// Whether a window was opened before (for the bench's figure: start-up or reopening).
+    opened_before: Mutex<bool>,
+    /// Orders to the window process ([`ToWindow::Focus`], [`ToWindow::Close`]).
+    orders: broadcast::Sender<ToWindow>,
 }
 
-/// The page's first frame after the last opening: milliseconds since, once.
-pub fn painted() -> Option<u128> {
-    OPENED_AT
-        .lock()
-        .ok()
-        .and_then(|mut at| at.take())
-        .map(|t| t.elapsed().as_millis())
-}
-
-/// Under `P2PDS_BENCH_STARTUP`: [`CLOSE_SIGNAL`] closes the window, [`OPEN_SIGNAL`] opens it.
-#[cfg(unix)]
-pub fn bench_signals(app: &AppHandle) {
-    use tokio::signal::unix::{signal, SignalKind};
-    if std::env::var_os("P2PDS_BENCH_STARTUP").is_none() {
-        return;
+impl Window {
+    pub fn new(exe: PathBuf, socket: PathBuf) -> Window {
+        Window {
+            exe,
+            socket,
+            running: Arc::new(Mutex::new(None)),
+            opened_before: Mutex::new(false),
+            orders: broadcast::channel(8).0,
+        }
     }
-    let app = app.clone();
-    tauri::async_runtime::spawn(async move {
-        let (Ok(mut close), Ok(mut reopen)) = (
-            signal(SignalKind::from_raw(CLOSE_SIGNAL)),
-            signal(SignalKind::from_raw(OPEN_SIGNAL)),
-        ) else {
+
+    /// The window program beside this program.
+    pub fn beside_this_program() -> std::io::Result<PathBuf> {
+        let me = std::env::current_exe()?;
+        Ok(me.with_file_name(format!("p2pds-window{}", std::env::consts::EXE_SUFFIX)))
+    }
+
+    pub fn orders(&self) -> broadcast::Receiver<ToWindow> {
+        self.orders.subscribe()
+    }
+
+    /// Shows the window: brings the running one to the front, else starts one.
+    pub fn open(&self) {
+        let Ok(mut running) = self.running.lock() else {
             return;
         };
-        loop {
-            tokio::select! {
-                _ = close.recv() => {
-                    let a = app.clone();
-                    let _ = app.run_on_main_thread(move || {
-                        if let Some(w) = a.get_webview_window("main") {
-                            let _ = w.close();
-                        }
-                    });
-                }
-                _ = reopen.recv() => {
-                    let a = app.clone();
-                    let _ = app.run_on_main_thread(move || {
-                        if let Err(e) = open(&a) {
-                            eprintln!("p2pds-desktop: can't open the window: {e}");
-                        }
-                    });
+        if running.is_some() {
+            let _ = self.orders.send(ToWindow::Focus);
+            return;
+        }
+        let what = match self.opened_before.lock() {
+            Ok(mut before) => {
+                let what = if *before { "reopen" } else { "startup" };
+                *before = true;
+                what
+            }
+            Err(_) => "reopen",
+        };
+        let since = match what {
+            // Start-up counts from this process's start.
+            "startup" => *crate::STARTED_AT,
+            _ => now_ms(),
+        };
+        let mut command = tokio::process::Command::new(&self.exe);
+        // Pages this simple need no GPU compositing; drawn without it, the web process takes
+        // half the memory. `P2PDS_GPU=1` keeps WebKit's default.
+        if std::env::var_os("P2PDS_GPU").is_none()
+            && std::env::var_os("WEBKIT_DISABLE_COMPOSITING_MODE").is_none()
+        {
+            command.env("WEBKIT_DISABLE_COMPOSITING_MODE", "1");
+        }
+        let child = command
+            .arg("--socket")
+            .arg(&self.socket)
+            .env("P2PDS_BENCH_SINCE", since.to_string())
+            .env("P2PDS_BENCH_WHAT", what)
+            .stdin(std::process::Stdio::null())
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!(
+                    "p2pds-desktop: can't open the window ({}): {e}. It is installed beside \
+                     p2pds-desktop (from the sources: cargo build -p p2pds-desktop).",
+                    self.exe.display()
+                );
+                return;
+            }
+        };
+        *running = child.id();
+        drop(running);
+        let pid = child.id();
+        let slot = self.running.clone();
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+            if let Ok(mut running) = slot.lock() {
+                if *running == pid {
+                    *running = None;
                 }
             }
-        }
-    });
+        });
+    }
+
+    /// Closes the window, if one is open.
+    pub fn close(&self) {
+        self.tell(ToWindow::Close);
+    }
+
+    /// Tells the window process (if one runs) `order`.
+    pub fn tell(&self, order: ToWindow) {
+        let _ = self.orders.send(order);
+    }
 }
 
-#[cfg(not(unix))]
-pub fn bench_signals(_app: &AppHandle) {}
+/// Milliseconds since the epoch.
+pub fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}

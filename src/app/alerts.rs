@@ -1,18 +1,350 @@
-//! Which notifications to raise (pure): from what the app knows now, the alerts that deserve
-//! one; each has a key, and a key already delivered is never delivered again. Escalation comes
-//! from keys that name a stage: a backup failing for an hour, then for a day, then for 3 days
-//! and for a week are four alerts, each once.
+//! Which notifications to raise (pure): the reminder ladder. Each thing that needs the person
+//! (an invitation not answered, a friend not backed up, a member's copies failing checks, a
+//! member silent, an account gone, an upstream flag) climbs its kind's [`Schedule`]: a warning,
+//! then an alert, then a reminder every week, and stops as soon as it is resolved. A thing
+//! that comes back starts its ladder anew.
+//!
+//! [`raise`] is a function of `now`, the things as they are now (each with since when it has
+//! been so, when the facts know) and the [`Ledger`] (what was raised about each thing, and
+//! when): it returns the notifications due now and the ledger to keep. The ledger holds an
+//! entry only for things present now (resolved ones are forgotten), so it stays as small as
+//! the list of problems. Facts about circles are only known once this node has read them
+//! (after a restart they come with the first pass): until then their entries are kept as they
+//! are, so a restart neither resolves nor repeats them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 
 use crate::policy::Timestamp;
 
 use super::words::{flag_title, span};
 
+const DAY: u64 = 86_400;
+
 /// One notification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Alert {
+    /// The thing's key and how many notifications about it this makes (`backup:<did>#2`).
     pub key: String,
+    pub stage: Stage,
     pub title: String,
     pub body: String,
+}
+
+/// How far up its ladder a notification is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// News, told at once (an invitation came, an account is gone, a flag was raised).
+    Notice,
+    /// The first sign that something lasts.
+    Warning,
+    /// It has lasted too long: the person should act.
+    Alert,
+    /// Still so, a week after the last notification.
+    Reminder,
+}
+
+/// A kind's ladder: the steps from the moment the thing began, then a reminder every `every`
+/// after the last notification (none: each step once, then silence until resolved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// (seconds since the thing began, stage), in order.
+    pub steps: &'static [(u64, Stage)],
+    pub every: Option<u64>,
+}
+
+/// An invitation not answered: told when it comes; a warning after a day without an answer,
+/// an alert after 3 days, then a reminder every week until it is accepted or declined (or
+/// withdrawn).
+pub const INVITATION: Schedule = Schedule {
+    steps: &[
+        (0, Stage::Notice),
+        (DAY, Stage::Warning),
+        (3 * DAY, Stage::Alert),
+    ],
+    every: Some(7 * DAY),
+};
+
+/// A friend not backed up, counted from the last time the copy was brought up to date (by
+/// their server or a friend's node), while backups fail: a warning at 3 days (a server down
+/// for a weekend is common and the copy is kept), an alert at 4 days, then every week.
+pub const NOT_BACKED_UP: Schedule = Schedule {
+    steps: &[(3 * DAY, Stage::Warning), (4 * DAY, Stage::Alert)],
+    every: Some(7 * DAY),
+};
+
+/// A circle member whose copies fail checks ("at-risk" in the circle's health), counted from
+/// when this node first saw it so: a warning at 5 days, an alert at 7 days, then every week.
+pub const COPY_FAILING: Schedule = Schedule {
+    steps: &[(5 * DAY, Stage::Warning), (7 * DAY, Stage::Alert)],
+    every: Some(7 * DAY),
+};
+
+/// A circle member not heard from ("failed" or "abandoned" in the circle's health: already
+/// past the circle's offline grace period), counted from when this node first saw it so: a
+/// warning at 7 days, an alert at 10 days, then every week.
+pub const MEMBER_SILENT: Schedule = Schedule {
+    steps: &[(7 * DAY, Stage::Warning), (10 * DAY, Stage::Alert)],
+    every: Some(7 * DAY),
+};
+
+/// News that needs no repeating (an account gone upstream, a flag): told once, at once.
+pub const ONCE: Schedule = Schedule {
+    steps: &[(0, Stage::Notice)],
+    every: None,
+};
+
+/// What a thing is about, with the names its words need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum About {
+    Invitation {
+        from: String,
+        circle: String,
+    },
+    NotBackedUp {
+        name: String,
+    },
+    CopyFailing {
+        name: String,
+        circle: String,
+    },
+    MemberSilent {
+        name: String,
+        circle: String,
+    },
+    /// The account is gone or deactivated upstream (`status`).
+    Gone {
+        name: String,
+        status: String,
+    },
+    /// An open upstream flag; `text` says what happened (see `words::flag_text`).
+    Flag {
+        name: String,
+        kind: String,
+        text: String,
+    },
+}
+
+impl About {
+    pub fn schedule(&self) -> Schedule {
+        match self {
+            About::Invitation { .. } => INVITATION,
+            About::NotBackedUp { .. } => NOT_BACKED_UP,
+            About::CopyFailing { .. } => COPY_FAILING,
+            About::MemberSilent { .. } => MEMBER_SILENT,
+            About::Gone { .. } | About::Flag { .. } => ONCE,
+        }
+    }
+}
+
+/// One thing that needs the person, as it is now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Thing {
+    /// Names the thing (not the stage): `backup:<did>`, `copy:<circle>:<did>`, …
+    pub key: String,
+    /// Since when it has been so, when the facts know (else: since this node first saw it).
+    /// A different `since` than the ledger's is a new occurrence: its ladder starts anew.
+    pub since: Option<Timestamp>,
+    pub about: About,
+}
+
+/// What was raised about one thing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Raised {
+    /// When the thing began (ms since the epoch).
+    pub since: i64,
+    /// Notifications raised so far (steps, then reminders).
+    pub count: u32,
+    /// When the last one was raised (ms since the epoch).
+    pub at: Option<i64>,
+}
+
+/// What was raised about each thing present, and when (kept in `group_meta` as JSON).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ledger {
+    pub raised: BTreeMap<String, Raised>,
+}
+
+impl Ledger {
+    /// The stored ledger. The keys an older version delivered (a JSON array of keys) count
+    /// as told once, now: news already told is not told again.
+    pub fn read(text: Option<&str>, now: Timestamp) -> Ledger {
+        let Some(text) = text else {
+            return Ledger::default();
+        };
+        if let Ok(l) = serde_json::from_str::<Ledger>(text) {
+            return l;
+        }
+        let keys: Vec<String> = serde_json::from_str(text).unwrap_or_default();
+        let told = Raised {
+            since: now.millis(),
+            count: 1,
+            at: Some(now.millis()),
+        };
+        Ledger {
+            raised: keys.into_iter().map(|k| (k, told)).collect(),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
+    }
+}
+
+/// Things about circles (invitations, members), known only once the circles were read.
+fn about_circles(key: &str) -> bool {
+    ["invitation:", "copy:", "silent:"]
+        .iter()
+        .any(|p| key.starts_with(p))
+}
+
+/// The next notification of a thing `elapsed` seconds old, raised `count` times so far (the
+/// last `since_last` seconds ago): its stage and the count after it. Steps missed while the
+/// computer was off are not made up: only the highest step due is raised.
+pub fn next_step(
+    schedule: Schedule,
+    elapsed: u64,
+    count: u32,
+    since_last: Option<u64>,
+) -> Option<(Stage, u32)> {
+    let steps = schedule.steps;
+    let due = steps.iter().filter(|(after, _)| *after <= elapsed).count();
+    let told = usize::try_from(count).unwrap_or(usize::MAX);
+    if due > told {
+        let (_, stage) = steps.get(due - 1)?;
+        return Some((*stage, u32::try_from(due).ok()?));
+    }
+    match (schedule.every, since_last) {
+        (Some(every), Some(last)) if !steps.is_empty() && told >= steps.len() && last >= every => {
+            Some((Stage::Reminder, count.saturating_add(1)))
+        }
+        _ => None,
+    }
+}
+
+/// The notifications due at `now` and the ledger to keep. `circles_known`: the facts about
+/// circles were read (else their entries are kept untouched and nothing is raised from them).
+pub fn raise(
+    now: Timestamp,
+    things: &[Thing],
+    ledger: &Ledger,
+    circles_known: bool,
+) -> (Vec<Alert>, Ledger) {
+    let mut out = Vec::new();
+    let mut kept = Ledger::default();
+    for t in things {
+        if about_circles(&t.key) && !circles_known {
+            continue;
+        }
+        let old = ledger
+            .raised
+            .get(&t.key)
+            .filter(|r| t.since.is_none_or(|s| s.millis() == r.since));
+        let since = t
+            .since
+            .map(Timestamp::millis)
+            .or(old.map(|r| r.since))
+            .unwrap_or(now.millis());
+        let mut entry = old.copied().unwrap_or(Raised {
+            since,
+            count: 0,
+            at: None,
+        });
+        let elapsed = now.since(Timestamp::from_millis(since)).secs();
+        let since_last = entry
+            .at
+            .map(|at| now.since(Timestamp::from_millis(at)).secs());
+        if let Some((stage, count)) =
+            next_step(t.about.schedule(), elapsed, entry.count, since_last)
+        {
+            let (title, body) = words(&t.about, stage, elapsed);
+            out.push(Alert {
+                key: format!("{}#{count}", t.key),
+                stage,
+                title,
+                body,
+            });
+            entry.count = count;
+            entry.at = Some(now.millis());
+        }
+        kept.raised.insert(t.key.clone(), entry);
+    }
+    if !circles_known {
+        for (k, r) in &ledger.raised {
+            if about_circles(k) {
+                kept.raised.insert(k.clone(), *r);
+            }
+        }
+    }
+    (out, kept)
+}
+
+/// A notification's title and body.
+fn words(about: &About, stage: Stage, elapsed: u64) -> (String, String) {
+    let long = span(elapsed);
+    let reminder = |t: String| match stage {
+        Stage::Reminder => format!("Reminder: {t}"),
+        _ => t,
+    };
+    match about {
+        About::Invitation { from, circle } => {
+            let title = match stage {
+                Stage::Notice => format!("{from} invites you to “{circle}”"),
+                Stage::Warning => format!("{from} is waiting for your answer to “{circle}”"),
+                Stage::Alert => format!("{from}'s invitation to “{circle}” has waited {long}"),
+                Stage::Reminder => {
+                    format!("Reminder: {from}'s invitation to “{circle}” is not answered yet")
+                }
+            };
+            let body = match stage {
+                Stage::Notice => "Open P2PDS to read what it asks and answer.",
+                _ => "Open P2PDS to accept or decline it: either answer is fine.",
+            };
+            (title, body.into())
+        }
+        About::NotBackedUp { name } => {
+            let title = match stage {
+                Stage::Alert => format!("{name} still not backed up after {long}"),
+                _ => reminder(format!("{name} not backed up for {long}")),
+            };
+            let body = match stage {
+                Stage::Notice | Stage::Warning => "Their server is not answering or refuses the copy. Your last good copy is kept; P2PDS keeps trying.",
+                _ => "Your last good copy is kept, but it is getting old. Ask them whether their server is down or their account moved.",
+            };
+            (title, body.into())
+        }
+        About::CopyFailing { name, circle } => {
+            let title = match stage {
+                Stage::Alert => {
+                    format!("{name}'s copies in “{circle}” have failed checks for {long}")
+                }
+                _ => reminder(format!("{name}'s copies in “{circle}” are failing checks")),
+            };
+            let body = format!(
+                "Checks of the copies {name} keeps have failed for {long}. Open P2PDS to see the circle's health, and ask them to open P2PDS."
+            );
+            (title, body)
+        }
+        About::MemberSilent { name, circle } => {
+            let title = match stage {
+                Stage::Alert => format!("{name} in “{circle}” is still silent after {long}"),
+                _ => reminder(format!("{name} in “{circle}” has not been heard from")),
+            };
+            let body = format!(
+                "Nothing from {name}'s computer for {long} at least: it may be off or offline. The circle counts on the copies it keeps; ask them to open P2PDS."
+            );
+            (title, body)
+        }
+        About::Gone { name, status } => (
+            format!("{name}'s account is {status}"),
+            "Your copy is safe. You can give it back to them when they are ready.".into(),
+        ),
+        About::Flag { name, kind, text } => (
+            flag_title(kind, name),
+            format!("{text} Open P2PDS to give the account back, or dismiss it if it was meant."),
+        ),
+    }
 }
 
 /// A backed-up account, as the alerts see it.
@@ -20,8 +352,10 @@ pub struct Alert {
 pub struct FriendFacts {
     pub did: String,
     pub name: String,
-    /// Failing since (the first failed attempt after the last good backup).
-    pub failing_since: Option<Timestamp>,
+    /// The last backup failed.
+    pub failing: bool,
+    /// The last time the copy was brought up to date (a backup, or a catch-up from a friend).
+    pub last_good: Option<Timestamp>,
     /// The account is gone or deactivated upstream.
     pub gone: Option<String>,
 }
@@ -33,7 +367,8 @@ pub struct MemberFacts {
     pub circle: String,
     pub did: String,
     pub name: String,
-    /// "at-risk" or "failed" (other states raise nothing).
+    /// "at-risk" (copies failing checks), "failed" or "abandoned" (silent); other states
+    /// raise nothing.
     pub state: String,
 }
 
@@ -57,233 +392,82 @@ pub struct FlagFacts {
     pub text: String,
 }
 
-/// One alert per open flag, keyed by the flag's id (so each is delivered once). Flags of the
-/// account's status upstream are left out: the "gone" alert already tells those.
-pub fn flag_alerts(flags: &[FlagFacts]) -> Vec<Alert> {
-    flags
-        .iter()
-        .filter(|f| !f.kind.starts_with("account-"))
-        .map(|f| Alert {
-            key: format!("flag:{}", f.id),
-            title: flag_title(&f.kind, &f.name),
-            body: format!(
-                "{} Open P2PDS to give the account back, or dismiss it if it was meant.",
-                f.text
-            ),
-        })
-        .collect()
-}
-
-/// Failure durations that raise an alert, each once.
-const STAGES: [(u64, &str); 4] = [
-    (3600, "1h"),
-    (86_400, "1d"),
-    (3 * 86_400, "3d"),
-    (7 * 86_400, "7d"),
-];
-
-/// Every alert the facts call for at `now` (delivered or not: see [`fresh`]).
-pub fn due(
+/// Everything the facts call for a ladder about. Flags of the account's status upstream are
+/// left out: the "gone" notice already tells those; a gone account's failing backups too.
+pub fn things(
     friends: &[FriendFacts],
     members: &[MemberFacts],
     invitations: &[InvitationFacts],
-    now: Timestamp,
-) -> Vec<Alert> {
+    flags: &[FlagFacts],
+) -> Vec<Thing> {
     let mut out = Vec::new();
     for f in friends {
         if let Some(status) = &f.gone {
-            out.push(Alert {
+            out.push(Thing {
                 key: format!("gone:{}:{status}", f.did),
-                title: format!("{}'s account is {status}", f.name),
-                body: "Your copy is safe. You can give it back to them when they are ready.".into(),
+                since: None,
+                about: About::Gone {
+                    name: f.name.clone(),
+                    status: status.clone(),
+                },
             });
-            continue;
-        }
-        if let Some(since) = f.failing_since {
-            let failing = now.since(since).secs();
-            if let Some((secs, stage)) = STAGES.iter().rev().find(|(s, _)| failing >= *s) {
-                out.push(Alert {
-                    key: format!("failing:{}:{}:{stage}", f.did, since.millis()),
-                    title: format!("{} not backed up for {}", f.name, span(*secs)),
-                    body: "Their server is not answering or refuses the copy. Your last good copy is kept; P2PDS keeps trying.".into(),
-                });
-            }
+        } else if f.failing {
+            out.push(Thing {
+                key: format!("backup:{}", f.did),
+                since: f.last_good,
+                about: About::NotBackedUp {
+                    name: f.name.clone(),
+                },
+            });
         }
     }
     for m in members {
-        let words = match m.state.as_str() {
-            "at-risk" => "is at risk: checks of the copies it keeps are failing",
-            "failed" => "has failed: it has not been heard from for too long",
+        let (prefix, about) = match m.state.as_str() {
+            "at-risk" => (
+                "copy",
+                About::CopyFailing {
+                    name: m.name.clone(),
+                    circle: m.circle.clone(),
+                },
+            ),
+            "failed" | "abandoned" => (
+                "silent",
+                About::MemberSilent {
+                    name: m.name.clone(),
+                    circle: m.circle.clone(),
+                },
+            ),
             _ => continue,
         };
-        out.push(Alert {
-            key: format!("member:{}:{}:{}", m.circle_uri, m.did, m.state),
-            title: format!("{} in “{}” {words}", m.name, m.circle),
-            body: "Open P2PDS to see the circle's health.".into(),
+        out.push(Thing {
+            key: format!("{prefix}:{}:{}", m.circle_uri, m.did),
+            since: None,
+            about,
         });
     }
     for i in invitations {
-        out.push(Alert {
+        out.push(Thing {
             key: format!("invitation:{}:{}", i.uri, i.cid),
-            title: format!("{} invites you to “{}”", i.from, i.circle),
-            body: "Open P2PDS to read what it asks and answer.".into(),
+            since: None,
+            about: About::Invitation {
+                from: i.from.clone(),
+                circle: i.circle.clone(),
+            },
+        });
+    }
+    for f in flags.iter().filter(|f| !f.kind.starts_with("account-")) {
+        out.push(Thing {
+            key: format!("flag:{}", f.id),
+            since: None,
+            about: About::Flag {
+                name: f.name.clone(),
+                kind: f.kind.clone(),
+                text: f.text.clone(),
+            },
         });
     }
     out
 }
 
-/// The alerts among `due` whose keys are not in `delivered`.
-pub fn fresh(due: Vec<Alert>, delivered: &std::collections::BTreeSet<String>) -> Vec<Alert> {
-    due.into_iter()
-        .filter(|a| !delivered.contains(&a.key))
-        .collect()
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::BTreeSet;
-
-    fn t(s: &str) -> Timestamp {
-        Timestamp::parse(s).unwrap()
-    }
-
-    fn bob(failing_since: Option<&str>) -> FriendFacts {
-        FriendFacts {
-            did: "did:plc:bob".into(),
-            name: "bob.test".into(),
-            failing_since: failing_since.map(t),
-            gone: None,
-        }
-    }
-
-    /// Runs the alerts at each instant, delivering what is fresh; returns the titles.
-    fn story(friends: &[FriendFacts], times: &[&str]) -> Vec<String> {
-        let mut delivered = BTreeSet::new();
-        let mut titles = Vec::new();
-        for now in times {
-            for a in fresh(due(friends, &[], &[], t(now)), &delivered) {
-                delivered.insert(a.key.clone());
-                titles.push(a.title);
-            }
-        }
-        titles
-    }
-
-    #[test]
-    fn a_failing_backup_escalates_without_repeating() {
-        let f = [bob(Some("2026-01-01T00:00:00Z"))];
-        let titles = story(
-            &f,
-            &[
-                "2026-01-01T00:30:00Z",
-                "2026-01-01T01:00:00Z",
-                "2026-01-01T02:00:00Z",
-                "2026-01-01T05:00:00Z",
-                "2026-01-02T00:00:00Z",
-                "2026-01-02T06:00:00Z",
-                "2026-01-04T00:00:00Z",
-                "2026-01-04T01:00:00Z",
-            ],
-        );
-        assert_eq!(
-            titles,
-            [
-                "bob.test not backed up for 1 hour",
-                "bob.test not backed up for 1 day",
-                "bob.test not backed up for 3 days",
-            ]
-        );
-    }
-
-    #[test]
-    fn a_new_failure_after_a_recovery_alerts_again() {
-        let mut delivered = BTreeSet::new();
-        for a in due(
-            &[bob(Some("2026-01-01T00:00:00Z"))],
-            &[],
-            &[],
-            t("2026-01-01T02:00:00Z"),
-        ) {
-            delivered.insert(a.key);
-        }
-        let again = fresh(
-            due(
-                &[bob(Some("2026-01-05T00:00:00Z"))],
-                &[],
-                &[],
-                t("2026-01-05T02:00:00Z"),
-            ),
-            &delivered,
-        );
-        assert_eq!(again.len(), 1);
-        assert!(fresh(
-            due(&[bob(None)], &[], &[], t("2026-01-05T02:00:00Z")),
-            &delivered
-        )
-        .is_empty());
-    }
-
-    #[test]
-    fn each_flag_alerts_once_and_account_flags_are_left_to_the_gone_alert() {
-        let flag = |id: i64, kind: &str| FlagFacts {
-            id,
-            did: "did:plc:bob".into(),
-            name: "bob.test".into(),
-            kind: kind.into(),
-            text: "All 40 records were deleted on 3 Nov. Your copy from before is kept.".into(),
-        };
-        let flags = [
-            flag(1, "mass-deletion"),
-            flag(2, "account-deleted"),
-            flag(3, "new-pds"),
-        ];
-        let first = flag_alerts(&flags);
-        let keys: Vec<&str> = first.iter().map(|a| a.key.as_str()).collect();
-        assert_eq!(keys, ["flag:1", "flag:3"]);
-        assert_eq!(first[0].title, "Many of bob.test's posts were deleted");
-        assert!(
-            first[0].body.starts_with("All 40 records"),
-            "{}",
-            first[0].body
-        );
-        assert_eq!(first[1].title, "bob.test's account moved to another server");
-        let delivered: BTreeSet<String> = first.into_iter().map(|a| a.key).collect();
-        assert!(fresh(flag_alerts(&flags), &delivered).is_empty());
-        // A new flag of the same kind (after a dismissal) is a new alert.
-        assert_eq!(
-            fresh(flag_alerts(&[flag(4, "mass-deletion")]), &delivered).len(),
-            1
-        );
-    }
-
-    #[test]
-    fn gone_accounts_members_and_invitations_alert_once_each() {
-        let mut gone = bob(None);
-        gone.gone = Some("deleted".into());
-        let members = [MemberFacts {
-            circle_uri: "at://c".into(),
-            circle: "Kitchen".into(),
-            did: "did:plc:carol".into(),
-            name: "carol.test".into(),
-            state: "failed".into(),
-        }];
-        let inv = [InvitationFacts {
-            uri: "at://i".into(),
-            cid: "bafy".into(),
-            from: "alice.test".into(),
-            circle: "Kitchen".into(),
-        }];
-        let now = t("2026-01-01T00:00:00Z");
-        let first = due(&[gone.clone()], &members, &inv, now);
-        assert_eq!(first.len(), 3);
-        assert_eq!(first[0].title, "bob.test's account is deleted");
-        assert_eq!(
-            first[1].title,
-            "carol.test in “Kitchen” has failed: it has not been heard from for too long"
-        );
-        assert_eq!(first[2].title, "alice.test invites you to “Kitchen”");
-        let delivered: BTreeSet<String> = first.into_iter().map(|a| a.key).collect();
-        assert!(fresh(due(&[gone], &members, &inv, now), &delivered).is_empty());
-    }
-}
+mod tests;

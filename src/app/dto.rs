@@ -22,6 +22,9 @@ pub struct Overview {
     pub invitations: Vec<InvitationCard>,
     /// What the tray icon shows.
     pub tray: TrayState,
+    /// Why, in words, unless all is well ("bob.test not backed up for 3 days (and 1 more)"):
+    /// the worst of every friend, circle and invitation, for the tray's menu.
+    pub tray_reason: Option<String>,
     /// One sentence: "All 3 accounts are safe: each held by 2 friends, checked 10 minutes ago".
     pub headline: String,
     /// While paused: until when (RFC 3339).
@@ -37,13 +40,17 @@ pub struct Me {
     pub handle: Option<String>,
 }
 
-/// The tray icon's state: trustworthy at a glance.
+/// The tray icon's state: trustworthy at a glance (see `app::tray`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(rename_all = "kebab-case")]
 pub enum TrayState {
     Ok,
     Syncing,
+    /// Amber: something waits for the person or a friend.
     NeedsAttention,
+    /// Red: a copy may be lost or stale (a friend not backed up for a day, copies failing
+    /// checks, an upstream flag of loss).
+    Problem,
 }
 
 /// Whether the desktop can show notifications.
@@ -151,6 +158,9 @@ pub struct CircleCard {
     pub health: Option<String>,
     /// One sentence: "Everyone is safe", "Waiting for Carol to accept".
     pub sentence: String,
+    /// Whether every copy has passed a check: until then "ok" only means nothing is wrong
+    /// yet, and the card says "Not checked yet".
+    pub checked: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
@@ -186,14 +196,46 @@ pub struct Health {
     /// "ok", "degraded", "recovering", "at-risk", "failed", "unknown".
     pub state: String,
     pub sentence: String,
-    /// What is not right, in words.
+    /// What is not right, in words: every line of `attention`, in its order.
     pub reasons: Vec<String>,
+    /// The heading above `sentence`, consistent with the worst line of `attention`:
+    /// "Healthy", "Not checked yet", "Getting ready", "Needs a look", "At risk", …
+    pub label: String,
+    /// How to colour it: "ok", "busy", "warn", "danger", "muted".
+    pub tone: String,
+    /// What needs attention, one sentence per problem, grouped by person (the circle first,
+    /// then you, then the others).
+    pub attention: Vec<Attention>,
+    /// The policy engine's own conditions that are not true, and what could not be read
+    /// (for a "Details" view: names instead of DIDs, otherwise as the engine says them).
+    pub details: Vec<String>,
+    /// The circle's rules, in sentences: "Each member's account is kept by 2 friends in the
+    /// circle."
+    pub rules: Vec<String>,
+    /// When every copy last passed its check (RFC 3339): the oldest of those checks; `None`
+    /// while any copy is not checked yet.
+    pub checked_at: Option<String>,
     pub members: Vec<MemberHealth>,
     /// Bytes this computer holds for each member's account.
     pub storage: Vec<StorageItem>,
     pub timeline: Vec<TimelineEvent>,
     /// When the report was computed (RFC 3339).
     pub evaluated_at: String,
+}
+
+/// Sentences about one person (or the circle itself) on a circle's page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct Attention {
+    /// The member's DID; `None` for the circle itself.
+    pub did: Option<String>,
+    /// "You", "bob.test", "The circle".
+    pub name: String,
+    /// The worst line's: "note" (no bearing on the circle's state), "waiting", "warn",
+    /// "danger".
+    pub tone: String,
+    /// One sentence per problem.
+    pub lines: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, TS)]
@@ -479,6 +521,16 @@ pub enum ErrorCode {
     Storage,
     /// What was typed is not possible (an empty name, a setting out of range).
     Invalid,
+    /// An invitation link that is not one, or is cut off or altered: copy it again.
+    LinkDamaged,
+    /// An invitation link for a circle that does not include this account.
+    LinkNotForYou,
+    /// An invitation link to a version the author has changed since: ask for a new link.
+    LinkOutdated,
+    /// An invitation link to a circle its author ended.
+    LinkRevoked,
+    /// An invitation link to a circle that is no longer in its author's account.
+    LinkGone,
     /// Anything else.
     Other,
 }
@@ -519,6 +571,7 @@ pub fn typescript() -> String {
         MemberCard::decl(&cfg),
         InvitationCard::decl(&cfg),
         Health::decl(&cfg),
+        Attention::decl(&cfg),
         MemberHealth::decl(&cfg),
         CheckPoint::decl(&cfg),
         StorageItem::decl(&cfg),

@@ -225,18 +225,6 @@ pub fn free_space(dir: &Path) -> Option<u64> {
     }
 }
 
-/// "1.2 GB", for messages.
-fn size_words(bytes: u64) -> String {
-    let b = bytes as f64;
-    if bytes >= 1_000_000_000 {
-        format!("{:.1} GB", b / 1e9)
-    } else if bytes >= 1_000_000 {
-        format!("{:.0} MB", b / 1e6)
-    } else {
-        format!("{} KB", bytes.div_ceil(1000))
-    }
-}
-
 /// Checks the new folder, creates it, and makes sure there is room and P2PDS may write there.
 /// `free` tells the free space of a folder (the system's figure in the app; tests pass their own).
 pub fn prepare(
@@ -282,8 +270,8 @@ pub fn prepare(
             if free < need {
                 return Err(format!(
                     "There is not enough room there: the copies need {}, and that disk has {} free. Free some space or pick another disk.",
-                    size_words(need),
-                    size_words(free)
+                    super::words::size(need),
+                    super::words::size(free)
                 ));
             }
         }

@@ -2,7 +2,6 @@
 //! an input). The front end formats only what changes while a screen is open (relative times);
 //! everything else comes from here.
 
-use crate::group::plan::human_bytes;
 use crate::policy::Timestamp;
 
 use super::dto::{Friend, FriendState};
@@ -93,7 +92,8 @@ pub fn follow_text(followed: &str, check_every_minutes: u32) -> String {
     }
 }
 
-/// The one sentence at the top of the main window.
+/// The one sentence at the top of the main window. `circle`: the active circle's state, the
+/// copies it asks for, and when every copy last passed its check (`None`: not checked yet).
 pub fn headline(
     friends: &[Friend],
     circle: Option<(&str, u32, Option<Timestamp>)>,
@@ -142,17 +142,27 @@ pub fn headline(
     }
     let n = friends.len();
     match circle {
-        Some(("ok", copies, checked)) => {
-            let when = checked
-                .map(|t| format!(", checked {}", ago(t, now)))
-                .unwrap_or_default();
+        Some(("ok", copies, Some(checked))) => {
             let all = if n == 1 {
                 "Your friend's account is safe".to_string()
             } else {
                 format!("All {n} accounts are safe")
             };
             format!(
-                "{all}: each held by {}{when}",
+                "{all}: each held by {}, checked {}",
+                count(copies as usize, "friend"),
+                ago(checked, now)
+            )
+        }
+        // Kept, but no check has passed yet: not "safe" until one has.
+        Some(("ok", copies, None)) => {
+            let all = if n == 1 {
+                "Your friend's account is".to_string()
+            } else {
+                format!("All {n} accounts are")
+            };
+            format!(
+                "{all} held by {}; not checked yet",
                 count(copies as usize, "friend")
             )
         }
@@ -196,6 +206,40 @@ pub fn day(t: Timestamp, now: Timestamp) -> String {
         }
         (Some(d), _) => d.format("%-d %b %Y").to_string(),
         _ => "recently".into(),
+    }
+}
+
+/// A moment as a person reads it, in the zone `offset` (the computer's own): "3:29 pm today",
+/// "9 am tomorrow", "11:05 pm yesterday", "3:29 pm on 3 Nov" (another day), "… on 3 Nov 2025"
+/// (another year).
+pub fn moment(t: Timestamp, now: Timestamp, offset: chrono::FixedOffset) -> String {
+    use chrono::{Datelike, Timelike};
+    let local = |m: i64| {
+        chrono::DateTime::<chrono::Utc>::from_timestamp_millis(m).map(|d| d.with_timezone(&offset))
+    };
+    let (Some(d), Some(n)) = (local(t.millis()), local(now.millis())) else {
+        return "soon".into();
+    };
+    let (h, pm) = (d.hour12(), if d.hour12().0 { "pm" } else { "am" });
+    let clock = match d.minute() {
+        0 => format!("{} {pm}", h.1),
+        m => format!("{}:{m:02} {pm}", h.1),
+    };
+    match (d.date_naive() - n.date_naive()).num_days() {
+        0 => format!("{clock} today"),
+        1 => format!("{clock} tomorrow"),
+        -1 => format!("{clock} yesterday"),
+        _ if d.year() == n.year() => format!("{clock} on {}", d.format("%-d %b")),
+        _ => format!("{clock} on {}", d.format("%-d %b %Y")),
+    }
+}
+
+/// `n` and the noun, singular or plural: "1 copy", "2 copies", "1 friend", "3 friends".
+pub fn count_of(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
     }
 }
 
@@ -257,7 +301,40 @@ fn capitalize(s: &str) -> String {
 
 /// "about 120 MB".
 pub fn about_size(bytes: u64) -> String {
-    format!("about {}", human_bytes(bytes))
+    format!("about {}", size(bytes))
+}
+
+/// A size in words, in decimal units like the operating systems show, with one decimal below
+/// 10: "1 byte", "512 bytes", "1.5 kB", "12 kB", "3.4 MB", "120 MB", "1.2 GB". The one spelling
+/// of sizes in the app's sentences (the window's `humanBytes` in ui/lib/format.js says the
+/// same).
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
+    if bytes < 1000 {
+        return if bytes == 1 {
+            "1 byte".into()
+        } else {
+            format!("{bytes} bytes")
+        };
+    }
+    let mut value = bytes as f64 / 1000.0;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    let mut text = if value < 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{}", value.round())
+    };
+    // 999.6 kB rounds to "1000": that is "1 MB".
+    if text == "1000" && unit < UNITS.len() - 1 {
+        text = "1.0".into();
+        unit += 1;
+    }
+    let text = text.strip_suffix(".0").unwrap_or(&text);
+    format!("{text} {}", UNITS[unit])
 }
 
 /// The recovery key's state in words (see [`RecoveryKeyStatus`](super::dto::RecoveryKeyStatus)).
@@ -357,6 +434,47 @@ mod tests {
         assert_eq!(span(30), "1 minute");
     }
 
+    #[rstest::rstest]
+    #[case("2026-12-03T15:29:35Z", 0, "3:29 pm today")]
+    #[case("2026-12-03T09:00:00Z", 0, "9 am today")]
+    #[case("2026-12-03T15:29:35Z", 60, "4:29 pm today")]
+    #[case("2026-12-04T00:05:00Z", 0, "12:05 am tomorrow")]
+    #[case("2026-12-03T23:30:00Z", 60, "12:30 am tomorrow")]
+    #[case("2026-12-02T12:00:00Z", 0, "12 pm yesterday")]
+    #[case("2026-12-09T08:15:00Z", 0, "8:15 am on 9 Dec")]
+    #[case("2027-01-09T08:15:00Z", 0, "8:15 am on 9 Jan 2027")]
+    fn moments_read_like_a_clock_and_a_day(
+        #[case] at: &str,
+        #[case] offset_minutes: i32,
+        #[case] want: &str,
+    ) {
+        let offset = chrono::FixedOffset::east_opt(offset_minutes * 60).unwrap();
+        assert_eq!(moment(t(at), t("2026-12-03T12:00:00Z"), offset), want);
+    }
+
+    #[rstest::rstest]
+    #[case(0, "0 bytes")]
+    #[case(1, "1 byte")]
+    #[case(512, "512 bytes")]
+    #[case(1000, "1 kB")]
+    #[case(1500, "1.5 kB")]
+    #[case(12_345, "12 kB")]
+    #[case(3_400_000, "3.4 MB")]
+    #[case(9_960_000, "10 MB")]
+    #[case(120_000_000, "120 MB")]
+    #[case(999_600_000, "1 GB")]
+    #[case(1_200_000_000, "1.2 GB")]
+    fn sizes_have_one_spelling(#[case] bytes: u64, #[case] want: &str) {
+        assert_eq!(size(bytes), want);
+    }
+
+    #[test]
+    fn counts_agree_with_their_noun() {
+        assert_eq!(count_of(1, "copy", "copies"), "1 copy");
+        assert_eq!(count_of(0, "copy", "copies"), "0 copies");
+        assert_eq!(count_of(2, "friend", "friends"), "2 friends");
+    }
+
     #[test]
     fn the_headline_answers_is_everyone_safe() {
         let now = t("2026-01-01T12:00:00Z");
@@ -373,6 +491,14 @@ mod tests {
                 now
             ),
             "All 3 accounts are safe: each held by 2 friends, checked 10 minutes ago"
+        );
+        assert_eq!(
+            headline(&ok, Some(("ok", 2, None)), None, now),
+            "All 3 accounts are held by 2 friends; not checked yet"
+        );
+        assert_eq!(
+            headline(&ok[..1], Some(("ok", 1, None)), None, now),
+            "Your friend's account is held by 1 friend; not checked yet"
         );
         assert_eq!(
             headline(&ok, None, None, now),

@@ -73,6 +73,9 @@ pub struct NodeConfig {
     /// How long a poll of an account followed live waits for its stream (None: the
     /// default, `Syncer::stream_grace`).
     pub stream_grace: Option<Duration>,
+    /// A backlink index (a Constellation-compatible `links` API) asked for circles naming this
+    /// account beyond the accounts known (None: not asked). See `group::backlinks`.
+    pub backlink_index: Option<String>,
 }
 
 impl NodeConfig {
@@ -90,6 +93,7 @@ impl NodeConfig {
             pds_grace: None,
             free_space: None,
             stream_grace: None,
+            backlink_index: None,
         }
     }
 }
@@ -186,6 +190,8 @@ pub struct CircleHealth {
     pub state: String,
     /// (member DID, its state) for every member.
     pub members: Vec<(String, String)>,
+    /// When every copy last passed its check (`Report::checked_at`); `None`: not checked yet.
+    pub checked_at: Option<Timestamp>,
 }
 
 /// What the node knows between passes, for the screens and the log.
@@ -281,6 +287,12 @@ impl Node {
             syncer.stream_grace = grace;
         }
         let mut circles = Circles::new(syncer);
+        if let Some(url) = &config.backlink_index {
+            match crate::group::backlinks::BacklinkIndex::new(url) {
+                Ok(index) => circles.backlinks = Some(index),
+                Err(e) => tracing::warn!("{e}: discovery goes without it"),
+            }
+        }
         if let Some(every) = config.publish_interval {
             circles.rate = crate::group::plan::PublishRate::every(every);
         }

@@ -265,6 +265,7 @@ impl Node {
                             name: v.name.clone(),
                             state: report.state.as_str().to_string(),
                             members,
+                            checked_at: report.checked_at(),
                         },
                     );
                 }

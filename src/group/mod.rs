@@ -5,10 +5,11 @@
 //!
 //! This module owns reading those records (discovery of invitations in the repos of the
 //! accounts a node knows: its contacts, the accounts it backs up, the accounts its own repo
-//! follows, its circles' members and authors), the local memory of them (`db`: every version
-//! seen, verified acks, this node's answers), turning the version in force into duties (the
-//! accounts to back up: `store::add_repo`), and writing this node's own records. The rules are
-//! in `plan` (pure); the meaning of a policy, its lifecycle and obligations are
+//! follows, its circles' members and authors; and, when one is configured, what a backlink
+//! index says names this account, verified: `backlinks`), the local memory of them (`db`:
+//! every version seen, verified acks, this node's answers), turning the version in force into
+//! duties (the accounts to back up: `store::add_repo`), and writing this node's own records.
+//! The rules are in `plan` (pure); the meaning of a policy, its lifecycle and obligations are
 //! `crate::policy`'s.
 //!
 //! Invariants:
@@ -23,8 +24,13 @@
 //!   [`Copies::Delete`] do, and only for accounts a circle added and no other circle needs.
 //! - Status and heartbeat writes are rate-limited (`plan::should_publish`).
 
+pub mod backlinks;
 pub mod db;
+mod invite;
+pub mod link;
 pub mod plan;
+
+pub use invite::OpenedLink;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -96,6 +102,9 @@ pub enum GroupError {
     BadEndpoint(String),
     #[error("could not read the records of {did}: {reason}")]
     Read { did: String, reason: String },
+    /// An invitation link refused (`link`), each kind in words.
+    #[error(transparent)]
+    Link(#[from] link::LinkError),
 }
 
 /// What happens to the copies when a duty ends by this node's own act.
@@ -307,6 +316,9 @@ fn assess(
 pub struct Circles {
     pub syncer: Syncer,
     pub rate: PublishRate,
+    /// A backlink index asked for circles naming this account beyond the accounts known
+    /// (`backlinks`); none by default.
+    pub backlinks: Option<backlinks::BacklinkIndex>,
 }
 
 impl Circles {
@@ -314,6 +326,7 @@ impl Circles {
         Circles {
             syncer,
             rate: PublishRate::default(),
+            backlinks: None,
         }
     }
 
@@ -628,6 +641,8 @@ impl Circles {
                     }
                 }
             }
+            // 2b. Beyond the accounts known: the backlink index, every answer verified.
+            self.discover_from_index(&me, &mut report).await;
             let now_text = store::now_text();
             self.syncer
                 .store
@@ -961,6 +976,7 @@ impl Circles {
                 unknown_sizes: unknown,
                 min_copies: policy.replication.min_copies,
                 check_interval: policy.verification.interval,
+                offline_grace: policy.compliance.offline_grace_period,
                 update,
             };
             out.push(Invitation {

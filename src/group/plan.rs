@@ -297,6 +297,8 @@ pub struct InvitationFacts {
     pub unknown_sizes: usize,
     pub min_copies: u32,
     pub check_interval: Duration,
+    /// Silent this long, a member counts as missing (`offlineGracePeriod`).
+    pub offline_grace: Duration,
     /// This node accepted an older version of the same circle: this is a change.
     pub update: bool,
 }
@@ -378,14 +380,85 @@ pub fn invitation_text(f: &InvitationFacts) -> String {
             let _ = write!(t, " (about {} now)", human_bytes(f.estimated_bytes));
         }
     }
-    let copies = if f.min_copies == 1 { "copy" } else { "copies" };
-    let _ = write!(
-        t,
-        "; each account needs {} {copies} with other members, and copies are checked {}.",
-        f.min_copies,
-        human_every(f.check_interval)
-    );
+    t.push('.');
+    let rules = CircleRules {
+        min_copies: f.min_copies,
+        check_every: f.check_interval,
+        missing_after: Some(f.offline_grace),
+        new_copy_within: None,
+    };
+    for r in rules_sentences(&rules) {
+        t.push(' ');
+        t.push_str(&r);
+    }
     t
+}
+
+/// A circle's rules as a person can check them (see [`rules_sentences`]); what is not known
+/// is left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircleRules {
+    /// Copies each account needs on other members' computers.
+    pub min_copies: u32,
+    /// How often each copy is checked.
+    pub check_every: Duration,
+    /// Silent this long, a member counts as missing (`offlineGracePeriod`).
+    pub missing_after: Option<Duration>,
+    /// A new copy is due within this (`recoveryGracePeriod`).
+    pub new_copy_within: Option<Duration>,
+}
+
+impl CircleRules {
+    pub fn of(policy: &Policy) -> CircleRules {
+        CircleRules {
+            min_copies: policy.replication.min_copies,
+            check_every: policy.verification.interval,
+            missing_after: Some(policy.compliance.offline_grace_period),
+            new_copy_within: Some(policy.compliance.recovery_grace_period),
+        }
+    }
+}
+
+/// The rules in sentences a person can check: "Each member's account is kept by 2 friends in
+/// the circle.", "Each copy is checked every hour by another member.", "Someone silent for 3
+/// days is marked as missing.", "A new copy is made within 6 hours."
+pub fn rules_sentences(r: &CircleRules) -> Vec<String> {
+    let friends = if r.min_copies == 1 {
+        "friend"
+    } else {
+        "friends"
+    };
+    let mut out = vec![
+        format!(
+            "Each member's account is kept by {} {friends} in the circle.",
+            r.min_copies
+        ),
+        format!(
+            "Each copy is checked {} by another member.",
+            human_every(r.check_every)
+        ),
+    ];
+    if let Some(d) = r.missing_after {
+        out.push(format!(
+            "Someone silent for {} is marked as missing.",
+            human_span(d)
+        ));
+    }
+    if let Some(d) = r.new_copy_within {
+        out.push(format!("A new copy is made within {}.", human_span(d)));
+    }
+    out
+}
+
+/// `"a day"`, `"3 days"`, `"an hour"`, `"30 minutes"`: a duration, in the largest whole unit.
+fn human_span(d: Duration) -> String {
+    let every = human_every(d);
+    let what = every.strip_prefix("every ").unwrap_or(&every);
+    match what {
+        "hour" => "an hour".into(),
+        "day" | "minute" | "second" => format!("a {what}"),
+        other => other.to_string(),
+    }
 }
 
 /// The last write of a status or heartbeat record.
@@ -661,17 +734,64 @@ mod tests {
             unknown_sizes: unknown,
             min_copies: 2,
             check_interval: d("1h"),
+            offline_grace: d("3d"),
             update,
         }
     }
 
     #[rstest]
-    #[case(facts(3, 3_200_000, 0, false), "alice.test invites you to the circle “Kitchen table” with carol.test and dan.test. You would keep a copy of 3 accounts (about 3.2 MB now); each account needs 2 copies with other members, and copies are checked every hour.")]
-    #[case(facts(3, 1500, 1, false), "alice.test invites you to the circle “Kitchen table” with carol.test and dan.test. You would keep a copy of 3 accounts (at least 2 kB now; 1 not measured yet); each account needs 2 copies with other members, and copies are checked every hour.")]
-    #[case(facts(1, 0, 1, false), "alice.test invites you to the circle “Kitchen table” with carol.test and dan.test. You would keep a copy of 1 account (size not known yet); each account needs 2 copies with other members, and copies are checked every hour.")]
-    #[case(facts(2, 999, 0, true), "alice.test changed the circle “Kitchen table” (with carol.test and dan.test): accept the new version to keep it in force. You would keep a copy of 2 accounts (about 999 bytes now); each account needs 2 copies with other members, and copies are checked every hour.")]
+    #[case(facts(3, 3_200_000, 0, false), "alice.test invites you to the circle “Kitchen table” with carol.test and dan.test. You would keep a copy of 3 accounts (about 3.2 MB now). Each member's account is kept by 2 friends in the circle. Each copy is checked every hour by another member. Someone silent for 3 days is marked as missing.")]
+    #[case(facts(3, 1500, 1, false), "alice.test invites you to the circle “Kitchen table” with carol.test and dan.test. You would keep a copy of 3 accounts (at least 2 kB now; 1 not measured yet). Each member's account is kept by 2 friends in the circle. Each copy is checked every hour by another member. Someone silent for 3 days is marked as missing.")]
+    #[case(facts(1, 0, 1, false), "alice.test invites you to the circle “Kitchen table” with carol.test and dan.test. You would keep a copy of 1 account (size not known yet). Each member's account is kept by 2 friends in the circle. Each copy is checked every hour by another member. Someone silent for 3 days is marked as missing.")]
+    #[case(facts(2, 999, 0, true), "alice.test changed the circle “Kitchen table” (with carol.test and dan.test): accept the new version to keep it in force. You would keep a copy of 2 accounts (about 999 bytes now). Each member's account is kept by 2 friends in the circle. Each copy is checked every hour by another member. Someone silent for 3 days is marked as missing.")]
     fn invitation_texts(#[case] f: InvitationFacts, #[case] want: &str) {
         assert_eq!(invitation_text(&f), want);
+    }
+
+    #[rstest]
+    #[case(1, "30m", None, None, &["Each member's account is kept by 1 friend in the circle.", "Each copy is checked every 30 minutes by another member."])]
+    #[case(2, "1h", Some("1d"), Some("6h"), &["Each member's account is kept by 2 friends in the circle.", "Each copy is checked every hour by another member.", "Someone silent for a day is marked as missing.", "A new copy is made within 6 hours."])]
+    #[case(3, "1d", Some("3d"), Some("1h"), &["Each member's account is kept by 3 friends in the circle.", "Each copy is checked every day by another member.", "Someone silent for 3 days is marked as missing.", "A new copy is made within an hour."])]
+    #[case(1, "90s", Some("36h"), Some("1m"), &["Each member's account is kept by 1 friend in the circle.", "Each copy is checked every 90 seconds by another member.", "Someone silent for 36 hours is marked as missing.", "A new copy is made within a minute."])]
+    fn rules_in_sentences(
+        #[case] min_copies: u32,
+        #[case] every: &str,
+        #[case] missing: Option<&str>,
+        #[case] new_copy: Option<&str>,
+        #[case] want: &[&str],
+    ) {
+        let r = CircleRules {
+            min_copies,
+            check_every: d(every),
+            missing_after: missing.map(d),
+            new_copy_within: new_copy.map(d),
+        };
+        assert_eq!(rules_sentences(&r), want);
+    }
+
+    #[test]
+    fn a_new_circles_rules_read_from_its_policy() {
+        let record = new_policy_record(&NewCircle {
+            name: "Kitchen table".into(),
+            description: None,
+            author: "did:plc:alice".into(),
+            members: vec!["did:plc:bob".into()],
+            min_copies: None,
+            rules: RuleOverrides::default(),
+            now: t("2026-01-01T00:00:00Z"),
+        });
+        let value =
+            serde_json::json!({"uri": "at://did:plc:alice/org.p2pds.policy/1", "value": record});
+        let policy = crate::policy::validate::check_value(&value).unwrap().policy;
+        assert_eq!(
+            rules_sentences(&CircleRules::of(&policy)),
+            [
+                "Each member's account is kept by 1 friend in the circle.",
+                "Each copy is checked every hour by another member.",
+                "Someone silent for 3 days is marked as missing.",
+                "A new copy is made within 6 hours.",
+            ]
+        );
     }
 
     #[rstest]

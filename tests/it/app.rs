@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use p2pds::app::dto::{Event, FriendState, Settings, TrayState};
+use p2pds::app::dto::{ErrorCode, Event, FriendState, Settings, TrayState};
 use p2pds::app::{Engine, EngineConfig};
 use serde_json::json;
 
@@ -16,6 +16,7 @@ pub(crate) fn engine(bed: &TestBed, dir: &std::path::Path) -> Engine {
         data_dir: dir.to_path_buf(),
         plc_url: bed.plc.clone(),
         resolver_url: Some(bed.pds.clone()),
+        backlink_index: None,
     })
     .unwrap()
 }
@@ -83,7 +84,21 @@ async fn the_engine_behind_the_window() {
         Some(alice.did.as_str())
     );
     let wrong = b.sign_in(&bob.handle, "not-the-password").await;
-    assert!(wrong.is_err());
+    assert_eq!(
+        wrong.unwrap_err().code(),
+        ErrorCode::SignInRefused,
+        "the password"
+    );
+    // An account nobody has: said in words, with the code that marks the handle.
+    let nobody = b.sign_in("nobody.test", "xxxx-xxxx-xxxx-xxxx").await;
+    let nobody = nobody.unwrap_err().answer();
+    assert_eq!(
+        (nobody.code, nobody.message.as_str()),
+        (
+            ErrorCode::Invalid,
+            "There is no Bluesky account called nobody.test. Check the spelling (it looks like name.bsky.social)."
+        )
+    );
     b.sign_in(&bob.handle, &bob.app_password).await.unwrap();
 
     // Alice adds Bob: the first backup runs, with progress, then "backed up".
@@ -152,14 +167,30 @@ async fn the_engine_behind_the_window() {
         o.friends
     );
     assert_eq!(o.friends[0].circles, ["Kitchen table"]);
+    // "Safe" only once a check has passed; until then, "not checked yet".
     assert!(
         o.headline
-            .starts_with("Your friend's account is safe: each held by 1 friend"),
+            .starts_with("Your friend's account is safe: each held by 1 friend, checked")
+            || o.headline == "Your friend's account is held by 1 friend; not checked yet",
         "{}",
         o.headline
     );
     let h = a.health(&o.circles[0].uri).await.unwrap();
     assert_eq!(h.state, "ok");
+    if h.checked_at.is_none() {
+        assert_ne!(h.label, "Healthy", "{h:?}");
+        assert!(!h.sentence.contains("checks passed"), "{}", h.sentence);
+    }
+    assert_eq!(
+        h.reasons.len(),
+        h.attention.iter().map(|g| g.lines.len()).sum::<usize>()
+    );
+    assert!(
+        h.reasons.iter().all(|r| !r.contains("did:")),
+        "{:?}",
+        h.reasons
+    );
+    assert!(!h.rules.is_empty());
     assert_eq!(h.members.len(), 2);
     assert!(h.members.iter().all(|m| !m.name.starts_with("did:")));
     assert!(!h.storage.is_empty());

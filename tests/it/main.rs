@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod app;
+mod backlinks;
 mod catchup;
 mod circles;
 mod cli;
@@ -12,6 +13,7 @@ mod conformance;
 mod crash;
 mod fuzz_corpus;
 mod hostile;
+mod invite_link;
 mod layers;
 mod lexicons;
 mod live;

@@ -451,6 +451,7 @@ async fn the_app_and_the_cli_flag_a_gone_server_alike() {
         data_dir: app_dir.path().to_path_buf(),
         plc_url: bed.plc.clone(),
         resolver_url: Some(bed.pds.clone()),
+        backlink_index: None,
     })
     .unwrap();
     app.sign_in(&alice.handle, &alice.app_password)

@@ -43,6 +43,9 @@ pub struct TestBed {
     pub pds: String,
     /// `http://localhost:PORT` of the PLC directory.
     pub plc: String,
+    /// `http://127.0.0.1:PORT` of the stand-in backlink index (a Constellation-compatible
+    /// `links` API over this PDS's records; `POST /forge` makes it lie).
+    pub backlinks: String,
     /// The PDS admin password (HTTP basic auth user `admin`).
     pub admin_password: String,
     /// How long the test bed took from spawn to ready.
@@ -326,6 +329,7 @@ impl TestBed {
         Ok(TestBed {
             pds: str_field(&ready, "pds")?,
             plc: str_field(&ready, "plc")?,
+            backlinks: str_field(&ready, "backlinks")?,
             admin_password: str_field(&ready, "adminPassword")?,
             start_time: started.elapsed(),
             data_dir: PathBuf::from(str_field(&ready, "dataDir")?),

@@ -12,10 +12,21 @@
 // before the PDS starts, and the script fails if that property is not where it expects).
 //
 // When both servers answer, ONE JSON line is printed to stdout:
-//   {"pds":"http://localhost:P","plc":"http://localhost:Q","adminPassword":"...",...}
+//   {"pds":"http://localhost:P","plc":"http://localhost:Q","backlinks":"http://127.0.0.1:R",
+//    "adminPassword":"...",...}
 // It exits cleanly when stdin closes (so a parent that dies takes it down), or on
 // SIGTERM/SIGINT. --no-stdin ignores stdin (for running it by hand in the background).
 // Each run uses a fresh temp data directory, removed on exit, and fresh random secrets.
+//
+// A stand-in backlink index (a Constellation-compatible `links` API) is served beside them on
+// its own loopback port ("backlinks" in the JSON line):
+//   GET /links?target=DID&collection=NSID&path=.members[].did[&limit=N][&cursor=C]
+//     -> {"total":N,"linking_records":[{"did","collection","rkey"}],"cursor":C|null}
+//   answered from this PDS's real records on each request (every repo from
+//   com.atproto.sync.listRepos, its records of that collection from com.atproto.repo.listRecords,
+//   those whose value at `path` is the target), after any forged entries for that target.
+//   POST /forge {"target":DID,"linking_records":[...]} sets the forged entries put first in
+//   every later answer for that target (an empty list clears them): a test's hostile index.
 //
 // Stdin also takes commands, one a line:
 //   restart   stop the PDS (its HTTP server and every WebSocket close) and start it again
@@ -26,6 +37,7 @@
 import { randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { createRequire } from 'node:module'
+import { createServer as createHttpServer } from 'node:http'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -140,6 +152,8 @@ let pds = null
 let pdsStart = null // starts a PDS with the config and secrets of the first one
 let stopping = false
 let restarts = Promise.resolve() // restart commands run one after the other
+let backlinks = null // the stand-in backlink index's HTTP server
+const forged = new Map() // target DID -> forged linking_records put first in its answers
 
 async function stop(code) {
   if (stopping) return
@@ -151,6 +165,7 @@ async function stop(code) {
   } catch (err) {
     process.stderr.write(`start.mjs: stopping the PDS: ${err.stack ?? err}\n`)
   }
+  if (backlinks) backlinks.close()
   try {
     if (plc) await plc.destroy()
   } catch (err) {
@@ -202,6 +217,106 @@ if (opts.watchStdin) {
   process.stdin.resume()
 }
 
+// The values at a Constellation-style path (`.a.b`, `.list[].field`) of a record value.
+function valuesAt(value, path) {
+  let current = [value]
+  for (const part of path.replace(/^\./, '').split('.')) {
+    const each = part.endsWith('[]')
+    const key = each ? part.slice(0, -2) : part
+    const next = []
+    for (const v of current) {
+      const got = v !== null && typeof v === 'object' ? v[key] : undefined
+      if (each) {
+        if (Array.isArray(got)) next.push(...got)
+      } else if (got !== undefined) next.push(got)
+    }
+    current = next
+  }
+  return current
+}
+
+async function getJson(url) {
+  const res = await fetch(url)
+  if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`)
+  return res.json()
+}
+
+// Every record of `collection` on the PDS whose value at `path` is `target`, in a stable order.
+async function realLinks(pdsUrl, target, collection, path) {
+  const out = []
+  let repoCursor
+  do {
+    const q = new URLSearchParams({ limit: '1000' })
+    if (repoCursor) q.set('cursor', repoCursor)
+    const page = await getJson(`${pdsUrl}/xrpc/com.atproto.sync.listRepos?${q}`)
+    for (const repo of page.repos ?? []) {
+      let cursor
+      do {
+        const rq = new URLSearchParams({ repo: repo.did, collection, limit: '100' })
+        if (cursor) rq.set('cursor', cursor)
+        let listed
+        try {
+          listed = await getJson(`${pdsUrl}/xrpc/com.atproto.repo.listRecords?${rq}`)
+        } catch {
+          break // a deactivated or deleted account has no records to offer
+        }
+        for (const r of listed.records ?? []) {
+          if (valuesAt(r.value, path).includes(target)) {
+            out.push({ did: repo.did, collection, rkey: r.uri.split('/').pop() })
+          }
+        }
+        cursor = (listed.records ?? []).length > 0 ? listed.cursor : undefined
+      } while (cursor)
+    }
+    repoCursor = (page.repos ?? []).length > 0 ? page.cursor : undefined
+  } while (repoCursor)
+  return out
+}
+
+function startBacklinks(pdsUrl) {
+  const send = (res, status, body) => {
+    res.writeHead(status, { 'content-type': 'application/json' })
+    res.end(JSON.stringify(body))
+  }
+  const server = createHttpServer(async (req, res) => {
+    try {
+      const url = new URL(req.url, 'http://localhost')
+      if (req.method === 'POST' && url.pathname === '/forge') {
+        let body = ''
+        for await (const chunk of req) body += chunk
+        const { target, linking_records: records } = JSON.parse(body)
+        if (typeof target !== 'string' || !Array.isArray(records)) {
+          return send(res, 400, { error: 'BadForge', message: 'give target and linking_records' })
+        }
+        if (records.length === 0) forged.delete(target)
+        else forged.set(target, records)
+        return send(res, 200, { forged: records.length })
+      }
+      if (req.method !== 'GET' || url.pathname !== '/links') {
+        return send(res, 404, { error: 'NotFound', message: `no ${req.method} ${url.pathname}` })
+      }
+      const target = url.searchParams.get('target')
+      const collection = url.searchParams.get('collection')
+      const path = url.searchParams.get('path')
+      if (!target || !collection || !path) {
+        return send(res, 400, { error: 'BadRequest', message: 'target, collection and path' })
+      }
+      const limit = Math.min(Math.max(Number(url.searchParams.get('limit') ?? 16) || 16, 1), 100)
+      const offset = Number(url.searchParams.get('cursor') ?? 0) || 0
+      const all = [...(forged.get(target) ?? []), ...(await realLinks(pdsUrl, target, collection, path))]
+      const page = all.slice(offset, offset + limit)
+      const cursor = offset + limit < all.length ? String(offset + limit) : null
+      send(res, 200, { total: all.length, linking_records: page, cursor })
+    } catch (err) {
+      send(res, 500, { error: 'InternalServerError', message: String(err.message ?? err) })
+    }
+  })
+  return new Promise((resolve, reject) => {
+    server.on('error', reject)
+    server.listen(0, '127.0.0.1', () => resolve(server))
+  })
+}
+
 try {
   let plcUrl = opts.plcUrl?.replace(/\/$/, '')
   if (!plcUrl) {
@@ -251,10 +366,12 @@ try {
     return started
   }
   pds = await pdsStart()
+  backlinks = await startBacklinks(pdsUrl)
 
   const ready = {
     pds: pdsUrl,
     plc: plcUrl,
+    backlinks: `http://127.0.0.1:${backlinks.address().port}`,
     adminPassword,
     pdsPort,
     plcStarted: plc !== null,

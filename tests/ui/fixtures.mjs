@@ -39,6 +39,7 @@ export function circle(over = {}) {
     minCopies: 2,
     health: 'ok',
     sentence: 'Everyone is safe',
+    checked: true,
     ...over,
   };
 }
@@ -66,6 +67,7 @@ export function overview(over = {}) {
     circles: [],
     invitations: [],
     tray: 'ok',
+    trayReason: null,
     headline: 'All 1 accounts are safe',
     pausedUntil: null,
     notifications: { available: true, reason: null },

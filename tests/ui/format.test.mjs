@@ -18,8 +18,8 @@ test('humanBytes: decimal units, one decimal below 10', () => {
   assert.equal(humanBytes(0), '0 bytes');
   assert.equal(humanBytes(1), '1 byte');
   assert.equal(humanBytes(999), '999 bytes');
-  assert.equal(humanBytes(1000), '1 KB');
-  assert.equal(humanBytes(1500), '1.5 KB');
+  assert.equal(humanBytes(1000), '1 kB');
+  assert.equal(humanBytes(1500), '1.5 kB');
   assert.equal(humanBytes(12_345_678), '12 MB');
   assert.equal(humanBytes(120_000_000), '120 MB');
   assert.equal(humanBytes(1_200_000_000), '1.2 GB');

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { HELP_PAGES, helpErrorText } from '../../ui/lib/help.js';
+import { HELP_PAGES, HELP_TEXTS, helpErrorText, helpText } from '../../ui/lib/help.js';
 
 const html = readFileSync(new URL('../../ui/index.html', import.meta.url), 'utf8');
 const commands = readFileSync(new URL('../../src-tauri/src/commands.rs', import.meta.url), 'utf8');
@@ -17,6 +17,18 @@ test('each topic opens the page the app maps it to', () => {
 test('when the browser can’t be opened, the address is given instead', () => {
   assert.equal(helpErrorText('app-passwords'), 'Couldn’t open your browser. The page is: https://bsky.app/settings/app-passwords');
   assert.equal(helpErrorText('nope'), 'That help page is not available.');
+});
+
+test('each topic is explained in the window too, whether or not a browser opens', () => {
+  for (const topic of Object.keys(HELP_PAGES)) assert.ok(helpText(topic).length > 0, topic);
+  assert.deepEqual(Object.keys(HELP_TEXTS), Object.keys(HELP_PAGES));
+  const text = helpText('app-passwords');
+  assert.match(text, /main password/);
+  assert.match(text, /Settings → Privacy and security → App passwords/);
+  assert.equal(helpText('nope'), '');
+  const view = readFileSync(new URL('../../ui/lib/views/help.js', import.meta.url), 'utf8');
+  const shown = view.indexOf('helpText(topic)');
+  assert.ok(shown > 0 && shown < view.indexOf('api.openHelp'), 'shown before the browser is asked');
 });
 
 test('help links: keyboard-reachable buttons naming a known topic, next to both app-password hints', () => {

@@ -14,6 +14,7 @@ import {
   friendFacts,
   friendTone,
   groupTimeline,
+  healthHeading,
   healthInfo,
   isPastCircle,
   leaveDialog,
@@ -42,6 +43,7 @@ test('tray label: words for each state', () => {
   assert.deepEqual(trayInfo('ok'), { label: 'All good', tone: 'ok' });
   assert.deepEqual(trayInfo('syncing'), { label: 'Backing up…', tone: 'busy' });
   assert.deepEqual(trayInfo('needs-attention'), { label: 'Needs attention', tone: 'warn' });
+  assert.deepEqual(trayInfo('problem'), { label: 'Problem', tone: 'danger' });
 });
 
 test('pause button: pause for an hour, or resume while paused', () => {
@@ -349,4 +351,13 @@ test('the recovery key: set up in two steps, the key shown once to write down', 
     assert.equal(v.start, null, s);
     assert.equal(v.form, false, s);
   }
+});
+
+test("circle page heading: the engine's words and colour, else the state's", () => {
+  assert.deepEqual(healthHeading({ state: 'ok', label: 'Not checked yet', tone: 'busy' }), { label: 'Not checked yet', tone: 'busy' });
+  assert.deepEqual(healthHeading({ state: 'recovering', label: 'Getting ready', tone: 'busy' }), { label: 'Getting ready', tone: 'busy' });
+  assert.deepEqual(healthHeading({ state: 'ok', label: 'Healthy', tone: 'ok' }), { label: 'Healthy', tone: 'ok' });
+  // An older engine, or a colour the window does not know: the state decides.
+  assert.deepEqual(healthHeading({ state: 'ok' }), healthInfo('ok'));
+  assert.deepEqual(healthHeading({ state: 'at-risk', label: 'At risk', tone: 'purple' }), healthInfo('at-risk'));
 });

@@ -89,6 +89,12 @@ export const api = {
   leaveCircle: (uri, keepCopies) => call('leave_circle', { uri, keepCopies }),
   /** @param {string} uri @returns {Promise<Health>} */
   circleHealth: (uri) => call('circle_health', { uri }),
+  /** A circle's invitation link: one line to send by any channel. @param {string} uri @returns {Promise<string>} */
+  invitationLink: (uri) => call('invitation_link', { uri }),
+  /** An invitation link as a QR code: an SVG document's text (colours as attributes, no styles). @param {string} link @returns {Promise<string>} */
+  invitationQr: (link) => call('invitation_qr', { link }),
+  /** Checks a pasted link with its circle's author; the invitation then shows in `invitations`. @param {string} link @returns {Promise<Overview>} */
+  openInvitationLink: (link) => call('open_invitation_link', { link }),
   /** Accepts what happened to an account (clears its flags). @param {string} did @returns {Promise<Overview>} */
   dismissFlags: (did) => call('dismiss_flags', { did }),
   /** What collecting old versions would free. @returns {Promise<Collection>} */
@@ -117,6 +123,8 @@ export const api = {
   moveStorage: (dir) => call('move_storage', { dir }),
   /** @returns {Promise<Settings>} */
   deleteOldCopy: () => call('delete_old_copy'),
+  /** An invitation link the system opened the app with, once (else null). @returns {Promise<string | null>} */
+  takePendingLink: () => call('take_pending_link'),
   /** Opens a help page (a topic of lib/help.js) in the browser. @param {string} topic @returns {Promise<null>} */
   openHelp: (topic) => call('open_help', { topic }),
 };
@@ -130,6 +138,18 @@ export async function onEngineEvent(handler) {
   const t = tauri();
   if (!t) return () => {};
   return t.event.listen('engine', (e) => handler(/** @type {EngineEvent} */ (e.payload)));
+}
+
+/**
+ * Calls `handler` when the system opened the app with an invitation link (a `p2pds:` link):
+ * the page then takes it with `api.takePendingLink()`.
+ * @param {() => void} handler
+ * @returns {Promise<() => void>} stops listening
+ */
+export async function onLinkOpened(handler) {
+  const t = tauri();
+  if (!t) return () => {};
+  return t.event.listen('link', () => handler());
 }
 
 /**

@@ -2,11 +2,12 @@
 // Wording follows the Rust side (src/app/words.rs), which writes every other sentence.
 
 const KB = 1000;
-const UNITS = ['KB', 'MB', 'GB', 'TB', 'PB'];
+const UNITS = ['kB', 'MB', 'GB', 'TB', 'PB'];
 
 /**
  * A size in words, decimal units like the operating systems show: "0 bytes", "1 byte",
- * "512 bytes", "1.5 KB", "12 MB", "1.2 GB".
+ * "512 bytes", "1.5 kB", "12 MB", "1.2 GB" (the same words as `words::size` in
+ * src/app/words.rs, which writes the sizes in the engine's sentences).
  * @param {number} bytes
  * @returns {string}
  */

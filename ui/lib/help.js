@@ -8,6 +8,26 @@ export const HELP_PAGES = Object.freeze({
 });
 
 /**
+ * Topic → what the page explains, in a short paragraph shown in the window whether or not a
+ * browser opens (an opener that starts is no proof that a browser showed the page).
+ */
+export const HELP_TEXTS = Object.freeze({
+  'app-passwords':
+    'An app password is a separate password for one app: the app never sees your main password, ' +
+    'and you can delete the app password at any time. To make one in Bluesky, go to Settings → ' +
+    'Privacy and security → App passwords → Add App Password, then paste it here.',
+});
+
+/**
+ * The explanation of `topic`, shown in the window.
+ * @param {string} topic
+ * @returns {string}
+ */
+export function helpText(topic) {
+  return /** @type {Record<string, string>} */ (HELP_TEXTS)[topic] ?? '';
+}
+
+/**
  * What to say when the browser could not be opened: where to go by hand.
  * @param {string} topic
  * @returns {string}

@@ -34,6 +34,8 @@ export function trayInfo(tray) {
       return { label: 'Backing up…', tone: 'busy' };
     case 'needs-attention':
       return { label: 'Needs attention', tone: 'warn' };
+    case 'problem':
+      return { label: 'Problem', tone: 'danger' };
     default:
       return { label: capitalize(String(tray)), tone: 'muted' };
   }
@@ -179,6 +181,20 @@ export function healthInfo(state) {
     unknown: { label: 'Not checked yet', tone: 'muted' },
   };
   return map[state] ?? { label: capitalize(state.replace(/-/g, ' ')), tone: 'muted' };
+}
+
+/**
+ * A circle page's heading: the engine's words and colour for it (they follow the worst
+ * problem the page shows), else the state's.
+ * @param {{ state: string, label?: string, tone?: string }} hl
+ * @returns {{ label: string, tone: Tone }}
+ */
+export function healthHeading(hl) {
+  /** @type {Tone[]} */
+  const tones = ['ok', 'busy', 'warn', 'danger', 'muted'];
+  const tone = tones.find((t) => t === hl.tone);
+  if (hl.label && tone) return { label: hl.label, tone };
+  return healthInfo(hl.state);
 }
 
 /**

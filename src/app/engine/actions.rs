@@ -6,12 +6,30 @@ use std::sync::Arc;
 
 use crate::group::Copies;
 use crate::history;
-use crate::session::{self, Session};
+use crate::identity::IdentityError;
+use crate::session::{self, Session, SessionError};
 use crate::store;
 
 use super::{now, AppError, Engine, WELCOMED_KEY};
 use crate::app::dto::*;
 use crate::app::words;
+
+/// Why a friend's account could not be looked up, as one sentence chosen by the kind of
+/// failure: the identity's own words (a handle nobody has, no network) keep their code.
+fn friend_not_found(who: &str, e: IdentityError) -> AppError {
+    match e {
+        IdentityError::HandleNotFound { .. }
+        | IdentityError::BadHandle(_)
+        | IdentityError::UnsupportedDid(_) => AppError::Invalid(e.to_string()),
+        IdentityError::Fetch { .. } => AppError::Network(format!(
+            "Couldn't reach the directory that says where {who}'s account lives. Check your connection and try again."
+        )),
+        IdentityError::BadDocument { .. } => AppError::Other(format!(
+            "{who}'s account has an identity P2PDS can't read, so it can't be backed up. Ask them whether their account works."
+        )),
+        e => AppError::Session(SessionError::Identity(e)),
+    }
+}
 
 impl Engine {
     /// Signs in (the app password goes to the OS keyring).
@@ -65,7 +83,7 @@ impl Engine {
             .resolver
             .resolve_account(who)
             .await
-            .map_err(|e| AppError::Other(format!("couldn't find {who}: {e}")))?;
+            .map_err(|e| friend_not_found(who, e))?;
         let (did, handle, pds) = (doc.did.clone(), doc.handle.clone(), doc.pds.clone());
         self.store()
             .write(move |c| store::add_repo(c, &did, handle.as_deref(), pds.as_deref()))

@@ -3,14 +3,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::app::conditions;
+use crate::app::dto::*;
+use crate::group::plan;
 use crate::policy::observations::Outcome;
 use crate::policy::report::{NodeReport, Status};
-use crate::policy::{Observations, Report, Timestamp};
+use crate::policy::{Observations, Policy, Report, Timestamp};
 use crate::store;
 use crate::verify;
 
 use super::{humanize, now, short_did, AppError, Engine};
-use crate::app::dto::*;
 
 /// The checks a member's card shows: this many days back.
 const CHECKS_SHOWN_DAYS: u64 = 7;
@@ -21,36 +23,34 @@ impl Engine {
         let now = now();
         let (report, obs, warnings) =
             verify::report::compliance_inputs(self.circles(), uri, now).await?;
+        // The rules of the version the report was computed for (a failure here only leaves the
+        // rules and the "due by" times out).
+        let policy = self
+            .circles()
+            .report_basis(uri)
+            .await
+            .ok()
+            .flatten()
+            .map(|(p, _)| p)
+            .filter(|p| p.reference.cid == report.policy.cid);
         let names = self.names().await;
-        let reasons = reasons(&report, &warnings, &names);
-        let since = now.minus(crate::policy::Duration::from_secs(
-            CHECKS_SHOWN_DAYS * 86_400,
-        ));
-        let members: Vec<MemberHealth> = report
-            .nodes
-            .iter()
-            .map(|n| {
-                let name = names
-                    .get(&n.member)
-                    .cloned()
-                    .unwrap_or_else(|| short_did(&n.member));
-                member_health(n, &obs, since, name, &names)
-            })
-            .collect();
+        let offset = *chrono::Local::now().offset();
+        let health = dashboard(
+            &report,
+            &obs,
+            &warnings,
+            policy.as_ref(),
+            &names,
+            now,
+            offset,
+        );
         let subjects: BTreeSet<String> = report.subjects.iter().map(|s| s.did.clone()).collect();
         let (storage, timeline) = self.local_history(&subjects, &names).await?;
-        let state = report.state.as_str().to_string();
-        let sentence = health_sentence(&state, report.subjects.len(), report.policy.min_copies);
         Ok(Health {
             uri: uri.to_string(),
-            name: report.policy.name.clone(),
-            state,
-            sentence,
-            reasons,
-            members,
             storage,
             timeline,
-            evaluated_at: report.evaluated_at.to_string(),
+            ..health
         })
     }
 
@@ -130,30 +130,87 @@ impl Engine {
     }
 }
 
-/// Why the circle is not fine, in words: its own conditions that are not true, then the
-/// subjects' and the members' that are false, then the warnings of the evaluation.
-fn reasons(report: &Report, warnings: &[String], names: &BTreeMap<String, String>) -> Vec<String> {
-    let mut reasons = Vec::new();
+/// Everything on a circle's page that comes from its report (the page's storage and timeline
+/// are this computer's own, added by [`Engine::health`]).
+fn dashboard(
+    report: &Report,
+    obs: &Observations,
+    warnings: &[String],
+    policy: Option<&Policy>,
+    names: &BTreeMap<String, String>,
+    now: Timestamp,
+    offset: chrono::FixedOffset,
+) -> Health {
+    let since = now.minus(crate::policy::Duration::from_secs(
+        CHECKS_SHOWN_DAYS * 86_400,
+    ));
+    let members: Vec<MemberHealth> = report
+        .nodes
+        .iter()
+        .map(|n| {
+            let name = names
+                .get(&n.member)
+                .cloned()
+                .unwrap_or_else(|| short_did(&n.member));
+            member_health(n, obs, since, name, names)
+        })
+        .collect();
+    let attention = conditions::attention(&conditions::Inputs {
+        report,
+        warnings,
+        names,
+        recovery: policy.map(|p| p.compliance.recovery_grace_period),
+        now,
+        offset,
+    });
+    let checked_at = report.checked_at();
+    let verdict = conditions::verdict(report, conditions::worst(&attention), checked_at.is_some());
+    Health {
+        uri: report.policy.uri.clone().unwrap_or_default(),
+        name: report.policy.name.clone(),
+        state: report.state.as_str().to_string(),
+        sentence: verdict.sentence,
+        reasons: attention.iter().flat_map(|a| a.lines.clone()).collect(),
+        label: verdict.label.to_string(),
+        tone: verdict.tone.to_string(),
+        attention,
+        details: details(report, warnings, names),
+        rules: policy
+            .map(|p| plan::rules_sentences(&plan::CircleRules::of(p)))
+            .unwrap_or_default(),
+        checked_at: checked_at.map(|t| t.to_string()),
+        members,
+        storage: Vec::new(),
+        timeline: Vec::new(),
+        evaluated_at: report.evaluated_at.to_string(),
+    }
+}
+
+/// The policy engine's own words for what is not fine (the page's "Details"): the circle's
+/// conditions that are not true, then the accounts' and the members' that are false, then
+/// what could not be read; DIDs replaced by names, nothing else changed.
+fn details(report: &Report, warnings: &[String], names: &BTreeMap<String, String>) -> Vec<String> {
+    let mut out = Vec::new();
     for c in report
         .conditions
         .iter()
         .filter(|c| c.status != Status::True)
     {
-        reasons.push(humanize(&c.message, names));
+        out.push(humanize(&c.message, names));
     }
     for s in &report.subjects {
         for c in s.conditions.iter().filter(|c| c.status == Status::False) {
-            reasons.push(humanize(&c.message, names));
+            out.push(humanize(&c.message, names));
         }
     }
     for n in &report.nodes {
         for c in n.conditions.iter().filter(|c| c.status == Status::False) {
-            reasons.push(humanize(&c.message, names));
+            out.push(humanize(&c.message, names));
         }
     }
-    reasons.extend(warnings.iter().map(|w| humanize(w, names)));
-    reasons.dedup();
-    reasons
+    out.extend(warnings.iter().map(|w| humanize(w, names)));
+    out.dedup();
+    out
 }
 
 /// A member's card: its state in words and the checks of its copies since `since`.
@@ -177,7 +234,7 @@ fn member_health(
     checks.dedup();
     let passed = checks.iter().filter(|c| c.outcome == "pass").count();
     let words = match n.state.as_str() {
-        "ok" if checks.is_empty() => "keeps its copies; not checked yet".to_string(),
+        "ok" if passed == 0 => "keeps its copies; not checked yet".to_string(),
         "ok" => format!(
             "keeps its copies; {passed} of {} checks passed",
             checks.len()
@@ -213,7 +270,7 @@ fn member_health(
 
 /// A copy found lacking, as a sync tool says what is out of sync.
 fn needs_sentence(whose: &str, n: crate::policy::observations::Needs) -> String {
-    let size = store::space::size_words(n.bytes);
+    let size = crate::app::words::size(n.bytes);
     if n.records == 0 && n.bytes == 0 {
         return format!("Its copy of {whose}'s account is incomplete: part of it is missing");
     }
@@ -243,25 +300,64 @@ fn changes_words(creates: i64, updates: i64, deletes: i64) -> String {
     }
 }
 
-/// The circle's state in one sentence (the dashboard and the circle's card).
-pub(super) fn health_sentence(state: &str, accounts: usize, copies: u32) -> String {
-    match state {
-        "ok" => format!(
-            "Everyone is safe: {accounts} accounts, each kept by {copies} {}, and the checks pass",
-            if copies == 1 { "friend" } else { "friends" }
-        ),
-        "recovering" => "Copies are being made; checks start soon".into(),
-        "degraded" => "Everyone's account is kept, but some checks failed".into(),
-        "at-risk" => "Some accounts are at risk: copies are missing or failing checks".into(),
-        "failed" => "Some accounts are not safe: a member's copies can't be counted on".into(),
-        _ => "Not known yet: the circle has just started".into(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::policy::observations::Needs;
+
+    /// A new two-person circle, both accepted five minutes ago, no copy made yet: the page a
+    /// person sees first. The engine's raw conditions (the old list) stay in `details`.
+    #[test]
+    fn a_new_two_person_circle_reads_in_a_few_sentences() {
+        use crate::app::conditions::tests::{at, both_accepted, circle, names, observe, BOB};
+        let p = circle(&[BOB], None);
+        let obs = observe(&p, &both_accepted());
+        let report = crate::policy::evaluate(&p, &obs, at(5));
+        let utc = chrono::FixedOffset::east_opt(0).unwrap();
+        let h = dashboard(&report, &obs, &[], Some(&p), &names(), at(5), utc);
+        println!("before ({} lines):", h.details.len());
+        for d in &h.details {
+            println!("  {d}");
+        }
+        println!("after: {} / {}", h.label, h.sentence);
+        for a in &h.attention {
+            for l in &a.lines {
+                println!("  {}: {l}", a.name);
+            }
+        }
+        assert_eq!(
+            h.reasons,
+            [
+                "You are still making your copy of bob.test's account (due by 3:29 pm today)",
+                "bob.test is still making their copy of your account (due by 3:29 pm today)",
+            ]
+        );
+        assert_eq!(
+            h.attention
+                .iter()
+                .map(|a| a.name.as_str())
+                .collect::<Vec<_>>(),
+            ["You", "bob.test"]
+        );
+        assert_eq!(
+            (h.label.as_str(), h.tone.as_str()),
+            ("Getting ready", "busy")
+        );
+        assert_eq!(
+            h.sentence,
+            "Copies are being made; checks start once they are"
+        );
+        assert!(h.details.len() > h.reasons.len(), "{:?}", h.details);
+        assert!(
+            h.details.iter().any(|d| d.contains("you has")),
+            "the raw words, kept"
+        );
+        assert_eq!(h.checked_at, None);
+        assert_eq!(h.rules.len(), 4);
+        for m in &h.members {
+            assert!(!m.words.contains("checks passed"), "{}", m.words);
+        }
+    }
 
     #[rstest::rstest]
     #[case(
@@ -272,7 +368,7 @@ mod tests {
     #[case(
         1,
         300,
-        "Its copy of Alice's account is incomplete: 1 post or other item missing (about 1 kB)"
+        "Its copy of Alice's account is incomplete: 1 post or other item missing (about 300 bytes)"
     )]
     #[case(
         0,

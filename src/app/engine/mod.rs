@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::{Node, NodeConfig, NodeError};
 use crate::group::{db as gdb, Circles, GroupError};
 use crate::history;
+use crate::identity::IdentityError;
 use crate::policy::Timestamp;
 use crate::session::{self, SessionError};
 use crate::store::{self, Store, StoreError};
@@ -39,6 +40,7 @@ use super::words;
 mod actions;
 mod folder;
 mod health;
+mod link;
 mod oauth;
 mod overview;
 mod restore;
@@ -72,6 +74,9 @@ pub enum AppError {
     /// What was asked is not possible (said in words).
     #[error("{0}")]
     Invalid(String),
+    /// Something on the network could not be reached (said in words).
+    #[error("{0}")]
+    Network(String),
     #[error("{0}")]
     Other(String),
 }
@@ -96,6 +101,11 @@ impl AppError {
                 SessionError::NoSecretService { .. }
                 | SessionError::KeyringLocked { .. }
                 | SessionError::Keyring(_) => ErrorCode::Keyring,
+                // The handle is the problem, not the network or the password: the form marks
+                // the handle.
+                SessionError::Identity(
+                    IdentityError::HandleNotFound { .. } | IdentityError::BadHandle(_),
+                ) => ErrorCode::Invalid,
                 SessionError::Network { .. }
                 | SessionError::Xrpc { .. }
                 | SessionError::Identity(_)
@@ -110,6 +120,8 @@ impl AppError {
             AppError::Node(NodeError::Moving) => ErrorCode::Moving,
             AppError::Node(NodeError::Store(_) | NodeError::Folder { .. }) => ErrorCode::Storage,
             AppError::Invalid(_) => ErrorCode::Invalid,
+            AppError::Network(_) => ErrorCode::Network,
+            AppError::Group(GroupError::Link(e)) => link::code(e),
             AppError::Group(_) | AppError::Verify(_) | AppError::Node(_) | AppError::Other(_) => {
                 ErrorCode::Other
             }
@@ -131,6 +143,9 @@ pub struct EngineConfig {
     pub data_dir: PathBuf,
     pub plc_url: String,
     pub resolver_url: Option<String>,
+    /// A backlink index asked for circles naming this account beyond the accounts known
+    /// (`--backlink-index`, `P2PDS_BACKLINK_INDEX`; None: not asked).
+    pub backlink_index: Option<String>,
 }
 
 #[derive(Default)]
@@ -185,6 +200,7 @@ impl Engine {
         );
         node_config.user_agent = concat!("p2pds-desktop/", env!("CARGO_PKG_VERSION")).into();
         node_config.on_battery = Some(super::platform::on_battery);
+        node_config.backlink_index = config.backlink_index.clone();
         let node = Node::open(node_config).map_err(node_error)?;
         let (events, _) = broadcast::channel(256);
         let engine = Engine {
@@ -394,6 +410,7 @@ mod tests {
             data_dir: dir.to_path_buf(),
             plc_url: "http://127.0.0.1:9".into(),
             resolver_url: None,
+            backlink_index: None,
         })
         .unwrap()
     }
@@ -415,6 +432,56 @@ mod tests {
         assert!(moving.message.contains("moving"), "{}", moving.message);
         let json = serde_json::to_value(&moving).unwrap();
         assert_eq!(json["code"], "moving");
+    }
+
+    fn identity(e: IdentityError) -> AppError {
+        AppError::Session(SessionError::Identity(e))
+    }
+
+    #[rstest::rstest]
+    #[case::offline(
+        identity(IdentityError::HandleUnreachable {
+            handle: "alice.example".into(),
+            reason: "DNS: no record found for Query { name: Name(\"_atproto.alice.example.\") }".into(),
+        }),
+        ErrorCode::Network,
+        "Couldn't reach the internet to find alice.example. Check your connection and try again."
+    )]
+    #[case::unknown_handle(
+        identity(IdentityError::HandleNotFound {
+            handle: "bob.bsky.social".into(),
+            reason: "https://bsky.social: answered 400 Bad Request".into(),
+        }),
+        ErrorCode::Invalid,
+        "There is no Bluesky account called bob.bsky.social. Check the spelling (it looks like name.bsky.social)."
+    )]
+    #[case::wrong_password(
+        AppError::Session(SessionError::LoginRefused {
+            who: "bob.bsky.social".into(),
+            message: "Invalid identifier or password".into(),
+        }),
+        ErrorCode::SignInRefused,
+        "bob.bsky.social's server refused the sign-in: Invalid identifier or password. Check the handle and the password (use an app password: Settings → Privacy and security → App passwords)"
+    )]
+    fn sign_in_failures_say_what_happened_and_mark_the_right_field(
+        #[case] e: AppError,
+        #[case] code: ErrorCode,
+        #[case] words: &str,
+    ) {
+        let answer = e.answer();
+        assert_eq!((answer.code, answer.message.as_str()), (code, words));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_friend_is_said_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = open(dir.path());
+        let out = e.add_friend("nobody.example").await.unwrap_err().answer();
+        assert_eq!(out.code, ErrorCode::Invalid);
+        assert_eq!(
+            out.message,
+            "There is no Bluesky account called nobody.example. Check the spelling (it looks like name.bsky.social)."
+        );
     }
 
     /// Bob's account synced twice, 100 and 50 days ago: a post deleted in between.

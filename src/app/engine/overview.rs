@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::engine::NodeState;
-use crate::group::plan::{human_bytes, human_every, CircleState};
+use crate::group::plan::{human_every, CircleState};
 use crate::group::{db as gdb, CircleView};
 use crate::history;
 use crate::policy::lifecycle::AckState;
@@ -14,16 +14,17 @@ use crate::session;
 use crate::store;
 use crate::sync::FailureKind;
 
-use super::health::health_sentence;
 use super::{
     flag_words, humanize, now, parse_time, progress_dto, short_did, AppError, Engine, WELCOMED_KEY,
 };
+use crate::app::conditions::health_sentence;
 use crate::app::dto::*;
+use crate::app::tray::{self, TrayFacts};
 use crate::app::words;
 
-/// One account as the overview reads it: its row, its images (count, bytes), its posts, and
-/// how it is followed (`crate::follow::how_followed`).
-type AccountRow = (store::RepoRow, i64, i64, i64, &'static str);
+/// One account as the overview reads it: its row, its images (count, bytes), its posts, how
+/// it is followed (`crate::follow::how_followed`) and when a backup was last tried.
+type AccountRow = (store::RepoRow, i64, i64, i64, &'static str, Option<String>);
 
 /// What the overview reads from the store, in one read.
 struct Local {
@@ -70,7 +71,7 @@ impl Engine {
         let circles: Vec<CircleCard> = st
             .circles
             .iter()
-            .map(|v| circle_card(v, &my_did, st.health.get(&v.uri).map(|h| h.state.clone())))
+            .map(|v| circle_card(v, &my_did, st.health.get(&v.uri), &st.backoff))
             .collect();
         let invitations: Vec<InvitationCard> = st.invitations.iter().map(invitation_card).collect();
         let active = circles
@@ -82,13 +83,26 @@ impl Engine {
                 (
                     c.health.as_deref().unwrap_or("unknown"),
                     c.min_copies,
-                    st.health_checked_at,
+                    // "Checked" only once every copy has passed a check.
+                    st.health.get(&c.uri).and_then(|h| h.checked_at),
                 )
             }),
             st.paused_until,
             now,
         );
-        let tray = tray_state(&st, &cards.friends, &invitations, &circles);
+        let members: BTreeMap<String, Vec<(String, String)>> = st
+            .health
+            .iter()
+            .map(|(uri, h)| (uri.clone(), h.members.clone()))
+            .collect();
+        let tray = tray::tray(&TrayFacts {
+            friends: &cards.friends,
+            circles: &circles,
+            invitations: &invitations,
+            members: &members,
+            syncing: !st.progress.is_empty(),
+            now,
+        });
         Ok(Overview {
             me: me.map(|m| Me {
                 did: m.did,
@@ -98,7 +112,8 @@ impl Engine {
             friends: cards.friends,
             circles,
             invitations,
-            tray,
+            tray: tray.state,
+            tray_reason: tray.reason,
             headline,
             paused_until: st.paused_until.filter(|u| *u > now).map(|u| u.to_string()),
             notifications: notifications.unwrap_or(NotificationStatus {
@@ -138,7 +153,12 @@ impl Engine {
                         |x| x.get(0),
                     )?;
                     let followed = crate::follow::how_followed(c, r.pds.as_deref())?;
-                    rows.push((r, images, image_bytes, posts, followed));
+                    let tried: Option<String> = c.query_row(
+                        "SELECT last_attempt_at FROM repos WHERE id = ?1",
+                        [r.id],
+                        |x| x.get(0),
+                    )?;
+                    rows.push((r, images, image_bytes, posts, followed, tried));
                 }
                 Ok(Local {
                     me,
@@ -198,7 +218,8 @@ fn friend_cards(
     let mut friends = Vec::new();
     let mut per_friend = Vec::new();
     let mut used = 0u64;
-    for (r, images, image_bytes, posts, followed) in rows {
+    let offset = *chrono::Local::now().offset();
+    for (r, images, image_bytes, posts, followed, tried) in rows {
         let size = u64::try_from(r.bytes.max(0) + image_bytes.max(0)).unwrap_or(0);
         used += size;
         if me == Some(r.did.as_str()) {
@@ -213,7 +234,10 @@ fn friend_cards(
         let problem = (state == FriendState::Failing)
             .then(|| r.error.clone())
             .flatten()
-            .map(|e| plain_error(kind, &humanize(&e, &names)));
+            .map(|e| {
+                let tried = parse_time(tried.as_deref()).map(|t| checked_at(t, now, offset));
+                plain_error(kind, &name, tried.as_deref(), &humanize(&e, &names))
+            });
         if let Some(k) = kind.filter(|k| state == FriendState::Failing && k.is_no_room()) {
             no_room.get_or_insert(k);
         }
@@ -283,31 +307,6 @@ fn friend_state(r: &store::RepoRow, syncing: bool) -> FriendState {
     }
 }
 
-/// The tray: syncing while a backup is under way, else whether anything needs the person.
-fn tray_state(
-    st: &NodeState,
-    friends: &[Friend],
-    invitations: &[InvitationCard],
-    circles: &[CircleCard],
-) -> TrayState {
-    let attention = friends.iter().any(|f| {
-        matches!(
-            f.state,
-            FriendState::Failing | FriendState::Gone | FriendState::Deactivated
-        ) || !f.flags.is_empty()
-    }) || !invitations.is_empty()
-        || circles
-            .iter()
-            .any(|c| matches!(c.health.as_deref(), Some("degraded" | "at-risk" | "failed")));
-    if !st.progress.is_empty() {
-        TrayState::Syncing
-    } else if attention {
-        TrayState::NeedsAttention
-    } else {
-        TrayState::Ok
-    }
-}
-
 /// What the storage section says about the limit: nothing while there is room. `no_room` is
 /// the kind of a backup that did not fit, if one did not.
 fn storage_limit_text(
@@ -322,11 +321,11 @@ fn storage_limit_text(
         ),
         (Some(l), Some(_)) => Some(format!(
             "Your storage limit of {} is reached: some backups are waiting for room. Raise the limit in Settings, or stop backing up someone.",
-            human_bytes(l)
+            words::size(l)
         )),
         (Some(l), None) if used >= l => Some(format!(
             "Your storage limit of {} is reached: new posts will wait for room. Raise the limit in Settings, or stop backing up someone.",
-            human_bytes(l)
+            words::size(l)
         )),
         (None, Some(_)) => Some(
             "Some backups did not fit and are waiting for room: see the friends' cards.".into(),
@@ -335,19 +334,65 @@ fn storage_limit_text(
     }
 }
 
-/// A failed backup's message, shortened for a friend's card by the kind of failure (a row
-/// written before kinds were kept has none: its message is shown as it is).
-fn plain_error(kind: Option<FailureKind>, e: &str) -> String {
+/// A failed backup in words for `name`'s card, chosen by the kind of failure (a row written
+/// before kinds were kept has none: its message is shown, without addresses). `tried`: when
+/// the backup was last tried ("3:29 pm").
+fn plain_error(kind: Option<FailureKind>, name: &str, tried: Option<&str>, e: &str) -> String {
+    let when = tried.map(|t| format!(" (checked {t})")).unwrap_or_default();
+    let kept = "the copy you have is kept";
     match kind {
-        Some(FailureKind::Unreachable) => "their server can't be reached right now".into(),
-        Some(FailureKind::BadData) => {
-            "their server sent data that failed verification; your copy was kept".into()
+        Some(FailureKind::Unreachable) => format!("{name}'s server isn't answering{when}; {kept}"),
+        Some(FailureKind::Refused) => {
+            format!("{name}'s server refused to send the account{when}; {kept}")
         }
-        _ => e.chars().take(300).collect(),
+        Some(FailureKind::BadData) => {
+            format!("{name}'s server sent data that failed verification{when}; {kept}")
+        }
+        Some(FailureKind::Identity) => format!(
+            "{name}'s account doesn't say where its server is{when}; {kept}. They may be moving it"
+        ),
+        Some(FailureKind::Gone) => format!("{name}'s account is no longer on its server; {kept}"),
+        // The storage messages say what to do with sizes: kept whole.
+        Some(FailureKind::DiskFull | FailureKind::StorageLimit) => e.chars().take(300).collect(),
+        _ => without_addresses(e).chars().take(300).collect(),
     }
 }
 
-fn circle_card(v: &CircleView, me: &str, health: Option<String>) -> CircleCard {
+/// When a backup was last tried, as a clock: "3:29 pm" today, "3:29 pm yesterday" before.
+fn checked_at(t: Timestamp, now: Timestamp, offset: chrono::FixedOffset) -> String {
+    let moment = words::moment(t, now, offset);
+    moment
+        .strip_suffix(" today")
+        .map(str::to_string)
+        .unwrap_or(moment)
+}
+
+/// A message with every web address in it replaced by "their server" (people act on the
+/// words, never on a request's address).
+fn without_addresses(e: &str) -> String {
+    e.split(' ')
+        .map(|word| {
+            if word.starts_with("http://") || word.starts_with("https://") {
+                let tail = word.len() - word.trim_end_matches([':', ',', ';', '.', ')']).len();
+                format!("their server{}", &word[word.len() - tail..])
+            } else {
+                word.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A circle's card. `failing`: the accounts whose last backup failed (by DID), named when the
+/// circle can't be checked because of them.
+fn circle_card<T>(
+    v: &CircleView,
+    me: &str,
+    h: Option<&crate::engine::CircleHealth>,
+    failing: &BTreeMap<String, T>,
+) -> CircleCard {
+    let health = h.map(|h| h.state.clone());
+    let checked = h.is_some_and(|h| h.checked_at.is_some());
     let name_of = |did: &str, handle: &Option<String>| {
         if did == me {
             "you".to_string()
@@ -385,7 +430,12 @@ fn circle_card(v: &CircleView, me: &str, health: Option<String>) -> CircleCard {
         ("waiting" | "changing", _) if !waiting.is_empty() => {
             format!("Waiting for {} to accept", waiting.join(", "))
         }
-        ("active", Some(h)) => health_sentence(h, members.len(), v.min_copies),
+        ("active", Some("unknown"))
+            if checked || members.iter().any(|m| failing.contains_key(&m.did)) =>
+        {
+            unchecked_sentence(&members, failing)
+        }
+        ("active", Some(h)) => health_sentence(h, members.len(), v.min_copies, checked),
         ("active", None) => "Active: the first checks are coming".into(),
         ("left", _) => "You left this circle".into(),
         ("revoked", _) => "Its author ended this circle".into(),
@@ -402,6 +452,26 @@ fn circle_card(v: &CircleView, me: &str, health: Option<String>) -> CircleCard {
         min_copies: v.min_copies,
         health,
         sentence,
+        checked,
+    }
+}
+
+/// An active circle whose health can't be told now: it was checked before, or a member can't
+/// be backed up. Not "just started": who can't be reached, and that the copies stay.
+fn unchecked_sentence<T>(members: &[MemberCard], failing: &BTreeMap<String, T>) -> String {
+    let names: Vec<&str> = members
+        .iter()
+        .filter(|m| !m.is_you && failing.contains_key(&m.did))
+        .map(|m| m.name.as_str())
+        .collect();
+    let kept = "the copies you have are kept";
+    match names.as_slice() {
+        [] => format!("Can't be checked right now; {kept}"),
+        [one] => format!("Can't be checked right now: {one}'s server isn't answering; {kept}"),
+        [rest @ .., last] => format!(
+            "Can't be checked right now: the servers of {} and {last} aren't answering; {kept}",
+            rest.join(", ")
+        ),
     }
 }
 
@@ -421,6 +491,73 @@ fn invitation_card(i: &crate::group::Invitation) -> InvitationCard {
 mod tests {
     use super::*;
 
+    // The kind decides, not the words: a message that mentions a network is not one, and no
+    // request address reaches the card.
+    #[rstest::rstest]
+    #[case::down(
+        Some(FailureKind::Unreachable),
+        "could not reach https://pds.bob.test/xrpc/com.atproto.sync.getLatestCommit?did=did:plc:bob: connection refused",
+        "bob.test's server isn't answering (checked 3:29 pm); the copy you have is kept"
+    )]
+    #[case::refused(
+        Some(FailureKind::Refused),
+        "the network said no",
+        "bob.test's server refused to send the account (checked 3:29 pm); the copy you have is kept"
+    )]
+    #[case::bad_data(
+        Some(FailureKind::BadData),
+        "https://pds.bob.test/xrpc/x sent a bad block",
+        "bob.test's server sent data that failed verification (checked 3:29 pm); the copy you have is kept"
+    )]
+    #[case::old_row_without_a_kind(
+        None,
+        "could not reach https://pds.bob.test/xrpc/com.atproto.sync.getRepo: refused",
+        "could not reach their server: refused"
+    )]
+    fn a_failed_backup_in_words_without_addresses(
+        #[case] kind: Option<FailureKind>,
+        #[case] message: &str,
+        #[case] want: &str,
+    ) {
+        let now = Timestamp::parse("2026-12-03T18:00:00Z").unwrap();
+        let tried = Timestamp::parse("2026-12-03T15:29:35Z").unwrap();
+        let utc = chrono::FixedOffset::east_opt(0).unwrap();
+        let when = checked_at(tried, now, utc);
+        let got = plain_error(kind, "bob.test", Some(&when), message);
+        assert_eq!(got, want);
+        assert!(!got.contains("http"), "{got}");
+    }
+
+    #[test]
+    fn a_circle_that_cannot_be_checked_names_who_and_keeps_the_copies() {
+        let card = |name: &str, did: &str, is_you: bool| MemberCard {
+            did: did.into(),
+            name: name.into(),
+            accepted: true,
+            is_you,
+        };
+        let members = [
+            card("you", "did:plc:me", true),
+            card("bob.test", "did:plc:bob", false),
+            card("carol.test", "did:plc:carol", false),
+        ];
+        let failing = |dids: &[&str]| -> BTreeMap<String, ()> {
+            dids.iter().map(|d| (d.to_string(), ())).collect()
+        };
+        assert_eq!(
+            unchecked_sentence(&members, &failing(&["did:plc:bob"])),
+            "Can't be checked right now: bob.test's server isn't answering; the copies you have are kept"
+        );
+        assert_eq!(
+            unchecked_sentence(&members, &failing(&["did:plc:bob", "did:plc:carol"])),
+            "Can't be checked right now: the servers of bob.test and carol.test aren't answering; the copies you have are kept"
+        );
+        assert_eq!(
+            unchecked_sentence(&members, &failing(&[])),
+            "Can't be checked right now; the copies you have are kept"
+        );
+    }
+
     #[test]
     fn the_storage_section_says_when_the_limit_is_reached() {
         assert_eq!(storage_limit_text(10, Some(100), None), None);
@@ -433,21 +570,9 @@ mod tests {
         assert!(limit.contains("limit of 10 bytes is reached"), "{limit}");
         let msg = "bob.test's backup does not fit within your storage limit: it needs about 3 MB more, and 9 MB of 10 MB is used. Nothing was changed: raise the limit in Settings, or stop backing up someone";
         assert_eq!(
-            plain_error(Some(FailureKind::StorageLimit), msg),
+            plain_error(Some(FailureKind::StorageLimit), "bob.test", None, msg),
             msg,
             "kept whole"
-        );
-        // The kind decides, not the words: a message that mentions a network is not one.
-        assert_eq!(
-            plain_error(
-                Some(FailureKind::Unreachable),
-                "connection refused (os error 111)"
-            ),
-            "their server can't be reached right now"
-        );
-        assert_eq!(
-            plain_error(Some(FailureKind::Refused), "the network said no"),
-            "the network said no"
         );
         assert_eq!(
             humanize(

@@ -1,8 +1,8 @@
 //! The loop: [`Engine::run`] runs the node controller and turns its events into events for the
 //! window; [`Engine::pass`] is one forced pass ("Sync now", and how tests drive the engine);
-//! after each pass the alerts the facts call for are raised, each once.
+//! after each pass the notifications the reminder ladder calls for are raised
+//! ([`crate::app::alerts`]), what was raised kept in `group_meta` (`app.alerts`).
 
-use std::collections::BTreeSet;
 use std::time::Duration as StdDuration;
 
 use tokio::sync::broadcast;
@@ -11,14 +11,17 @@ use crate::engine::{NodeEvent, PassOptions};
 use crate::follow::FollowConfig;
 use crate::group::db as gdb;
 use crate::history;
+use crate::policy::Timestamp;
+use crate::session;
 use crate::store;
 
-use super::{flag_words, now, progress_dto, short_did, Engine, DELIVERED_KEY};
-use crate::app::alerts::{self, FlagFacts, FriendFacts, InvitationFacts, MemberFacts};
+use super::{
+    flag_words, now, parse_time, progress_dto, short_did, AppError, Engine, DELIVERED_KEY,
+};
+use crate::app::alerts::{
+    self, FlagFacts, FriendFacts, InvitationFacts, Ledger, MemberFacts, Thing,
+};
 use crate::app::dto::*;
-
-/// Delivered alert keys remembered (the oldest are forgotten).
-const MAX_DELIVERED: usize = 2000;
 
 impl Engine {
     /// Runs the node controller until [`Engine::stop`], turning what it does into events for
@@ -120,22 +123,52 @@ impl Engine {
         node.set_pause_on_battery(s.pause_on_battery);
     }
 
-    /// Raises each alert the facts call for, once.
+    /// Raises the notifications the reminder ladder calls for now.
     pub(super) async fn raise_alerts(&self) {
-        let Ok((repos, delivered, open_flags)) = self
+        self.raise_alerts_at(now()).await;
+    }
+
+    /// Raises the notifications due at `now` (see [`alerts::raise`]) and keeps the ledger:
+    /// what was raised about each thing present, and when.
+    pub(super) async fn raise_alerts_at(&self, now: Timestamp) {
+        // One at a time: a pass asked for while the loop runs ends in two calls at once.
+        let _one = RAISING.lock().await;
+        let facts = match self.ladder_facts(now).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read what to notify about");
+                return;
+            }
+        };
+        let (raised, kept) = alerts::raise(now, &facts.things, &facts.ledger, facts.circles_known);
+        for a in raised {
+            self.emit(Event::Alert {
+                key: a.key,
+                title: a.title,
+                body: a.body,
+            });
+        }
+        if kept != facts.ledger {
+            if let Err(e) = self.set_meta(DELIVERED_KEY, &kept.to_json()).await {
+                tracing::warn!(error = %e, "could not keep the notifications raised");
+            }
+        }
+    }
+
+    /// What the ladder needs: every thing that needs the person now, from the store and the
+    /// node's last results, and the ledger kept so far.
+    pub(super) async fn ladder_facts(&self, now: Timestamp) -> Result<LadderFacts, AppError> {
+        let (repos, stored, open_flags, me) = self
             .store()
             .read(|c| {
                 Ok((
                     store::list_repos(c)?,
                     gdb::meta(c, DELIVERED_KEY)?,
                     history::open_flags(c)?,
+                    session::signed_in(c)?.map(|m| m.did),
                 ))
             })
-            .await
-        else {
-            return;
-        };
-        let now = now();
+            .await?;
         let flags: Vec<FlagFacts> = open_flags
             .into_iter()
             .map(|(did, handle, f)| {
@@ -149,23 +182,23 @@ impl Engine {
                 }
             })
             .collect();
-        let mut delivered: Vec<String> = delivered
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default();
-        let st = self.inner.node.state();
-        let names = self.names().await;
         let friends: Vec<FriendFacts> = repos
             .iter()
             .map(|r| {
                 let upstream = r.upstream_status.clone().unwrap_or_else(|| "active".into());
+                let synced = parse_time(r.last_sync_at.as_deref());
+                let caught_up = parse_time(r.caught_up_at.as_deref());
                 FriendFacts {
                     did: r.did.clone(),
                     name: r.handle.clone().unwrap_or_else(|| short_did(&r.did)),
-                    failing_since: st.backoff.get(&r.did).map(|b| b.since),
+                    failing: r.state == "error",
+                    last_good: synced.max(caught_up),
                     gone: (upstream != "active").then_some(upstream),
                 }
             })
             .collect();
+        let st = self.inner.node.state();
+        let names = self.names().await;
         let invitations: Vec<InvitationFacts> = st
             .invitations
             .iter()
@@ -176,40 +209,152 @@ impl Engine {
                 circle: i.name.clone(),
             })
             .collect();
+        // This node's own state in a circle is on its screens, not in a notification.
         let members: Vec<MemberFacts> = st
             .health
             .values()
             .flat_map(|h| {
-                h.members.iter().map(|(did, state)| MemberFacts {
-                    circle_uri: h.uri.clone(),
-                    circle: h.name.clone(),
-                    did: did.clone(),
-                    name: names.get(did).cloned().unwrap_or_else(|| short_did(did)),
-                    state: state.clone(),
-                })
+                h.members
+                    .iter()
+                    .filter(|(did, _)| me.as_deref() != Some(did.as_str()))
+                    .map(|(did, state)| MemberFacts {
+                        circle_uri: h.uri.clone(),
+                        circle: h.name.clone(),
+                        did: did.clone(),
+                        name: names.get(did).cloned().unwrap_or_else(|| short_did(did)),
+                        state: state.clone(),
+                    })
             })
             .collect();
-        let known: BTreeSet<String> = delivered.iter().cloned().collect();
-        let mut due = alerts::due(&friends, &members, &invitations, now);
-        due.extend(alerts::flag_alerts(&flags));
-        let fresh = alerts::fresh(due, &known);
-        if fresh.is_empty() {
-            return;
+        Ok(LadderFacts {
+            things: alerts::things(&friends, &members, &invitations, &flags),
+            // The circles were read and their health evaluated since the node started (or
+            // signed in): until then, no news about them is no news.
+            circles_known: st.health_checked_at.is_some()
+                && !(st.circles.is_empty() && st.invitations.is_empty()),
+            ledger: Ledger::read(stored.as_deref(), now),
+        })
+    }
+}
+
+/// What [`Engine::ladder_facts`] gathered.
+#[derive(Debug)]
+pub(super) struct LadderFacts {
+    pub things: Vec<Thing>,
+    pub circles_known: bool,
+    pub ledger: Ledger,
+}
+
+/// Held while notifications are raised (see [`Engine::raise_alerts_at`]).
+static RAISING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::engine::tests::open;
+    use crate::policy::Duration;
+
+    const DAY: u64 = 86_400;
+
+    fn days_before(now: Timestamp, days: f64) -> Timestamp {
+        now.minus(Duration::from_secs((days * DAY as f64) as u64))
+    }
+
+    /// The alerts raised at `at`: (key, title).
+    async fn raised(e: &Engine, at: Timestamp) -> Vec<(String, String)> {
+        let mut events = e.subscribe();
+        e.raise_alerts_at(at).await;
+        let mut out = Vec::new();
+        while let Ok(ev) = events.try_recv() {
+            if let Event::Alert { key, title, .. } = ev {
+                out.push((key, title));
+            }
         }
-        for a in &fresh {
-            delivered.push(a.key.clone());
-            self.emit(Event::Alert {
-                key: a.key.clone(),
-                title: a.title.clone(),
-                body: a.body.clone(),
-            });
-        }
-        if delivered.len() > MAX_DELIVERED {
-            let cut = delivered.len() - MAX_DELIVERED;
-            delivered.drain(..cut);
-        }
-        if let Ok(text) = serde_json::to_string(&delivered) {
-            let _ = self.set_meta(DELIVERED_KEY, &text).await;
-        }
+        out
+    }
+
+    #[tokio::test]
+    async fn the_ladder_reads_the_store_and_keeps_what_it_raised() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = open(dir.path());
+        let now = now();
+        let last = days_before(now, 3.5);
+        let caught_up = days_before(now, 5.0);
+        let (l, c) = (last.to_string(), caught_up.to_string());
+        e.store()
+            .write(move |c2| {
+                for (did, handle) in [
+                    ("did:plc:bob", "bob.test"),
+                    ("did:plc:carol", "carol.test"),
+                    ("did:plc:dave", "dave.test"),
+                ] {
+                    store::add_repo(c2, did, Some(handle), None).unwrap();
+                }
+                // Bob: failing since his last backup, 3 and a half days ago (an older
+                // catch-up from a friend does not count).
+                store::set_repo_failed(c2, "did:plc:bob", "no answer", "unreachable").unwrap();
+                c2.execute(
+                    "UPDATE repos SET last_sync_at = ?1, caught_up_at = ?2 WHERE did = 'did:plc:bob'",
+                    [&l, &c],
+                )
+                .unwrap();
+                store::set_upstream_status(c2, "did:plc:carol", "deleted").unwrap();
+                store::mark_synced(c2, "did:plc:dave").unwrap();
+                let dave = store::get_repo(c2, "did:plc:dave").unwrap().unwrap();
+                history::raise(c2, dave.id, history::kind::MASS_DELETION, "40 of 40", None)
+                    .unwrap();
+            })
+            .await
+            .unwrap();
+
+        let facts = e.ladder_facts(now).await.unwrap();
+        let keys: Vec<(&str, Option<Timestamp>)> = facts
+            .things
+            .iter()
+            .map(|t| (t.key.as_str(), t.since))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("backup:did:plc:bob", Some(last)),
+                ("gone:did:plc:carol:deleted", None),
+                ("flag:1", None),
+            ]
+        );
+        assert!(!facts.circles_known, "no circles read yet");
+        assert_eq!(facts.ledger, Ledger::default());
+
+        // The warning, the gone account and the flag; nothing again at the next pass.
+        let first = raised(&e, now).await;
+        let titles: Vec<&str> = first.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(
+            titles,
+            [
+                "bob.test not backed up for 3 days",
+                "carol.test's account is deleted",
+                "Many of dave.test's posts were deleted",
+            ]
+        );
+        assert!(raised(&e, now).await.is_empty());
+        // A day later: the alert about Bob, and only that.
+        let later = now.plus(Duration::from_secs(DAY));
+        let second = raised(&e, later).await;
+        assert_eq!(
+            second,
+            [(
+                "backup:did:plc:bob#2".to_string(),
+                "bob.test still not backed up after 4 days".to_string()
+            )]
+        );
+        // Bob is backed up again: his entry is forgotten, the others stay.
+        e.store()
+            .write(|c| store::mark_synced(c, "did:plc:bob"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(raised(&e, later).await.is_empty());
+        let ledger = e.ladder_facts(later).await.unwrap().ledger;
+        let kept: Vec<&str> = ledger.raised.keys().map(String::as_str).collect();
+        assert_eq!(kept, ["flag:1", "gone:did:plc:carol:deleted"]);
     }
 }

@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::group::db as gdb;
-use crate::group::plan::human_bytes;
 use crate::history;
 
 use super::{AppError, Engine, PREVIOUS_DIR_KEY, SETTINGS_KEY};
@@ -240,13 +239,13 @@ fn collection(r: &history::gc::GcReport) -> Collection {
         }
         (true, b) => format!(
             "About {} can be freed: versions older than {} days that are no longer needed.",
-            human_bytes(b),
+            crate::app::words::size(b),
             r.retention_days.round()
         ),
         (false, 0) => "Nothing needed freeing.".to_string(),
         (false, b) => format!(
             "Freed {}: {} older {} removed.",
-            human_bytes(b),
+            crate::app::words::size(b),
             r.states_removed,
             if r.states_removed == 1 {
                 "version"
@@ -357,7 +356,7 @@ mod tests {
         assert_eq!(
             alerts,
             [(
-                "flag:1".to_string(),
+                "flag:1#1".to_string(),
                 "Many of bob.test's posts were deleted".to_string()
             )]
         );
@@ -366,7 +365,12 @@ mod tests {
         assert_eq!(bob.flags.len(), 1);
         assert!(bob.flags[0].text.contains("Your copy from before is kept"));
         assert!(bob.can_restore);
-        assert_eq!(o.tray, TrayState::NeedsAttention);
+        // A flag of loss is the worst: red, with the reason.
+        assert_eq!(o.tray, TrayState::Problem);
+        assert_eq!(
+            o.tray_reason.as_deref(),
+            Some("Many of bob.test's posts were deleted")
+        );
         assert!(o.headline.contains("bob.test"), "{}", o.headline);
         let choice = e.restore_choice("did:plc:bob").await.unwrap();
         assert_eq!(choice.versions.len(), 2);

@@ -11,7 +11,9 @@ use std::io::{BufRead, IsTerminal, Write};
 use anyhow::{bail, Context};
 use clap::Subcommand;
 use p2pds::group::plan::{CircleEdit, CircleState, PublishRate};
-use p2pds::group::{CircleView, Circles, Copies, CopiesOutcome, Invitation, RefreshReport};
+use p2pds::group::{
+    CircleView, Circles, Copies, CopiesOutcome, GroupError, Invitation, RefreshReport,
+};
 use p2pds::policy::lifecycle::AckState;
 use p2pds::policy::Duration;
 use p2pds::session::oauth::ClientId;
@@ -67,6 +69,14 @@ pub enum CircleCommand {
         uri: String,
         #[command(flatten)]
         copies: CopiesArgs,
+    },
+    /// Print the circle's invitation link: one line to send the members by any channel (chat,
+    /// email); they open it with `p2pds invitations --link LINK`. It names the circle and its
+    /// newest version, nothing secret.
+    Link {
+        uri: String,
+        #[arg(long)]
+        json: bool,
     },
     /// Change a circle you wrote; the members must accept the new version (the old one stays
     /// in force meanwhile).
@@ -316,8 +326,14 @@ fn warn_report(report: &RefreshReport) {
     }
 }
 
-pub async fn invitations(syncer: &Syncer, json: bool, from: &[String]) -> anyhow::Result<i32> {
-    let c = circles(syncer);
+pub async fn invitations(
+    syncer: &Syncer,
+    backlink_index: Option<p2pds::group::backlinks::BacklinkIndex>,
+    json: bool,
+    from: &[String],
+) -> anyhow::Result<i32> {
+    let mut c = circles(syncer);
+    c.backlinks = backlink_index;
     for who in from {
         c.add_contact(who)
             .await
@@ -332,11 +348,56 @@ pub async fn invitations(syncer: &Syncer, json: bool, from: &[String]) -> anyhow
             serde_json::to_string_pretty(&serde_json::json!({ "invitations": list }))?
         );
     } else if list.is_empty() {
-        println!("No invitations. (Looked in the repos of your contacts, the accounts you back up and follow, and your circles' members; add someone with --from HANDLE.)");
+        println!("No invitations. (Looked in the repos of your contacts, the accounts you back up and follow, and your circles' members; add someone with --from HANDLE, or open an invitation link you were sent with --link LINK.)");
     } else {
         for inv in &list {
             print_invitation(inv);
         }
+    }
+    Ok(0)
+}
+
+/// `p2pds invitations --link LINK`: the invitation a link names, read with a proof and checked
+/// (for this account, not revoked, the version the link names), then remembered so that
+/// `p2pds circle accept` works. A refusal is printed in words (with `--json`, also its kind
+/// as `{"error": {"kind", "message"}}` on stdout) and exits 1.
+pub async fn open_link(syncer: &Syncer, link: &str, json: bool) -> anyhow::Result<i32> {
+    let c = circles(syncer);
+    let opened = match c.open_link(link).await {
+        Ok(o) => o,
+        Err(GroupError::Link(e)) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "error": { "kind": e.kind(), "message": e.to_string() }
+                    }))?
+                );
+            }
+            eprintln!("error: {e}");
+            return Ok(1);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if json {
+        let list: Vec<&Invitation> = opened.invitation.iter().collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "invitations": list,
+                "circle": opened.circle,
+            }))?
+        );
+    } else if let Some(inv) = &opened.invitation {
+        print_invitation(inv);
+    } else if let Some(view) = &opened.circle {
+        println!(
+            "You already answered this version of \u{201c}{}\u{201d}: see `p2pds circle list`.",
+            view.name
+        );
+        print_circle(view);
+    } else {
+        println!("You already answered this invitation: see `p2pds circle list`.");
     }
     Ok(0)
 }
@@ -414,8 +475,8 @@ pub async fn run(syncer: &Syncer, command: &CircleCommand) -> anyhow::Result<i32
                 println!("{}", serde_json::to_string_pretty(&view)?);
             } else {
                 println!(
-                    "Created the circle \u{201c}{}\u{201d}: {}\nThe members see it with `p2pds invitations` and answer with `p2pds circle accept {}`.",
-                    view.name, view.uri, view.uri
+                    "Created the circle \u{201c}{}\u{201d}: {}\nThe members see it with `p2pds invitations` and answer with `p2pds circle accept {}`.\nA member whose node does not know you yet opens the link `p2pds circle link {}` prints.",
+                    view.name, view.uri, view.uri, view.uri
                 );
             }
             Ok(0)
@@ -486,6 +547,22 @@ pub async fn run(syncer: &Syncer, command: &CircleCommand) -> anyhow::Result<i32
             let outcome = c.revoke(&s, uri, choice).await?;
             println!("You revoked the circle {uri}; every member's duties end.");
             print_copies(&outcome);
+            Ok(0)
+        }
+        CircleCommand::Link { uri, json } => {
+            let link = c.invitation_link(uri).await?;
+            if *json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "link": link.to_string(),
+                        "uri": link.uri,
+                        "cid": link.cid,
+                    }))?
+                );
+            } else {
+                println!("{link}");
+            }
             Ok(0)
         }
         CircleCommand::Edit {

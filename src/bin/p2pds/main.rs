@@ -15,6 +15,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use p2pds::engine::OpKinds;
+use p2pds::group::backlinks::BacklinkIndex;
 use p2pds::identity::{Resolver, DEFAULT_PLC_URL};
 use p2pds::session::oauth::ClientId;
 use p2pds::store::{self, Store};
@@ -36,6 +37,11 @@ struct Cli {
     /// An XRPC service answering com.atproto.identity.resolveHandle (tried first).
     #[arg(long, global = true, env = "P2PDS_RESOLVER_URL")]
     resolver_url: Option<String>,
+    /// A backlink index (a Constellation-compatible `links` API) asked, by `run`, `sync` and
+    /// `invitations`, for circles naming you in repos this node doesn't know; every answer is
+    /// checked against its author's repo. Not asked unless given.
+    #[arg(long, global = true, env = "P2PDS_BACKLINK_INDEX", value_name = "URL", value_parser = backlink_index)]
+    backlink_index: Option<BacklinkIndex>,
     #[command(subcommand)]
     command: Command,
 }
@@ -263,6 +269,10 @@ enum Command {
         /// Also look in this account's repo (a handle or DID); repeatable.
         #[arg(long)]
         from: Vec<String>,
+        /// Open an invitation link (from `p2pds circle link`): the circle is read from its
+        /// author's repo with a proof and shown; then `p2pds circle accept` works.
+        #[arg(long, value_name = "LINK", conflicts_with = "from")]
+        link: Option<String>,
     },
     /// Check and evaluate replication policies.
     Policy {
@@ -315,6 +325,11 @@ fn data_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
     directories::ProjectDirs::from("org", "p2pds", "p2pds")
         .map(|d| d.data_dir().to_path_buf())
         .context("no per-user data directory on this system: pass --data-dir")
+}
+
+/// `--backlink-index`: refused at the edge when it is no http(s) address.
+fn backlink_index(url: &str) -> Result<BacklinkIndex, String> {
+    BacklinkIndex::new(url).map_err(|e| e.to_string())
 }
 
 struct Ctx {
@@ -391,6 +406,7 @@ async fn run_async(cli: Cli) -> anyhow::Result<i32> {
             data_dir(&cli)?,
             &cli.plc_url,
             cli.resolver_url.as_deref(),
+            cli.backlink_index.as_ref().map(BacklinkIndex::url),
             run_cmd::schedule(ops, tick, every),
         )
     };
@@ -520,8 +536,13 @@ async fn run_async(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Logout => circle_cmd::logout(&ctx.syncer).await,
         Command::Circle { command } => circle_cmd::run(&ctx.syncer, command).await,
-        Command::Invitations { json, from } => {
-            circle_cmd::invitations(&ctx.syncer, *json, from).await
+        Command::Invitations {
+            json,
+            link: Some(link),
+            ..
+        } => circle_cmd::open_link(&ctx.syncer, link, *json).await,
+        Command::Invitations { json, from, .. } => {
+            circle_cmd::invitations(&ctx.syncer, cli.backlink_index.clone(), *json, from).await
         }
         Command::Policy { .. }
         | Command::Bench { .. }

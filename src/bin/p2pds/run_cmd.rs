@@ -21,10 +21,12 @@ pub fn open(
     data_dir: PathBuf,
     plc_url: &str,
     resolver_url: Option<&str>,
+    backlink_index: Option<&str>,
     schedule: Schedule,
 ) -> anyhow::Result<Node> {
     let mut config = NodeConfig::new(data_dir.clone(), plc_url, resolver_url);
     config.schedule = schedule;
+    config.backlink_index = backlink_index.map(str::to_string);
     if let Ok(text) = std::env::var("P2PDS_PUBLISH_INTERVAL") {
         match PolicyDuration::parse(&text) {
             Ok(d) => config.publish_interval = Some(d),

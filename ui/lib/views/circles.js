@@ -10,10 +10,12 @@ import {
   copiesHint,
   EMPTY,
   healthInfo,
+  isPastCircle,
   memberChips,
 } from '../model.js';
 import { checkCircle, minCopiesBounds } from '../validate.js';
 import { avatar, badge, detailsBox, icon, setError } from './common.js';
+import { bindLinkForm, highlighted, initQr, shareBlock } from './invite.js';
 
 /** @typedef {import('../ctx.js').Ctx} Ctx */
 /** @typedef {import('../../types').CircleCard} CircleCard */
@@ -82,6 +84,12 @@ export function initCircles(ctx) {
     byId('circle-copies-hint', HTMLElement).textContent = copiesHint(v, n);
   });
   byId('circle-cancel', HTMLButtonElement).addEventListener('click', () => dialog.close());
+  initQr();
+  bindLinkForm(
+    ctx,
+    { form: 'invite-link-form', input: 'invite-link-input', submit: 'invite-link-open', error: 'invite-link-error', note: 'invite-link-note' },
+    'circles',
+  );
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     const members = picked();
@@ -182,7 +190,7 @@ function invitationCard(ctx, inv) {
   decline.addEventListener('click', () => act(decline, 'Declining…', () => api.declineInvitation(inv.uri)));
   return h(
     'article',
-    { class: 'card invitation-card', 'data-uri': inv.uri, 'data-key': key },
+    { class: highlighted(inv.uri) ? 'card invitation-card link-opened' : 'card invitation-card', 'data-uri': inv.uri, 'data-key': key },
     h('div', { class: 'invite-icon', 'aria-hidden': 'true' }, icon('mail')),
     h(
       'div',
@@ -210,7 +218,8 @@ function invitationCard(ctx, inv) {
  */
 function circleCard(ctx, c) {
   const state = circleStateInfo(c.state);
-  const health = c.health != null ? healthInfo(c.health) : null;
+  // "Healthy" only once every copy has passed a check: nothing wrong yet is not checked.
+  const health = c.health != null ? healthInfo(c.health === 'ok' && !c.checked ? 'unknown' : c.health) : null;
   const open = h(
     'button',
     { class: 'circle-open', type: 'button', 'data-focus': 'open', 'aria-label': `${c.name}: see how everyone is doing` },
@@ -225,7 +234,12 @@ function circleCard(ctx, c) {
   ].join(' · ');
   const card = h(
     'article',
-    { class: 'card circle-card', 'data-uri': c.uri, 'data-key': `circle:${c.uri}`, 'data-state': c.state },
+    {
+      class: highlighted(c.uri) ? 'card circle-card link-opened' : 'card circle-card',
+      'data-uri': c.uri,
+      'data-key': `circle:${c.uri}`,
+      'data-state': c.state,
+    },
     h(
       'header',
       { class: 'circle-head' },
@@ -255,6 +269,8 @@ function circleCard(ctx, c) {
       health ? h('span', { class: 'circle-state-label', text: `${state.label} · ` }) : null,
       h('span', { text: meta }),
     ),
+    // A circle this account is still in can be shared by its link.
+    isPastCircle(c.state) ? null : shareBlock(ctx, c),
     detailsBox([['Circle record', c.uri]]),
   );
   // The whole card opens the dashboard (the name is the button for keyboards and readers).

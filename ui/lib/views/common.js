@@ -57,9 +57,27 @@ export function setError(el, message, field) {
   el.hidden = !message;
   const form = el.closest('form, article, section');
   form?.querySelectorAll('[aria-invalid]').forEach((f) => f.removeAttribute('aria-invalid'));
+  // The field the error is about: editing that field clears it (see `clearWhenEdited`).
+  el.dataset.field = message && field?.id ? field.id : '';
   if (message && field) {
     field.setAttribute('aria-invalid', 'true');
     field.focus();
+  }
+}
+
+/**
+ * Clears a form's error once the person edits the field it is about (any of `fields` when
+ * the error names none): a fixed mistake no longer shows.
+ * @param {HTMLElement} error the error paragraph
+ * @param {...HTMLElement} fields
+ */
+export function clearWhenEdited(error, ...fields) {
+  for (const field of fields) {
+    field.addEventListener('input', () => {
+      if (error.hidden) return;
+      const about = error.dataset.field;
+      if (!about || about === field.id) setError(error, null);
+    });
   }
 }
 

@@ -5,7 +5,7 @@ import { busy, byId, h, reconcile } from '../dom.js';
 import { ago, capitalize, parseTime } from '../format.js';
 import { dismissFlagsDialog, EMPTY, friendFacts, friendTone, progressView, removeFriendDialog, withLiveProgress } from '../model.js';
 import { checkFriend } from '../validate.js';
-import { avatar, detailsBox, icon, setError } from './common.js';
+import { avatar, clearWhenEdited, detailsBox, icon, setError } from './common.js';
 import { openRestore } from './restore.js';
 
 /** @typedef {import('../ctx.js').Ctx} Ctx */
@@ -20,9 +20,7 @@ export function initFriends(ctx) {
   const input = byId('add-friend-input', HTMLInputElement);
   const submit = byId('add-friend-submit', HTMLButtonElement);
   const error = byId('add-friend-error', HTMLElement);
-  input.addEventListener('input', () => {
-    if (!error.hidden) setError(error, null);
-  });
+  clearWhenEdited(error, input);
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     const checked = checkFriend(input.value);

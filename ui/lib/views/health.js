@@ -5,7 +5,7 @@ import { api, errorText } from '../api.js';
 import { barChart, chartDays, checkStrip, stripSummary } from '../charts.js';
 import { busy, byId, h, s } from '../dom.js';
 import { ago, capitalize, clock, dayLabel, humanBytes, parseTime } from '../format.js';
-import { groupTimeline, healthInfo, leaveDialog } from '../model.js';
+import { groupTimeline, healthHeading, healthInfo, leaveDialog } from '../model.js';
 import { avatar, badge, detailsBox, icon, setError } from './common.js';
 
 /** @typedef {import('../ctx.js').Ctx} Ctx */
@@ -82,7 +82,7 @@ export function renderHealth(ctx) {
  * @returns {HTMLElement[]}
  */
 function dashboard(hl) {
-  const info = healthInfo(hl.state);
+  const info = healthHeading(hl);
   const now = Date.now();
   const evaluated = parseTime(hl.evaluatedAt);
   const hero = h(
@@ -100,23 +100,42 @@ function dashboard(hl) {
         h('span', { text: info.label }),
       ),
       h('p', { class: 'hero-sentence', text: capitalize(hl.sentence) }),
-      Number.isNaN(evaluated) ? null : h('p', { class: 'hero-when', text: `Checked ${ago(evaluated, now)}` }),
+      Number.isNaN(evaluated) ? null : h('p', { class: 'hero-when', text: heroWhen(hl, evaluated, now) }),
     ),
   );
 
   /** @type {HTMLElement[]} */
   const out = [hero];
-  if (hl.reasons.length > 0) {
+  const attention = hl.attention ?? [];
+  if (attention.length > 0) {
     out.push(
       h(
         'section',
         { class: 'card reasons', 'aria-labelledby': 'reasons-title' },
         h('h2', { id: 'reasons-title', class: 'group-title', text: 'What needs attention' }),
-        h(
-          'ul',
-          { class: 'reason-list' },
-          hl.reasons.map((r) => h('li', null, icon('alert'), h('span', { text: capitalize(r) }))),
+        attention.map((g) =>
+          h(
+            'div',
+            { class: 'attention-group', 'data-tone': attentionTone(g.tone), 'data-did': g.did ?? '' },
+            h('h3', { class: 'attention-who', text: g.name }),
+            h(
+              'ul',
+              { class: 'reason-list' },
+              g.lines.map((r) => h('li', null, icon(g.tone === 'note' ? 'info' : 'alert'), h('span', { text: capitalize(r) }))),
+            ),
+          ),
         ),
+        rawConditions(hl.details ?? []),
+      ),
+    );
+  }
+  if ((hl.rules ?? []).length > 0) {
+    out.push(
+      h(
+        'section',
+        { class: 'card rules', 'aria-labelledby': 'rules-title' },
+        h('h2', { id: 'rules-title', class: 'group-title', text: "The circle's rules" }),
+        h('ul', { class: 'rule-list' }, hl.rules.map((r) => h('li', { text: r }))),
       ),
     );
   }
@@ -146,8 +165,50 @@ function dashboard(hl) {
       timelineCard(hl, now),
     ),
   );
+  if (attention.length === 0) {
+    const raw = rawConditions(hl.details ?? []);
+    if (raw) out.push(raw);
+  }
   out.push(detailsBox([['Circle record', hl.uri], ['Report computed', hl.evaluatedAt]]));
   return out;
+}
+
+/**
+ * When the copies were last checked (only once every copy has passed a check) and when the
+ * page was computed.
+ * @param {Health} hl
+ * @param {number} evaluated
+ * @param {number} now
+ * @returns {string}
+ */
+function heroWhen(hl, evaluated, now) {
+  const checked = parseTime(hl.checkedAt);
+  const updated = `updated ${ago(evaluated, now)}`;
+  return Number.isNaN(checked) ? `Not checked yet · ${updated}` : `Every copy checked ${ago(checked, now)} · ${updated}`;
+}
+
+/**
+ * A group's tone as the window colours it.
+ * @param {string} tone "note", "waiting", "warn", "danger"
+ * @returns {string}
+ */
+function attentionTone(tone) {
+  return { note: 'muted', waiting: 'busy', warn: 'warn', danger: 'danger' }[tone] ?? 'muted';
+}
+
+/**
+ * The policy engine's own conditions, one click away (closed).
+ * @param {string[]} details
+ * @returns {HTMLDetailsElement | null}
+ */
+function rawConditions(details) {
+  if (details.length === 0) return null;
+  return h(
+    'details',
+    { class: 'details raw-conditions', id: 'health-details' },
+    h('summary', { text: 'Details' }),
+    h('ul', { class: 'raw-list' }, details.map((d) => h('li', { class: 'mono', text: d }))),
+  );
 }
 
 /** @returns {HTMLElement} */
@@ -168,7 +229,9 @@ function legend() {
  * @returns {HTMLElement}
  */
 function memberRow(m, now, days) {
-  const info = healthInfo(m.state);
+  // "Healthy" only once a check of its copies passed (as the engine's words say).
+  const passed = m.checks.some((c) => c.outcome === 'pass');
+  const info = healthInfo(m.state === 'ok' && !passed ? 'unknown' : m.state);
   const strip = checkStrip(m.checks, { now, days, slots: 28, width: 224, height: 28, gap: 2 });
   const summary = stripSummary(strip);
   const seen = parseTime(m.lastSeen);

@@ -1,9 +1,10 @@
-// Help links ("What is an app password?"): buttons with `data-help="topic"` open the topic's
-// page in the browser through the app; when that fails, the address is shown instead, in the
-// element named by `data-help-error`.
+// Help links ("What is an app password?"): buttons with `data-help="topic"` show the topic's
+// explanation in the element named by `data-help-error` (always: a browser may not open even
+// when the app could start one) and open the topic's page in the browser through the app; when
+// that fails, the page's address is added to the explanation.
 
 import { api } from '../api.js';
-import { helpErrorText } from '../help.js';
+import { helpErrorText, helpText } from '../help.js';
 
 export function initHelp() {
   for (const button of document.querySelectorAll('[data-help]')) {
@@ -11,14 +12,18 @@ export function initHelp() {
     button.addEventListener('click', async (e) => {
       e.preventDefault();
       const topic = button.dataset.help ?? '';
-      const error = button.dataset.helpError ? document.getElementById(button.dataset.helpError) : null;
-      if (error) error.hidden = true;
+      const text = button.dataset.helpError ? document.getElementById(button.dataset.helpError) : null;
+      const explained = helpText(topic);
+      if (text) {
+        text.textContent = explained;
+        text.hidden = !explained;
+      }
       try {
         await api.openHelp(topic);
       } catch {
-        if (!error) return;
-        error.textContent = helpErrorText(topic);
-        error.hidden = false;
+        if (!text) return;
+        text.textContent = [explained, helpErrorText(topic)].filter(Boolean).join(' ');
+        text.hidden = false;
       }
     });
   }

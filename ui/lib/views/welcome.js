@@ -3,7 +3,8 @@
 import { api, errorText } from '../api.js';
 import { busy, byId } from '../dom.js';
 import { checkSignIn } from '../validate.js';
-import { setError } from './common.js';
+import { clearWhenEdited, setError } from './common.js';
+import { bindLinkForm } from './invite.js';
 
 /** @typedef {import('../ctx.js').Ctx} Ctx */
 
@@ -18,6 +19,7 @@ export function bindSignIn(ctx, ids) {
   const password = byId(ids.password, HTMLInputElement);
   const submit = byId(ids.submit, HTMLButtonElement);
   const error = byId(ids.error, HTMLElement);
+  clearWhenEdited(error, handle, password);
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     const checked = checkSignIn(handle.value, password.value);
@@ -31,7 +33,7 @@ export function bindSignIn(ctx, ids) {
       password.value = '';
       ctx.setOverview(o);
     } catch (err) {
-      setError(error, errorText(err), password);
+      setError(error, errorText(err), signInField(err, handle, password));
     }
   });
 }
@@ -67,8 +69,7 @@ function bindBrowserSignIn(ctx) {
     setError(error, null);
     showMode();
   });
-  handle.addEventListener('input', () => setError(error, null));
-  password.addEventListener('input', () => setError(error, null));
+  clearWhenEdited(error, handle, password);
   /** @param {boolean} on */
   const showWaiting = (on) => {
     form.hidden = on;
@@ -113,13 +114,16 @@ function bindBrowserSignIn(ctx) {
 }
 
 /**
- * The field a failed sign-in points at: the handle when the handle (or the network) is the
- * problem, the password when the server refused it.
+ * The field a failed sign-in points at, from the error's code: the password when the server
+ * refused the sign-in (`sign-in-refused`), the handle otherwise (an account nobody has is
+ * `invalid`, no network is `network`).
+ * @template T
  * @param {unknown} err
- * @param {HTMLInputElement} handle
- * @param {HTMLInputElement} password
+ * @param {T} handle
+ * @param {T} password
+ * @returns {T}
  */
-function signInField(err, handle, password) {
+export function signInField(err, handle, password) {
   const code = err && typeof err === 'object' && 'code' in err ? err.code : null;
   return code === 'sign-in-refused' ? password : handle;
 }
@@ -129,6 +133,11 @@ function signInField(err, handle, password) {
  */
 export function initWelcome(ctx) {
   bindBrowserSignIn(ctx);
+  bindLinkForm(
+    ctx,
+    { form: 'welcome-link-form', input: 'welcome-link-input', submit: 'welcome-link-open', error: 'welcome-link-error', note: 'welcome-link-note' },
+    'welcome',
+  );
   const skip = byId('skip-signin', HTMLButtonElement);
   skip.addEventListener('click', async () => {
     const error = byId('signin-error', HTMLElement);
