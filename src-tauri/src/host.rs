@@ -159,19 +159,7 @@ async fn connection(host: Arc<Host>, stream: UnixStream) {
                 };
                 let (host, tx) = (host.clone(), tx.clone());
                 tokio::spawn(async move {
-                    let answer = match dispatch(&host, &cmd, &args).await {
-                        Ok(v) => ToWindow::Answer {
-                            id,
-                            ok: Some(v),
-                            err: None,
-                        },
-                        Err(e) => ToWindow::Answer {
-                            id,
-                            ok: None,
-                            err: serde_json::to_value(e).ok(),
-                        },
-                    };
-                    let _ = tx.send(answer).await;
+                    let _ = tx.send(answer(host, id, cmd, args).await).await;
                     drop(slot);
                 });
             }
@@ -188,10 +176,52 @@ async fn connection(host: Arc<Host>, stream: UnixStream) {
     let _ = writer.await;
 }
 
+/// The answer to one call. A command that fails unexpectedly (a panic) is still answered, in
+/// words, so the page never waits forever; so is an answer too large to send.
+async fn answer(host: Arc<Host>, id: u64, cmd: String, args: Value) -> ToWindow {
+    let failed = |e: ErrorAnswer| {
+        ToWindow::Answer {
+        id,
+        ok: None,
+        err: Some(serde_json::to_value(&e).unwrap_or_else(|_| {
+            serde_json::json!({ "code": "other", "message": "Something went wrong. Please try again." })
+        })),
+    }
+    };
+    let name = cmd.clone();
+    let result = tokio::spawn(async move { dispatch(&host, &cmd, &args).await }).await;
+    match result {
+        Ok(Ok(v)) => {
+            let size = serde_json::to_vec(&v).map_or(usize::MAX, |b| b.len());
+            if size > ipc::MAX_LINE - 1024 {
+                return failed(said(
+                    ErrorCode::Other,
+                    "That answer is too large for the window to show.".into(),
+                ));
+            }
+            ToWindow::Answer {
+                id,
+                ok: Some(v),
+                err: None,
+            }
+        }
+        Ok(Err(e)) => failed(e),
+        Err(_) => failed(said(
+            ErrorCode::Other,
+            format!("Something went wrong in P2PDS while doing that ({name}). Please try again."),
+        )),
+    }
+}
+
 fn event(e: &Event) -> ToWindow {
     ToWindow::Event {
         event: serde_json::to_value(e).unwrap_or(Value::Null),
     }
+}
+
+/// Whether an app is running on this socket (it takes connections).
+pub fn running(socket: &std::path::Path) -> bool {
+    std::os::unix::net::UnixStream::connect(socket).is_ok()
 }
 
 /// Asks the app already running on this socket to show its window (at `link`, an invitation

@@ -117,13 +117,56 @@ where
 }
 
 /// The socket of the app running on `data_dir`: in `runtime_dir` (the per-user runtime folder)
-/// when there is one, else in the data folder; named after the data folder, kept short (a
-/// socket's path has room for about 100 bytes).
-pub fn socket_path(data_dir: &Path, runtime_dir: Option<&Path>) -> PathBuf {
+/// when there is one, else in `private_dir` (a folder of this user's own, see [`socket_for`]);
+/// named after the data folder, kept short (a socket's path has room for about 100 bytes).
+pub fn socket_path(data_dir: &Path, runtime_dir: Option<&Path>, private_dir: &Path) -> PathBuf {
+    let name = format!("p2pds-desktop-{:016x}.sock", fnv(data_dir));
     match runtime_dir {
-        Some(run) => run.join(format!("p2pds-desktop-{:016x}.sock", fnv(data_dir))),
-        None => data_dir.join("desktop.sock"),
+        Some(run) => run.join(name),
+        None => private_dir.join(name),
     }
+}
+
+/// The socket of the app running on `data_dir` (as it is spelled on disk, when it exists):
+/// in `$XDG_RUNTIME_DIR`, else in `p2pds-<uid>` in the temporary folder, made mode 0700 and
+/// refused unless it is this user's own directory that nobody else may enter. (Not in the data
+/// folder: a disk the copies were moved to may hold no sockets, and its path may be too long.)
+pub fn socket_for(data_dir: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let data_dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    if let Some(run) = std::env::var_os("XDG_RUNTIME_DIR").filter(|r| !r.is_empty()) {
+        return Ok(socket_path(&data_dir, Some(Path::new(&run)), Path::new("")));
+    }
+    // This user's id: the owner of a file this process makes.
+    let probe = tempfile_uid()?;
+    let private = std::env::temp_dir().join(format!("p2pds-{probe}"));
+    match std::fs::DirBuilder::new().mode(0o700).create(&private) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = std::fs::symlink_metadata(&private)?;
+    if !meta.is_dir() || meta.uid() != probe || meta.permissions().mode() & 0o077 != 0 {
+        return Err(std::io::Error::other(format!(
+            "{} is not a private folder of this user's: remove it and start P2PDS again",
+            private.display()
+        )));
+    }
+    Ok(socket_path(&data_dir, None, &private))
+}
+
+/// This process's user id, read off a file it creates.
+fn tempfile_uid() -> std::io::Result<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let path = std::env::temp_dir().join(format!("p2pds-uid-{}", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    let uid = file.metadata()?.uid();
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    Ok(uid)
 }
 
 /// FNV-1a over the path's bytes: a stable short name (not a secret, not a check).
@@ -196,17 +239,23 @@ mod tests {
     #[test]
     fn each_data_folder_has_its_own_short_socket() {
         let run = Path::new("/run/user/1000");
-        let a = socket_path(Path::new("/home/a/.local/share/p2pds"), Some(run));
-        let b = socket_path(Path::new("/media/disk/p2pds"), Some(run));
+        let private = Path::new("/tmp/p2pds-1000");
+        let a = socket_path(Path::new("/home/a/.local/share/p2pds"), Some(run), private);
+        let b = socket_path(Path::new("/media/disk/p2pds"), Some(run), private);
         assert_ne!(a, b);
         assert_eq!(
             a,
-            socket_path(Path::new("/home/a/.local/share/p2pds"), Some(run))
+            socket_path(Path::new("/home/a/.local/share/p2pds"), Some(run), private)
         );
         assert!(a.as_os_str().len() < 100);
-        assert_eq!(
-            socket_path(Path::new("/srv/p2pds"), None),
-            Path::new("/srv/p2pds/desktop.sock")
-        );
+        assert!(socket_path(Path::new("/srv/p2pds"), None, private).starts_with(private));
+    }
+
+    #[test]
+    fn the_socket_is_found_however_the_folder_is_spelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = socket_for(dir.path()).unwrap();
+        let spelled = socket_for(&dir.path().join(".")).unwrap();
+        assert_eq!(plain, spelled);
     }
 }

@@ -107,14 +107,19 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .find(|a| a.starts_with("p2pds:"))
         .cloned();
     let (config, fixed) = config(&args)?;
-    let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(std::path::PathBuf::from);
-    let socket = p2pds_desktop::ipc::socket_path(&config.data_dir, runtime.as_deref());
-    // Already running on this folder: show its window (unless this is start at login).
+    let socket = p2pds_desktop::ipc::socket_for(&config.data_dir)?;
+    // Already running on this folder: show its window (start at login: nothing to do).
+    if hidden && host::running(&socket) {
+        return Ok(());
+    }
     if !hidden && host::ask_running_to_open(&socket, link.as_deref()) {
         eprintln!("p2pds-desktop: already running; showing its window");
         return Ok(());
     }
+    let data_dir = config.data_dir.clone();
     let engine = p2pds::app::Engine::open(config)?;
+    // Named after the folder as it now exists (a second start finds it however it is spelled).
+    let socket = p2pds_desktop::ipc::socket_for(&data_dir)?;
     engine.set_location_fixed(fixed);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -156,7 +161,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         let _ = std::fs::remove_file(&socket);
         Ok::<_, std::io::Error>(())
     })?;
-    drop(rt);
+    // Work still running on blocking threads (a notification, a copy) gets a moment, not
+    // forever: Quit must quit.
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
     let restart = host.restart.load(Ordering::SeqCst);
     // The data folder's lock goes with the last handle on the engine.
     drop(host);
@@ -179,7 +186,11 @@ fn relaunch(args: &[String]) {
             return;
         }
     };
-    let args = args.iter().skip(1).filter(|a| *a != "--hidden");
+    // Shown, and without the invitation link it may have been opened with (already taken).
+    let args = args
+        .iter()
+        .skip(1)
+        .filter(|a| *a != "--hidden" && !a.starts_with("p2pds:"));
     if let Err(e) = std::process::Command::new(exe).args(args).spawn() {
         eprintln!("p2pds-desktop: can't start the app again: {e}");
     }

@@ -6,7 +6,7 @@
 
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -78,6 +78,49 @@ async function app(port, dataDir, bed) {
       },
     })
     .build()
+}
+
+/** `gdbus call` on the session bus. */
+function gdbus(...args) {
+  return execFileSync('gdbus', ['call', '--session', ...args], { encoding: 'utf8', timeout: 10_000 })
+}
+
+/**
+ * The tray icon of the app on `dataDir`, as the desktop's tray reads it over D-Bus (its
+ * StatusNotifierItem and menu): the menu's first line and the icon's middle pixel (RGB).
+ */
+function trayOf(dataDir) {
+  const pids = execFileSync('pgrep', ['-f', `p2pds-desktop --data-dir ${dataDir}`], { encoding: 'utf8' })
+    .split('\n')
+    .filter(Boolean)
+  const names = [...gdbus('--dest', 'org.freedesktop.DBus', '--object-path', '/org/freedesktop/DBus', '--method',
+    'org.freedesktop.DBus.ListNames').matchAll(/'(:[0-9.]+)'/g)].map((m) => m[1])
+  for (const name of names) {
+    let pid
+    try {
+      pid = gdbus('--dest', 'org.freedesktop.DBus', '--object-path', '/org/freedesktop/DBus', '--method',
+        'org.freedesktop.DBus.GetConnectionUnixProcessID', name).match(/uint32 (\d+)/)?.[1]
+    } catch {
+      continue
+    }
+    if (!pids.includes(pid)) continue
+    let layout, pixmap
+    try {
+      layout = gdbus('--dest', name, '--object-path', '/MenuBar', '--method', 'com.canonical.dbusmenu.GetLayout', '0', '-1', '[]')
+      pixmap = gdbus('--dest', name, '--object-path', '/StatusNotifierItem', '--method', 'org.freedesktop.DBus.Properties.Get',
+        'org.kde.StatusNotifierItem', 'IconPixmap')
+    } catch {
+      continue
+    }
+    const labels = [...layout.matchAll(/'label': <'((?:[^'\\]|\\.)*)'>/g)].map((m) => m[1])
+    const m = pixmap.match(/\((\d+), (\d+), \[([^\]]*)\]\)/)
+    assert.ok(m, pixmap.slice(0, 200))
+    const [w, hgt] = [Number(m[1]), Number(m[2])]
+    const bytes = m[3].split(',').map((b) => Number(b.replace(/[^0-9a-fx]/gi, '')))
+    const at = ((hgt >> 1) * w + (w >> 1)) * 4 // ARGB
+    return { first: labels[0] ?? '', rgb: bytes.slice(at + 1, at + 4) }
+  }
+  throw new Error(`no tray icon on the bus for ${dataDir}`)
 }
 
 /** The element once it is shown and enabled (the page renders after its data arrives). */
@@ -304,6 +347,19 @@ test('two people, two app windows: backup, circle, invitation, healthy', async (
   await waitText(b, '#invite-link-note', (s) => /Kitchen table/.test(s), 'the invitation opened by its link')
   await waitText(b, `.invitation-card[data-uri="${circleUri}"]`, (s) => s.includes('Kitchen table'), 'the invitation from the link')
   await shot(b, 'invitation-from-link')
+  // The tray says it too: amber (nobody backed up yet, an invitation waiting), its menu's
+  // first line the reason, as the desktop's tray reads them over D-Bus.
+  const said = await b.executeAsyncScript((done) => {
+    window.__TAURI__.core.invoke('overview').then(done, (e) => done({ error: String(e) }))
+  })
+  assert.equal(said.tray, 'needs-attention')
+  let bobsTray = trayOf(dirs[1])
+  for (let i = 0; i < 25 && bobsTray.first !== (said.trayReason ?? said.headline); i++) {
+    await b.sleep(200)
+    bobsTray = trayOf(dirs[1])
+  }
+  assert.equal(bobsTray.first, said.trayReason ?? said.headline)
+  assert.deepEqual(bobsTray.rgb, [0xe0, 0x8a, 0x1e], 'the tray icon is amber')
 
   // The invitation, in words; he accepts.
   const inv = await waitText(b, '.invitation-card', (s) => s.includes('Kitchen table'), 'the invitation')

@@ -38,6 +38,9 @@ impl Bridge {
             w.insert(id, tx);
         }
         if self.out.send(ToApp::Call { id, cmd, args }).await.is_err() {
+            if let Ok(mut w) = self.waiting.lock() {
+                w.remove(&id);
+            }
             return Err(gone());
         }
         rx.await.unwrap_or_else(|_| Err(gone()))
