@@ -8,6 +8,11 @@
 //! TXT `_atproto.HANDLE`, and `https://HANDLE/.well-known/atproto-did`.
 //! Documents are cached for an hour; callers re-resolve with `fresh = true`
 //! before they declare a signature bad, since the key may have been rotated.
+//!
+//! A document's handle (`alsoKnownAs`) is only what the account claims: anyone can write any
+//! handle there. A handle is shown for an account only once it resolves back to the same DID
+//! ([`Resolver::verified_handle`], cached like documents); otherwise the account is called by
+//! [`short_name`] ("account abcdef…").
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,6 +24,17 @@ use crate::crypto::PublicKey;
 
 pub const DEFAULT_PLC_URL: &str = "https://plc.directory";
 const CACHE_TTL: Duration = Duration::from_secs(3600);
+/// How long a handle check that could not be completed (a lookup unreachable, the document not
+/// fetched) is remembered: shorter than an answer, so a handle shows soon after the network
+/// comes back, without a lookup on every pass meanwhile.
+const UNCHECKED_TTL: Duration = Duration::from_secs(600);
+
+/// The name of an account whose handle is not known (or not verified): "account abcdef…",
+/// the start of the DID's last part, as the app calls such accounts elsewhere.
+pub fn short_name(did: &str) -> String {
+    let tail = did.rsplit(':').next().unwrap_or(did);
+    format!("account {}…", tail.chars().take(6).collect::<String>())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -113,6 +129,8 @@ fn unresolved(handle: String, misses: Vec<(Miss, String)>) -> IdentityError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DidDoc {
     pub did: String,
+    /// The handle the document claims (`alsoKnownAs`), unverified: see
+    /// [`Resolver::verified_handle`] before showing it.
     pub handle: Option<String>,
     pub pds: Option<String>,
     pub signing_key: Option<PublicKey>,
@@ -217,6 +235,17 @@ pub struct Resolver {
     resolver_url: Option<String>,
     loopback_http: bool,
     cache: Mutex<HashMap<String, (DidDoc, Instant)>>,
+    /// DID → its verified handle (None: no handle, or one that does not resolve back), when
+    /// checked, and for how long the answer holds.
+    handles: Mutex<HashMap<String, HandleCheck>>,
+}
+
+/// One handle check, remembered.
+#[derive(Clone, Debug)]
+struct HandleCheck {
+    handle: Option<String>,
+    at: Instant,
+    ttl: Duration,
 }
 
 /// The address of a did:web document: `https://HOST/.well-known/did.json`. A port is allowed
@@ -256,6 +285,7 @@ impl Resolver {
             resolver_url: resolver_url.map(|u| u.trim_end_matches('/').to_string()),
             loopback_http: false,
             cache: Mutex::new(HashMap::new()),
+            handles: Mutex::new(HashMap::new()),
         }
     }
 
@@ -276,6 +306,74 @@ impl Resolver {
     pub fn forget(&self, did: &str) {
         if let Ok(mut cache) = self.cache.lock() {
             cache.remove(did);
+        }
+        if let Ok(mut handles) = self.handles.lock() {
+            handles.remove(did);
+        }
+    }
+
+    /// The handle of `did` as far as it is already checked, without asking the network:
+    /// `Some(None)` when checked and there is no handle to show, `None` when not checked (or
+    /// the check is out of date).
+    pub fn checked_handle(&self, did: &str) -> Option<Option<String>> {
+        let handles = self.handles.lock().ok()?;
+        let check = handles.get(did)?;
+        (check.at.elapsed() < check.ttl).then(|| check.handle.clone())
+    }
+
+    /// The handle to show for `did`: the one its DID document claims, only when that handle
+    /// resolves back to `did` (a document can claim any handle; the handle's own DNS or web
+    /// answer is what the handle's owner controls). `None` when the document claims none, or
+    /// one that names another account or no account, or when either lookup failed. The answer
+    /// is cached like documents (a failed lookup for a shorter time), so showing a name
+    /// again costs no lookup.
+    pub async fn verified_handle(&self, did: &str) -> Option<String> {
+        if let Some(known) = self.checked_handle(did) {
+            return known;
+        }
+        let (handle, ttl) = self.check_handle(did).await;
+        if let Ok(mut handles) = self.handles.lock() {
+            handles.insert(
+                did.to_string(),
+                HandleCheck {
+                    handle: handle.clone(),
+                    at: Instant::now(),
+                    ttl,
+                },
+            );
+        }
+        handle
+    }
+
+    /// [`Resolver::verified_handle`] without its cache: the handle, and how long the answer
+    /// holds.
+    async fn check_handle(&self, did: &str) -> (Option<String>, Duration) {
+        let claimed = match self.resolve_did(did, false).await {
+            Ok(doc) => doc.handle,
+            Err(e) if e.is_retryable() => return (None, UNCHECKED_TTL),
+            Err(_) => return (None, CACHE_TTL),
+        };
+        let Some(claimed) = claimed.map(|h| h.to_ascii_lowercase()) else {
+            return (None, CACHE_TTL);
+        };
+        match self.resolve_handle(&claimed).await {
+            Ok(back) if back == did => (Some(claimed), CACHE_TTL),
+            Ok(other) => {
+                tracing::warn!(did, handle = %claimed, resolves_to = %other, "the handle an identity document claims belongs to another account: not shown");
+                (None, CACHE_TTL)
+            }
+            // Not found may be a handle just set whose record has not spread yet.
+            Err(
+                e
+                @ (IdentityError::HandleUnreachable { .. } | IdentityError::HandleNotFound { .. }),
+            ) => {
+                tracing::debug!(did, handle = %claimed, error = %e, "the handle an identity document claims could not be checked: not shown for now");
+                (None, UNCHECKED_TTL)
+            }
+            Err(e) => {
+                tracing::debug!(did, handle = %claimed, error = %e, "the handle an identity document claims does not resolve: not shown");
+                (None, CACHE_TTL)
+            }
         }
     }
 
@@ -644,6 +742,111 @@ mod tests {
             "{unknown:?}"
         );
         assert!(!unknown.to_string().contains("400"), "{unknown}");
+    }
+
+    /// A PLC directory and a handle resolver in one loopback server: each DID's document
+    /// claims a handle (`alsoKnownAs`), and `resolveHandle` answers for the handles that
+    /// exist. Returns the server's address and a count of the handle lookups it answered.
+    async fn directory() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use axum::response::IntoResponse;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let claims = [
+            ("did:plc:honest", Some("at://alice.test")),
+            // Claims Alice's handle, which resolves to Alice's account.
+            ("did:plc:liar", Some("at://alice.test")),
+            // Claims a handle that no account has.
+            ("did:plc:ghost", Some("at://ghost.test")),
+            ("did:plc:quiet", None),
+            ("did:plc:upper", Some("at://Bob.Test")),
+        ];
+        let handles = [
+            ("alice.test", "did:plc:honest"),
+            ("bob.test", "did:plc:upper"),
+        ];
+        let lookups = std::sync::Arc::new(AtomicUsize::new(0));
+        let counted = lookups.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri| async move {
+            let path = uri.path().trim_start_matches('/');
+            if path == "xrpc/com.atproto.identity.resolveHandle" {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let asked = uri.query().unwrap_or_default().replace("handle=", "");
+                return match handles.iter().find(|(h, _)| *h == asked) {
+                    Some((_, did)) => axum::Json(json!({ "did": did })).into_response(),
+                    None => (
+                        axum::http::StatusCode::BAD_REQUEST,
+                        axum::Json(json!({"error": "InvalidRequest", "message": "Unable to resolve handle"})),
+                    )
+                        .into_response(),
+                };
+            }
+            match claims.iter().find(|(did, _)| *did == path) {
+                Some((did, aka)) => {
+                    let aka: Vec<&str> = aka.iter().copied().collect();
+                    axum::Json(json!({ "id": did, "alsoKnownAs": aka })).into_response()
+                }
+                None => axum::http::StatusCode::NOT_FOUND.into_response(),
+            }
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, lookups)
+    }
+
+    #[tokio::test]
+    async fn a_handle_is_shown_only_when_it_resolves_back_to_the_account() {
+        use std::sync::atomic::Ordering;
+        let (url, lookups) = directory().await;
+        let resolver = Resolver::new(reqwest::Client::new(), &url, Some(&url));
+        // Each document claims its handle; only a handle that names the same DID is shown.
+        for (did, want) in [
+            ("did:plc:honest", Some("alice.test")),
+            ("did:plc:liar", None),
+            ("did:plc:ghost", None),
+            ("did:plc:quiet", None),
+            ("did:plc:upper", Some("bob.test")),
+            // No document at all.
+            ("did:plc:missing", None),
+        ] {
+            assert_eq!(
+                resolver.verified_handle(did).await.as_deref(),
+                want,
+                "{did}"
+            );
+        }
+        // The liar's document claims a handle anyway: the claim is not what is shown.
+        let liar = resolver.resolve_did("did:plc:liar", false).await.unwrap();
+        assert_eq!(liar.handle.as_deref(), Some("alice.test"));
+        // Checked once: asking again is answered from the cache, without a lookup.
+        let asked = lookups.load(Ordering::SeqCst);
+        assert_eq!(asked, 4, "one lookup per claimed handle");
+        for did in ["did:plc:honest", "did:plc:liar", "did:plc:ghost"] {
+            resolver.verified_handle(did).await;
+        }
+        assert_eq!(lookups.load(Ordering::SeqCst), asked);
+        assert_eq!(
+            resolver.checked_handle("did:plc:honest"),
+            Some(Some("alice.test".to_string()))
+        );
+        assert_eq!(resolver.checked_handle("did:plc:liar"), Some(None));
+        assert_eq!(resolver.checked_handle("did:plc:never-asked"), None);
+        // The identity changed: checked again.
+        resolver.forget("did:plc:honest");
+        assert_eq!(resolver.checked_handle("did:plc:honest"), None);
+        assert_eq!(
+            resolver.verified_handle("did:plc:honest").await.as_deref(),
+            Some("alice.test")
+        );
+        assert_eq!(lookups.load(Ordering::SeqCst), asked + 1);
+    }
+
+    #[test]
+    fn an_account_without_a_handle_has_a_short_name() {
+        assert_eq!(
+            short_name("did:plc:abcdefghijklmnopqrstuvwx"),
+            "account abcdef…"
+        );
+        assert_eq!(short_name("did:web:example.com"), "account exampl…");
     }
 
     #[test]

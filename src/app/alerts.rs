@@ -67,7 +67,8 @@ pub const INVITATION: Schedule = Schedule {
 };
 
 /// A friend not backed up, counted from the last time the copy was brought up to date (by
-/// their server or a friend's node), while backups fail: a warning at 3 days (a server down
+/// their server or a friend's node; never: from when the friend was added, see
+/// [`last_good`]), while backups fail: a warning at 3 days (a server down
 /// for a weekend is common and the copy is kept), an alert at 4 days, then every week.
 pub const NOT_BACKED_UP: Schedule = Schedule {
     steps: &[(3 * DAY, Stage::Warning), (4 * DAY, Stage::Alert)],
@@ -354,10 +355,23 @@ pub struct FriendFacts {
     pub name: String,
     /// The last backup failed.
     pub failing: bool,
-    /// The last time the copy was brought up to date (a backup, or a catch-up from a friend).
+    /// Since when the copy has not been brought up to date ([`last_good`]).
     pub last_good: Option<Timestamp>,
     /// The account is gone or deactivated upstream.
     pub gone: Option<String>,
+}
+
+/// The time a friend's copy was last good, from which "not backed up for …" counts, in the
+/// notifications and the tray alike: the later of its last backup (`synced`) and its last
+/// catch-up from a friend's node (`caught_up`); a copy never brought up to date (a first
+/// backup that keeps failing) counts from when the friend was `added`, so it climbs the same
+/// ladder instead of waiting for a first success.
+pub fn last_good(
+    synced: Option<Timestamp>,
+    caught_up: Option<Timestamp>,
+    added: Option<Timestamp>,
+) -> Option<Timestamp> {
+    synced.max(caught_up).or(added)
 }
 
 /// A circle member whose node is not well.

@@ -1,6 +1,7 @@
 //! The tray icon's state and its reason (pure): the worst of every friend, circle and
 //! invitation, not only this computer's work. Red ([`TrayState::Problem`]) when a copy may be
-//! lost or stale: a friend not backed up for a day, a member's copies failing checks, a circle
+//! lost or stale: a friend not backed up for a day (counted as the notifications count it,
+//! from when the copy was last good: [`crate::app::alerts::last_good`]), a member's copies failing checks, a circle
 //! short of copies, an upstream flag of loss. Amber ([`TrayState::NeedsAttention`]) when
 //! something waits for the person or a friend: a backup failing for less than a day, an
 //! account gone upstream (the copy is kept), a member silent or behind, an invitation. Blue
@@ -29,6 +30,10 @@ pub struct TrayFacts<'a> {
     /// Each active circle's members and their states ("ok", "degraded", "at-risk", "failed",
     /// "abandoned", …), by the circle's URI (the node's last health evaluation).
     pub members: &'a BTreeMap<String, Vec<(String, String)>>,
+    /// When each friend's copy was last good, by DID ([`crate::app::alerts::last_good`]: the
+    /// same time the notifications count "not backed up for …" from; for a first backup that
+    /// keeps failing, when the friend was added).
+    pub last_good: &'a BTreeMap<String, Timestamp>,
     /// A backup is under way.
     pub syncing: bool,
     pub now: Timestamp,
@@ -46,7 +51,8 @@ pub fn tray(f: &TrayFacts<'_>) -> Tray {
     let mut red = Vec::new();
     let mut amber = Vec::new();
     for friend in f.friends {
-        friend_reasons(friend, f.now, &mut red, &mut amber);
+        let last = f.last_good.get(&friend.did).copied();
+        friend_reasons(friend, last, f.now, &mut red, &mut amber);
     }
     for c in f.circles {
         circle_reasons(c, f.members.get(&c.uri), &mut red, &mut amber);
@@ -74,11 +80,14 @@ pub fn tray(f: &TrayFacts<'_>) -> Tray {
     Tray { state, reason }
 }
 
-fn friend_reasons(f: &Friend, now: Timestamp, red: &mut Vec<String>, amber: &mut Vec<String>) {
-    let last = f
-        .last_backup_at
-        .as_deref()
-        .and_then(|t| Timestamp::parse(t).ok());
+/// A friend's reasons; `last`: when their copy was last good.
+fn friend_reasons(
+    f: &Friend,
+    last: Option<Timestamp>,
+    now: Timestamp,
+    red: &mut Vec<String>,
+    amber: &mut Vec<String>,
+) {
     match f.state {
         FriendState::Failing => match last.map(|l| now.since(l).secs()) {
             Some(secs) if secs >= STALE_AFTER_SECS => {
@@ -189,6 +198,17 @@ mod tests {
         }
     }
 
+    /// The friends' last backups as their last good times (no catch-up, no added time).
+    fn last_backups(friends: &[Friend]) -> BTreeMap<String, Timestamp> {
+        friends
+            .iter()
+            .filter_map(|f| {
+                let t = Timestamp::parse(f.last_backup_at.as_deref()?).ok()?;
+                Some((f.did.clone(), t))
+            })
+            .collect()
+    }
+
     fn circle(state: &str, health: Option<&str>) -> CircleCard {
         let member = |did: &str, name: &str, is_you: bool| MemberCard {
             did: did.into(),
@@ -288,6 +308,7 @@ mod tests {
         #[case] reason: Option<&str>,
     ) {
         let circles: Vec<CircleCard> = c.into_iter().collect();
+        let last_good = last_backups(&friends);
         let states: BTreeMap<String, Vec<(String, String)>> = [(
             "at://c".to_string(),
             members
@@ -301,6 +322,7 @@ mod tests {
             circles: &circles,
             invitations: &[],
             members: &states,
+            last_good: &last_good,
             syncing,
             now: Timestamp::parse(NOW).unwrap(),
         });
@@ -317,6 +339,7 @@ mod tests {
             circles: &[],
             invitations: &invitations,
             members: &states,
+            last_good: &BTreeMap::new(),
             syncing: true,
             now: Timestamp::parse(NOW).unwrap(),
         });
@@ -325,5 +348,87 @@ mod tests {
             t.reason.as_deref(),
             Some("alice.test invites you to “Garden”")
         );
+    }
+
+    /// A failing friend's tray, and the notification's "since", from the same facts: the last
+    /// backup, the last catch-up from a friend's node and when the friend was added.
+    #[rstest]
+    #[case::failing_since_a_backup_days_ago(
+        Some("2026-01-07T12:00:00Z"),
+        None,
+        Some("2026-01-01T12:00:00Z"),
+        Red,
+        "bob.test not backed up for 3 days"
+    )]
+    #[case::caught_up_by_a_friend_an_hour_ago(
+        Some("2026-01-07T12:00:00Z"),
+        Some("2026-01-10T11:00:00Z"),
+        Some("2026-01-01T12:00:00Z"),
+        Amber,
+        "bob.test's backup is failing"
+    )]
+    #[case::an_older_catch_up_does_not_count(
+        Some("2026-01-08T12:00:00Z"),
+        Some("2026-01-05T12:00:00Z"),
+        Some("2026-01-01T12:00:00Z"),
+        Red,
+        "bob.test not backed up for 2 days"
+    )]
+    #[case::first_backup_failing_since_added_days_ago(
+        None,
+        None,
+        Some("2026-01-06T12:00:00Z"),
+        Red,
+        "bob.test not backed up for 4 days"
+    )]
+    #[case::first_backup_failing_since_added_an_hour_ago(
+        None,
+        None,
+        Some("2026-01-10T11:00:00Z"),
+        Amber,
+        "bob.test's backup is failing"
+    )]
+    #[case::nothing_known(None, None, None, Amber, "bob.test's backup is failing")]
+    fn the_tray_counts_as_the_notifications_do(
+        #[case] synced: Option<&str>,
+        #[case] caught_up: Option<&str>,
+        #[case] added: Option<&str>,
+        #[case] state: TrayState,
+        #[case] reason: &str,
+    ) {
+        use crate::app::alerts::{self, FriendFacts};
+        let t = |s: Option<&str>| s.map(|s| Timestamp::parse(s).unwrap());
+        let good = alerts::last_good(t(synced), t(caught_up), t(added));
+        let friends = [friend("bob.test", Failing, synced, None)];
+        let last_good: BTreeMap<String, Timestamp> = good
+            .map(|g| ("did:plc:bob.test".to_string(), g))
+            .into_iter()
+            .collect();
+        let states = BTreeMap::new();
+        let tray = tray(&TrayFacts {
+            friends: &friends,
+            circles: &[],
+            invitations: &[],
+            members: &states,
+            last_good: &last_good,
+            syncing: false,
+            now: Timestamp::parse(NOW).unwrap(),
+        });
+        assert_eq!((tray.state, tray.reason.as_deref()), (state, Some(reason)));
+        // The notifications count from the same time.
+        let things = alerts::things(
+            &[FriendFacts {
+                did: "did:plc:bob.test".into(),
+                name: "bob.test".into(),
+                failing: true,
+                last_good: good,
+                gone: None,
+            }],
+            &[],
+            &[],
+            &[],
+        );
+        assert_eq!(things.len(), 1);
+        assert_eq!(things[0].since, good);
     }
 }

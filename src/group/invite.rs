@@ -7,13 +7,15 @@
 //! it is not revoked, and its current version is the one the link names. A link that passes is
 //! remembered the way discovery remembers a version it found (`db::record_version`, with the
 //! members' acks), so the invitation is listed and `circle accept` works as for any other; one
-//! that does not changes nothing in the store.
+//! that does not changes nothing in the store (its author is not even made a contact: the
+//! names in its words are looked up without being saved, `Circles::name_of`).
 
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::link::{InvitationLink, LinkError};
 use super::{db, plan, policy_of, CircleView, Circles, GroupError, Invitation};
+use crate::identity;
 use crate::policy::model::Policy;
 use crate::policy::records::nsid;
 use crate::policy::validate::{check_value, Problems};
@@ -58,9 +60,23 @@ impl Circles {
         Ok(Some(Current { cid, value, policy }))
     }
 
-    /// The name to show for an account: its handle, else its DID.
-    async fn name_of(&self, did: &str) -> String {
-        self.handle_of(did).await.unwrap_or_else(|| did.to_string())
+    /// The name to show for an account in a link's words: its handle (a contact's, or a
+    /// verified one), else a short name ("account abcdef…"). Writes nothing: the account
+    /// comes from a pasted link, and a refused link must leave the store as it was.
+    pub(crate) async fn name_of(&self, did: &str) -> String {
+        self.shown_handle(did)
+            .await
+            .unwrap_or_else(|| identity::short_name(did))
+    }
+
+    /// The handle of `did` as far as this node already knows it, without asking the network
+    /// and writing nothing: its contact's, else a handle the resolver has already verified.
+    /// For words about a failure to reach that account.
+    pub(crate) async fn known_handle(&self, did: &str) -> Option<String> {
+        match self.contact_handle(did).await {
+            Some(h) => Some(h),
+            None => self.syncer.resolver.checked_handle(did).flatten(),
+        }
     }
 
     /// The invitation link of a circle: its policy record and the newest version of it (read
@@ -146,7 +162,10 @@ impl Circles {
             return Err(LinkError::NotForYou {
                 name: policy.name,
                 author: self.name_of(&author).await,
-                me: me.handle.clone().unwrap_or_else(|| me.did.clone()),
+                me: me
+                    .handle
+                    .clone()
+                    .unwrap_or_else(|| identity::short_name(&me.did)),
             }
             .into());
         }
@@ -157,8 +176,9 @@ impl Circles {
             }
             .into());
         }
-        // Verified and for this node: remembered as discovery remembers a version it found.
-        let handle = self.handle_of(&author).await;
+        // Verified and for this node: remembered as discovery remembers a version it found,
+        // and its author as a contact (with a handle only if verified).
+        let handle = self.shown_handle(&author).await;
         let (u, c, a, v) = (
             link.uri.clone(),
             current.cid.clone(),

@@ -831,20 +831,34 @@ impl Circles {
 
     // ---- views -------------------------------------------------------------------------------
 
-    async fn handle_of(&self, did: &str) -> Option<String> {
+    /// A handle already remembered for `did` (its contact's).
+    async fn contact_handle(&self, did: &str) -> Option<String> {
         let d = did.to_string();
-        if let Ok(contacts) = self.syncer.store.read(db::contacts).await {
-            if let Some((_, Some(h))) = contacts.into_iter().find(|(c, _)| *c == d) {
-                return Some(h);
-            }
+        let contacts = self.syncer.store.read(db::contacts).await.ok()?;
+        contacts
+            .into_iter()
+            .find(|(c, _)| *c == d)
+            .and_then(|(_, h)| h)
+    }
+
+    /// The handle to show for `did`, writing nothing: its contact's, else the one its DID
+    /// document claims once that handle resolves back to `did`
+    /// (`identity::Resolver::verified_handle`, cached). For accounts a pasted link or any other
+    /// untrusted source names: looking a name up does not make them known.
+    pub(crate) async fn shown_handle(&self, did: &str) -> Option<String> {
+        match self.contact_handle(did).await {
+            Some(h) => Some(h),
+            None => self.syncer.resolver.verified_handle(did).await,
         }
-        let handle = self
-            .syncer
-            .resolver
-            .resolve_did(did, false)
-            .await
-            .ok()
-            .and_then(|doc| doc.handle)?;
+    }
+
+    /// The handle of an account this node already deals with (a member of its circles): as
+    /// `Circles::shown_handle`, and a verified handle found is remembered with its contact.
+    async fn handle_of(&self, did: &str) -> Option<String> {
+        if let Some(h) = self.contact_handle(did).await {
+            return Some(h);
+        }
+        let handle = self.syncer.resolver.verified_handle(did).await?;
         let (d, h) = (did.to_string(), handle.clone());
         let _ = self
             .syncer

@@ -4,7 +4,7 @@
 //! (`--backlink-index`, `P2PDS_BACKLINK_INDEX`), and what a lying index adds (a policy for
 //! someone else, a record that is not in the repo it names, an account that does not exist,
 //! a record of another collection) is checked against the authors' repos and ignored without
-//! stopping discovery.
+//! stopping discovery, at most 50 new answers per discovery, and not read again for a day.
 
 use std::path::Path;
 
@@ -44,6 +44,34 @@ fn tracked(data: &Path) -> Vec<String> {
     let mut q = db.prepare("SELECT uri FROM policies ORDER BY uri").unwrap();
     let uris = q.query_map([], |r| r.get::<_, String>(0)).unwrap();
     uris.map(Result::unwrap).collect()
+}
+
+/// The index's answers the node in `data` passes over (`group_meta`): URI → until when.
+fn rejected(data: &Path) -> serde_json::Map<String, Value> {
+    let db = rusqlite::Connection::open(data.join("p2pds.sqlite")).unwrap();
+    let text: Option<String> = db
+        .query_row(
+            "SELECT value FROM group_meta WHERE key = 'backlinks.rejected'",
+            [],
+            |r| r.get(0),
+        )
+        .ok();
+    let v: Value = text.map_or(json!({}), |t| serde_json::from_str(&t).unwrap());
+    v["until"].as_object().cloned().unwrap_or_default()
+}
+
+/// `p2pds invitations --json` by the node in `data`, asking the stand-in index: its answer.
+async fn discover(bed: &TestBed, data: &Path) -> Value {
+    let out = p2pds_env(
+        bed,
+        data,
+        &["invitations", "--json", "--backlink-index", &bed.backlinks],
+        &[],
+    )
+    .await;
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// The rkey of an AT-URI.
@@ -89,16 +117,28 @@ async fn a_backlink_index_finds_invitations_and_its_lies_are_ignored() {
     }
     forge(bed, &bob.did, Value::Array(lies)).await;
 
-    let out = p2pds_env(
-        bed,
-        b,
-        &["invitations", "--json", "--backlink-index", &bed.backlinks],
-        &[],
-    )
-    .await;
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(0), "{err}");
-    let inv: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // At most 50 answers not seen before are read per discovery, and those that did not check
+    // out are not read again for a day: the 103 lies take two discoveries, the truth is found
+    // at the third.
+    let mut before = Value::Null;
+    for (pass, remembered) in [50usize, 100].into_iter().enumerate() {
+        let inv = discover(bed, b).await;
+        assert!(invitations(&inv).is_empty(), "pass {pass}: {inv}");
+        let now = rejected(b);
+        assert_eq!(now.len(), remembered, "pass {pass}: {now:?}");
+        // What the first pass rejected is still remembered as it was: not read again.
+        if let Some(old) = before.as_object() {
+            for (k, until) in old {
+                assert_eq!(now.get(k), Some(until), "{k} was read again");
+            }
+        }
+        before = Value::Object(now);
+        assert!(tracked(b).is_empty());
+    }
+    let inv = discover(bed, b).await;
+    let after = rejected(b);
+    assert_eq!(after.len(), 103, "{after:?}");
+    assert!(!after.contains_key(&uri), "the truth is not rejected");
     let list = invitations(&inv);
     assert_eq!(list.len(), 1, "{inv}");
     assert_eq!(list[0]["uri"], uri.as_str(), "{inv}");
@@ -116,6 +156,10 @@ async fn a_backlink_index_finds_invitations_and_its_lies_are_ignored() {
     );
     // Nothing the lies named was remembered: the store tracks the one true circle.
     assert_eq!(tracked(b), vec![uri.clone()]);
+    // Another discovery reads none of them again (each would be remembered anew).
+    let inv = discover(bed, b).await;
+    assert_eq!(invitations(&inv).len(), 1, "{inv}");
+    assert_eq!(rejected(b), after);
 
     // Known from now on: the plain listing shows it, and Bob accepts as for any invitation.
     let inv = run_json(bed, b, &["invitations", "--json"]).await;

@@ -2,7 +2,8 @@
 //! follows, no backups, no contacts) get a circle's invitation from the link its creator sent,
 //! accept it, and the circle becomes active on every node; a damaged link, a link for someone
 //! else, a link to a changed version and a link to a revoked circle are refused in words, each
-//! with its own kind. And the same through the app's engine.
+//! with its own kind, and a refused link writes nothing: its author does not become a contact
+//! (an account the node then reads on every pass). And the same through the app's engine.
 
 use std::path::Path;
 use std::process::Output;
@@ -30,6 +31,22 @@ async fn link_of(bed: &TestBed, data: &Path, uri: &str) -> String {
     text.trim().to_string()
 }
 
+/// The node's contacts (DIDs), read from its store opened read-only.
+fn contacts(data: &Path) -> Vec<String> {
+    let db = rusqlite::Connection::open_with_flags(
+        data.join("p2pds.sqlite"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut stmt = db.prepare("SELECT did FROM contacts ORDER BY did").unwrap();
+    let dids = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    dids
+}
+
 fn invitations(v: &Value) -> Vec<Value> {
     v["invitations"].as_array().unwrap().clone()
 }
@@ -55,14 +72,22 @@ async fn a_link_brings_the_invitation_to_nodes_that_know_nobody() {
     let alice = bed.create_account("alice").await.unwrap();
     let bob = bed.create_account("bob").await.unwrap();
     let carol = bed.create_account("carol").await.unwrap();
+    // Dan gets only refused links: his node must stay knowing nobody.
+    let dan = bed.create_account("dan").await.unwrap();
     for acct in [&alice, &bob, &carol] {
         post(acct, 2).await;
     }
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let (a, b, c) = (dirs[0].path(), dirs[1].path(), dirs[2].path());
-    for (data, acct) in [(a, &alice), (b, &bob), (c, &carol)] {
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (a, b, c, d) = (
+        dirs[0].path(),
+        dirs[1].path(),
+        dirs[2].path(),
+        dirs[3].path(),
+    );
+    for (data, acct) in [(a, &alice), (b, &bob), (c, &carol), (d, &dan)] {
         login(bed, data, acct).await;
     }
+    assert_eq!(contacts(d), Vec::<String>::new());
     let uri = create(bed, a, "Kitchen table", &[&bob.handle, &carol.handle]).await;
     let cid = circle(bed, a, &uri).await["cid"]
         .as_str()
@@ -171,28 +196,52 @@ async fn a_link_brings_the_invitation_to_nodes_that_know_nobody() {
     );
     let list = run_json(bed, b, &["circle", "list", "--json"]).await;
     assert!(!list.to_string().contains(&other), "remembered: {list}");
-
-    // A link to a version Alice changed since, then to a circle she revoked.
-    let old = create(bed, a, "Old friends", &[&bob.handle]).await;
-    let old_link = link_of(bed, a, &old).await;
-    run(bed, a, &["circle", "edit", &old, "--name", "Older friends"]).await;
-    let (kind, words) = refused(bed, b, &old_link).await;
-    assert_eq!(kind, "changed", "{words}");
+    // Refused on a node that knows nobody: Alice's name is looked up (verified: her handle
+    // resolves to her account) but not saved; she is not made a contact.
+    let (kind, words) = refused(bed, d, &link_of(bed, a, &other).await).await;
+    assert_eq!(kind, "not-for-you", "{words}");
     assert!(
-        words.contains(&format!("ask {} for a new link", alice.handle)),
+        words.contains(&alice.handle) && words.contains(&dan.handle),
         "{words}"
     );
-    let new_link = link_of(bed, a, &old).await;
-    assert_ne!(new_link, old_link);
-    run(bed, a, &["circle", "revoke", &old, "--keep-copies"]).await;
-    for l in [&old_link, &new_link] {
-        let (kind, words) = refused(bed, b, l).await;
-        assert_eq!(kind, "revoked", "{words}");
+    assert!(!words.contains("did:"), "{words}");
+    assert_eq!(contacts(d), Vec::<String>::new(), "{words}");
+
+    // A link to a version Alice changed since, then to a circle she revoked.
+    let old = create(bed, a, "Old friends", &[&bob.handle, &dan.handle]).await;
+    let old_link = link_of(bed, a, &old).await;
+    run(bed, a, &["circle", "edit", &old, "--name", "Older friends"]).await;
+    for data in [b, d] {
+        let (kind, words) = refused(bed, data, &old_link).await;
+        assert_eq!(kind, "changed", "{words}");
         assert!(
-            words.contains("ended the circle “Older friends”"),
+            words.contains(&format!("ask {} for a new link", alice.handle)),
             "{words}"
         );
     }
+    assert_eq!(contacts(d), Vec::<String>::new());
+    let new_link = link_of(bed, a, &old).await;
+    assert_ne!(new_link, old_link);
+    run(bed, a, &["circle", "revoke", &old, "--keep-copies"]).await;
+    for (data, l) in [
+        (b, &old_link),
+        (b, &new_link),
+        (d, &old_link),
+        (d, &new_link),
+    ] {
+        let (kind, words) = refused(bed, data, l).await;
+        assert_eq!(kind, "revoked", "{words}");
+        assert!(
+            words.contains(&format!(
+                "{} ended the circle “Older friends”",
+                alice.handle
+            )),
+            "{words}"
+        );
+    }
+    // After every kind of refusal, Dan's node still knows nobody.
+    assert!(!contacts(d).contains(&alice.did), "{:?}", contacts(d));
+    assert_eq!(contacts(d), Vec::<String>::new());
     // A revoked circle has no link.
     let out = p2pds_env(bed, a, &["circle", "link", &old], &[]).await;
     assert_eq!(out.status.code(), Some(1));
@@ -200,7 +249,7 @@ async fn a_link_brings_the_invitation_to_nodes_that_know_nobody() {
     // None of the refused circles became an invitation.
     let inv = run_json(bed, b, &["invitations", "--json"]).await;
     assert!(invitations(&inv).is_empty(), "{inv}");
-    for data in [a, b, c] {
+    for data in [a, b, c, d] {
         run(bed, data, &["logout"]).await;
     }
 }
@@ -268,6 +317,12 @@ async fn the_app_opens_an_invitation_link() {
         not_yours.message.contains("for someone else"),
         "{}",
         not_yours.message
+    );
+    // Refused: Alice is not made one of Frank's contacts.
+    assert!(
+        !contacts(df.path()).contains(&alice.did),
+        "{:?}",
+        contacts(df.path())
     );
     for x in [&a, &e, &f] {
         x.sign_out().await.unwrap();

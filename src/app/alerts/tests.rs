@@ -295,3 +295,57 @@ fn the_facts_become_things() {
         ]
     );
 }
+
+#[rstest]
+#[case::backed_up(Some(3.0), None, Some(0.0), Some(3.0))]
+#[case::caught_up_later(Some(3.0), Some(5.0), Some(0.0), Some(5.0))]
+#[case::caught_up_earlier(Some(5.0), Some(3.0), Some(0.0), Some(5.0))]
+#[case::never_good_counts_from_added(None, None, Some(2.0), Some(2.0))]
+#[case::only_caught_up(None, Some(4.0), Some(2.0), Some(4.0))]
+#[case::nothing_known(None, None, None, None)]
+fn the_last_good_time(
+    #[case] synced: Option<f64>,
+    #[case] caught_up: Option<f64>,
+    #[case] added: Option<f64>,
+    #[case] want: Option<f64>,
+) {
+    assert_eq!(
+        last_good(synced.map(day), caught_up.map(day), added.map(day)),
+        want.map(day)
+    );
+}
+
+#[test]
+fn a_first_backup_that_keeps_failing_climbs_the_ladder_from_when_the_friend_was_added() {
+    let friend = FriendFacts {
+        did: "did:plc:bob".into(),
+        name: "bob.test".into(),
+        failing: true,
+        last_good: last_good(None, None, Some(day(0.0))),
+        gone: None,
+    };
+    let t = things(&[friend], &[], &[], &[]);
+    let checks: Vec<(f64, Option<&Thing>)> =
+        [1.0, 3.0, 4.0].iter().map(|d| (*d, t.first())).collect();
+    let (raised, _) = story(&checks);
+    assert_eq!(raised, [(3.0, W), (4.0, A)]);
+}
+
+#[test]
+fn once_the_circles_are_read_a_declined_invitation_is_forgotten_and_a_new_one_starts_anew() {
+    let inv = thing("invitation", None);
+    let (raised, ledger) = story(&present(&inv, &[0.0, 1.0]));
+    assert_eq!(raised, [(0.0, N), (1.0, W)]);
+    // Declined: no circles and no invitations left, but the circles were read.
+    let (none, kept) = raise(day(2.0), &[], &ledger, true);
+    assert!(none.is_empty());
+    assert_eq!(kept, Ledger::default());
+    // Invited again: told as news, not as the old ladder's next step.
+    let (again, _) = raise(day(5.0), std::slice::from_ref(&inv), &kept, true);
+    let stages: Vec<Stage> = again.iter().map(|a| a.stage).collect();
+    assert_eq!(stages, [N]);
+    // Not read yet (just started): the entry is kept as it was.
+    let (none, kept) = raise(day(2.0), &[], &ledger, false);
+    assert!(none.is_empty());
+    assert_eq!(kept, ledger);
+}

@@ -151,6 +151,8 @@ pub struct EngineConfig {
 #[derive(Default)]
 struct Live {
     notifications: Option<NotificationStatus>,
+    /// The reminder ladder's ledger as last kept (see `run::raise_alerts_at`).
+    alerts: Option<crate::app::alerts::Ledger>,
 }
 
 struct Inner {

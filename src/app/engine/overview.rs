@@ -17,14 +17,24 @@ use crate::sync::FailureKind;
 use super::{
     flag_words, humanize, now, parse_time, progress_dto, short_did, AppError, Engine, WELCOMED_KEY,
 };
+use crate::app::alerts;
 use crate::app::conditions::health_sentence;
 use crate::app::dto::*;
 use crate::app::tray::{self, TrayFacts};
 use crate::app::words;
 
 /// One account as the overview reads it: its row, its images (count, bytes), its posts, how
-/// it is followed (`crate::follow::how_followed`) and when a backup was last tried.
-type AccountRow = (store::RepoRow, i64, i64, i64, &'static str, Option<String>);
+/// it is followed (`crate::follow::how_followed`), when a backup was last tried and when the
+/// account was added.
+type AccountRow = (
+    store::RepoRow,
+    i64,
+    i64,
+    i64,
+    &'static str,
+    Option<String>,
+    Option<String>,
+);
 
 /// What the overview reads from the store, in one read.
 struct Local {
@@ -44,6 +54,9 @@ struct FriendCards {
     used: u64,
     /// The kind of a backup that did not fit, if one did not.
     no_room: Option<FailureKind>,
+    /// When each friend's copy was last good, by DID (`alerts::last_good`: the tray counts
+    /// as the notifications do).
+    last_good: BTreeMap<String, Timestamp>,
 }
 
 impl Engine {
@@ -100,6 +113,7 @@ impl Engine {
             circles: &circles,
             invitations: &invitations,
             members: &members,
+            last_good: &cards.last_good,
             syncing: !st.progress.is_empty(),
             now,
         });
@@ -153,12 +167,12 @@ impl Engine {
                         |x| x.get(0),
                     )?;
                     let followed = crate::follow::how_followed(c, r.pds.as_deref())?;
-                    let tried: Option<String> = c.query_row(
-                        "SELECT last_attempt_at FROM repos WHERE id = ?1",
+                    let (tried, added): (Option<String>, Option<String>) = c.query_row(
+                        "SELECT last_attempt_at, added_at FROM repos WHERE id = ?1",
                         [r.id],
-                        |x| x.get(0),
+                        |x| Ok((x.get(0)?, x.get(1)?)),
                     )?;
-                    rows.push((r, images, image_bytes, posts, followed, tried));
+                    rows.push((r, images, image_bytes, posts, followed, tried, added));
                 }
                 Ok(Local {
                     me,
@@ -219,7 +233,8 @@ fn friend_cards(
     let mut per_friend = Vec::new();
     let mut used = 0u64;
     let offset = *chrono::Local::now().offset();
-    for (r, images, image_bytes, posts, followed, tried) in rows {
+    let mut last_good = BTreeMap::new();
+    for (r, images, image_bytes, posts, followed, tried, added) in rows {
         let size = u64::try_from(r.bytes.max(0) + image_bytes.max(0)).unwrap_or(0);
         used += size;
         if me == Some(r.did.as_str()) {
@@ -230,6 +245,14 @@ fn friend_cards(
         let progress = st.progress.get(&r.did).map(progress_dto);
         let state = friend_state(&r, progress.is_some());
         let last = parse_time(r.last_sync_at.as_deref());
+        let good = alerts::last_good(
+            last,
+            parse_time(r.caught_up_at.as_deref()),
+            parse_time(added.as_deref()),
+        );
+        if let Some(t) = good {
+            last_good.insert(r.did.clone(), t);
+        }
         let kind = r.error_code.as_deref().and_then(FailureKind::parse);
         let problem = (state == FriendState::Failing)
             .then(|| r.error.clone())
@@ -281,6 +304,7 @@ fn friend_cards(
         per_friend,
         used,
         no_room,
+        last_good,
     }
 }
 

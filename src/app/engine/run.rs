@@ -1,13 +1,15 @@
 //! The loop: [`Engine::run`] runs the node controller and turns its events into events for the
 //! window; [`Engine::pass`] is one forced pass ("Sync now", and how tests drive the engine);
 //! after each pass the notifications the reminder ladder calls for are raised
-//! ([`crate::app::alerts`]), what was raised kept in `group_meta` (`app.alerts`).
+//! ([`crate::app::alerts`]), what was raised kept in `group_meta` (`app.alerts`) and in memory
+//! (so a ledger the store can't keep does not raise the same notifications at every pass).
 
+use std::collections::BTreeMap;
 use std::time::Duration as StdDuration;
 
 use tokio::sync::broadcast;
 
-use crate::engine::{NodeEvent, PassOptions};
+use crate::engine::{NodeEvent, NodeState, PassOptions};
 use crate::follow::FollowConfig;
 use crate::group::db as gdb;
 use crate::history;
@@ -129,7 +131,9 @@ impl Engine {
     }
 
     /// Raises the notifications due at `now` (see [`alerts::raise`]) and keeps the ledger:
-    /// what was raised about each thing present, and when.
+    /// what was raised about each thing present, and when. The ledger is kept in memory first
+    /// (what this run raised is known even when the store can't keep it) and in the store
+    /// (for the next run), saved again at the next pass if saving failed.
     pub(super) async fn raise_alerts_at(&self, now: Timestamp) {
         // One at a time: a pass asked for while the loop runs ends in two calls at once.
         let _one = RAISING.lock().await;
@@ -148,7 +152,8 @@ impl Engine {
                 body: a.body,
             });
         }
-        if kept != facts.ledger {
+        self.live().alerts = Some(kept.clone());
+        if kept != facts.stored {
             if let Err(e) = self.set_meta(DELIVERED_KEY, &kept.to_json()).await {
                 tracing::warn!(error = %e, "could not keep the notifications raised");
             }
@@ -156,13 +161,14 @@ impl Engine {
     }
 
     /// What the ladder needs: every thing that needs the person now, from the store and the
-    /// node's last results, and the ledger kept so far.
+    /// node's last results, and the ledger kept so far (this run's, else the stored one).
     pub(super) async fn ladder_facts(&self, now: Timestamp) -> Result<LadderFacts, AppError> {
-        let (repos, stored, open_flags, me) = self
+        let (repos, added, stored, open_flags, me) = self
             .store()
             .read(|c| {
                 Ok((
                     store::list_repos(c)?,
+                    added_at(c)?,
                     gdb::meta(c, DELIVERED_KEY)?,
                     history::open_flags(c)?,
                     session::signed_in(c)?.map(|m| m.did),
@@ -192,7 +198,11 @@ impl Engine {
                     did: r.did.clone(),
                     name: r.handle.clone().unwrap_or_else(|| short_did(&r.did)),
                     failing: r.state == "error",
-                    last_good: synced.max(caught_up),
+                    last_good: alerts::last_good(
+                        synced,
+                        caught_up,
+                        parse_time(added.get(&r.did).map(String::as_str)),
+                    ),
                     gone: (upstream != "active").then_some(upstream),
                 }
             })
@@ -228,11 +238,13 @@ impl Engine {
             .collect();
         Ok(LadderFacts {
             things: alerts::things(&friends, &members, &invitations, &flags),
-            // The circles were read and their health evaluated since the node started (or
-            // signed in): until then, no news about them is no news.
-            circles_known: st.health_checked_at.is_some()
-                && !(st.circles.is_empty() && st.invitations.is_empty()),
-            ledger: Ledger::read(stored.as_deref(), now),
+            circles_known: circles_known(&st),
+            ledger: self
+                .live()
+                .alerts
+                .clone()
+                .unwrap_or_else(|| Ledger::read(stored.as_deref(), now)),
+            stored: Ledger::read(stored.as_deref(), now),
         })
     }
 }
@@ -242,7 +254,26 @@ impl Engine {
 pub(super) struct LadderFacts {
     pub things: Vec<Thing>,
     pub circles_known: bool,
+    /// The ledger to go on from: the one this run last kept, else the stored one.
     pub ledger: Ledger,
+    /// The stored ledger (saved again when it differs from the one kept).
+    pub stored: Ledger,
+}
+
+/// Whether the facts about circles are known: the circles were read and their health
+/// evaluated since the node started (or signed in). Until then no news about them is no news;
+/// from then on, no circle and no invitation means there is nothing about circles, and what
+/// the ledger held about them is resolved.
+fn circles_known(st: &NodeState) -> bool {
+    st.health_checked_at.is_some()
+}
+
+/// When each account was added to this node, by DID (a first backup that keeps failing
+/// counts from then: see [`alerts::last_good`]).
+fn added_at(c: &rusqlite::Connection) -> Result<BTreeMap<String, String>, store::StoreError> {
+    let mut q = c.prepare("SELECT did, added_at FROM repos")?;
+    let rows = q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Held while notifications are raised (see [`Engine::raise_alerts_at`]).
@@ -356,5 +387,98 @@ mod tests {
         let ledger = e.ladder_facts(later).await.unwrap().ledger;
         let kept: Vec<&str> = ledger.raised.keys().map(String::as_str).collect();
         assert_eq!(kept, ["flag:1", "gone:did:plc:carol:deleted"]);
+    }
+
+    /// Keeps `ledger` in the store as the stored ledger.
+    async fn store_ledger(e: &Engine, ledger: &Ledger) {
+        e.set_meta(DELIVERED_KEY, &ledger.to_json()).await.unwrap();
+    }
+
+    fn entry(since: Timestamp) -> alerts::Raised {
+        alerts::Raised {
+            since: since.millis(),
+            count: 2,
+            at: Some(since.millis()),
+        }
+    }
+
+    #[tokio::test]
+    async fn once_the_circles_are_read_entries_about_circles_that_are_gone_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = open(dir.path());
+        let now = now();
+        // An invitation declined (or a circle left) in an earlier run: its entry is stored.
+        let key = "invitation:at://did:plc:alice/org.p2pds.policy/1:bafy".to_string();
+        let old = Ledger {
+            raised: [(key.clone(), entry(days_before(now, 2.0)))].into(),
+        };
+        store_ledger(&e, &old).await;
+        // Just started: the circles are not read yet, the entry stays as it is.
+        assert!(!e.ladder_facts(now).await.unwrap().circles_known);
+        assert!(raised(&e, now).await.is_empty());
+        assert_eq!(e.ladder_facts(now).await.unwrap().ledger, old);
+        // Read (no circle, no invitation): nothing about circles is left, so it is resolved.
+        e.node().evaluate_health().await;
+        let facts = e.ladder_facts(now).await.unwrap();
+        assert!(facts.circles_known);
+        assert!(raised(&e, now).await.is_empty());
+        let stored = e.ladder_facts(now).await.unwrap().stored;
+        assert_eq!(stored, Ledger::default(), "{stored:?}");
+    }
+
+    #[test]
+    fn the_circles_are_known_once_their_health_was_evaluated_even_with_none() {
+        let mut st = NodeState::default();
+        assert!(!circles_known(&st));
+        st.health_checked_at = Some(now());
+        assert!(
+            circles_known(&st),
+            "no circles and no invitations is news too"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_ledger_the_store_cannot_keep_does_not_repeat_the_notifications() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = open(dir.path());
+        let now = now();
+        e.store()
+            .write(|c| {
+                store::add_repo(c, "did:plc:carol", Some("carol.test"), None).unwrap();
+                store::set_upstream_status(c, "did:plc:carol", "deleted").unwrap();
+                // The ledger can't be saved (a full disk, a read-only folder, …).
+                c.execute_batch(
+                    "CREATE TRIGGER no_ledger_insert BEFORE INSERT ON group_meta
+                       WHEN NEW.key = 'app.alerts' BEGIN SELECT RAISE(ABORT, 'disk full'); END;
+                     CREATE TRIGGER no_ledger_update BEFORE UPDATE ON group_meta
+                       WHEN NEW.key = 'app.alerts' BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+                )
+                .unwrap();
+            })
+            .await
+            .unwrap();
+        let first = raised(&e, now).await;
+        assert_eq!(first.len(), 1, "{first:?}");
+        assert_eq!(e.ladder_facts(now).await.unwrap().stored, Ledger::default());
+        // Not saved, but not told again either.
+        assert!(raised(&e, now).await.is_empty());
+        assert!(raised(&e, now.plus(Duration::from_secs(60)))
+            .await
+            .is_empty());
+        // Once the store can keep it, it is saved at the next pass (and still not repeated).
+        e.store()
+            .write(|c| {
+                c.execute_batch("DROP TRIGGER no_ledger_insert; DROP TRIGGER no_ledger_update;")
+                    .unwrap();
+            })
+            .await
+            .unwrap();
+        assert!(raised(&e, now).await.is_empty());
+        let facts = e.ladder_facts(now).await.unwrap();
+        assert_eq!(facts.stored, facts.ledger);
+        assert!(facts
+            .stored
+            .raised
+            .contains_key("gone:did:plc:carol:deleted"));
     }
 }
