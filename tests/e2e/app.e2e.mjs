@@ -10,6 +10,7 @@ import { execFileSync, spawn } from 'node:child_process'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { createRequire } from 'node:module'
 import { createInterface } from 'node:readline'
 import { Builder, By } from 'selenium-webdriver'
 import { approveInBrowser } from './oauth-pages.mjs'
@@ -106,7 +107,8 @@ function trayOf(dataDir) {
     if (!pids.includes(pid)) continue
     let layout, pixmap
     try {
-      layout = gdbus('--dest', name, '--object-path', '/MenuBar', '--method', 'com.canonical.dbusmenu.GetLayout', '0', '-1', '[]')
+      // `--`: the arguments start with a negative number, not an option.
+      layout = gdbus('--dest', name, '--object-path', '/MenuBar', '--method', 'com.canonical.dbusmenu.GetLayout', '--', '0', '-1', '[]')
       pixmap = gdbus('--dest', name, '--object-path', '/StatusNotifierItem', '--method', 'org.freedesktop.DBus.Properties.Get',
         'org.kde.StatusNotifierItem', 'IconPixmap')
     } catch {
@@ -116,12 +118,48 @@ function trayOf(dataDir) {
     const m = pixmap.match(/\((\d+), (\d+), \[([^\]]*)\]\)/)
     assert.ok(m, pixmap.slice(0, 200))
     const [w, hgt] = [Number(m[1]), Number(m[2])]
-    const bytes = m[3].split(',').map((b) => Number(b.replace(/[^0-9a-fx]/gi, '')))
+    const bytes = [...m[3].matchAll(/0x[0-9a-f]{2}/gi)].map((b) => Number(b[0]))
     const at = ((hgt >> 1) * w + (w >> 1)) * 4 // ARGB
     return { first: labels[0] ?? '', rgb: bytes.slice(at + 1, at + 4) }
   }
   throw new Error(`no tray icon on the bus for ${dataDir}`)
 }
+
+/**
+ * An account whose server never answers: a did:plc made on the test bed's directory, its
+ * server a closed port on this machine (the reference PDS can't be made to stop answering for
+ * one account only).
+ */
+async function accountOnADeadServer(plcUrl) {
+  const require = createRequire(join(root, 'tests/pds/package.json'))
+  const { Client } = require('@did-plc/lib')
+  const { Secp256k1Keypair } = require('@atproto/crypto')
+  const key = await Secp256k1Keypair.create()
+  return new Client(plcUrl).createDid({
+    signingKey: key.did(),
+    handle: `gone-${Math.random().toString(36).slice(2, 7)}.test`,
+    pds: 'http://127.0.0.1:9',
+    rotationKeys: [key.did()],
+    signer: key,
+  })
+}
+
+/** Moves the day `did` was added to this node's copies `days` into the past (in its store). */
+function addedDaysAgo(dataDir, did, days) {
+  const at = new Date(Date.now() - days * 86_400_000).toISOString()
+  execFileSync('python3', ['-c', `
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], timeout=30)
+db.execute("UPDATE repos SET added_at = ? WHERE did = ?", (sys.argv[2], sys.argv[3]))
+db.commit()
+`, join(dataDir, 'p2pds.sqlite'), at, did])
+}
+
+/** The engine's overview, as the page gets it. */
+const overviewOf = (d) =>
+  d.executeAsyncScript((done) => {
+    window.__TAURI__.core.invoke('overview').then(done, (e) => done({ error: String(e) }))
+  })
 
 /** The element once it is shown and enabled (the page renders after its data arrives). */
 async function el(d, css) {
@@ -387,4 +425,43 @@ test('two people, two app windows: backup, circle, invitation, healthy', async (
   await shot(a, 'settings')
   const tray = await a.executeScript(() => document.querySelector('#tray-state')?.textContent)
   assert.match(tray.trim(), /^(ok|syncing|needs-attention|problem)$/)
+
+  // The reminder ladder over simulated days: a friend whose server never answers, added (as
+  // Alice's store is made to say) three and a half days ago, brings a warning; a day later,
+  // the alert; the tray turns red with the reason.
+  const gone = await accountOnADeadServer(bed.plc)
+  await click(a, '#nav-friends')
+  await type(a, '#add-friend-input', gone)
+  await click(a, '#add-friend-submit')
+  const failing = async () => {
+    for (let i = 0; i < 120; i++) {
+      const o = await overviewOf(a)
+      if (o.friends?.some((f) => f.did === gone && f.state === 'failing')) return
+      if (i % 10 === 9) await click(a, '#sync-now')
+      await a.sleep(500)
+    }
+    throw new Error('the friend on a dead server never failed')
+  }
+  await failing()
+  const toast = async (re, what) => {
+    for (let i = 0; i < 60; i++) {
+      const titles = await a.executeScript(() =>
+        [...document.querySelectorAll('#toasts .toast-title')].map((e) => e.textContent),
+      )
+      const hit = titles.find((t) => re.test(t))
+      if (hit) return hit
+      if (i % 10 === 0) await click(a, '#sync-now')
+      await a.sleep(500)
+    }
+    throw new Error(`${what}: no notification`)
+  }
+  addedDaysAgo(dirs[0], gone, 3.5)
+  const warning = await toast(/not backed up for 3 days/, 'the warning')
+  assert.ok(!warning.includes('did:'), warning)
+  addedDaysAgo(dirs[0], gone, 4.5)
+  await toast(/still not backed up after 4 days/, 'the alert')
+  const o = await overviewOf(a)
+  assert.equal(o.tray, 'problem')
+  assert.match(o.trayReason ?? '', /not backed up/)
+  await shot(a, 'reminder')
 })
