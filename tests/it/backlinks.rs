@@ -10,22 +10,8 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::circles::{login, p2pds_env, post, run, run_json};
+use crate::circles::{create, invitations, login, p2pds_env, post, run, run_json};
 use crate::pds::{self, TestBed};
-
-/// `p2pds circle create … --json` by the node in `data`: the circle's URI.
-async fn create(bed: &TestBed, data: &Path, name: &str, members: &[&str]) -> String {
-    let mut args = vec!["circle", "create", "--name", name, "--json"];
-    for m in members {
-        args.extend(["--member", m]);
-    }
-    let created = run_json(bed, data, &args).await;
-    created["uri"].as_str().unwrap().to_string()
-}
-
-fn invitations(v: &Value) -> Vec<Value> {
-    v["invitations"].as_array().unwrap().clone()
-}
 
 /// Makes the stand-in index put `records` first in every answer for `target`.
 async fn forge(bed: &TestBed, target: &str, records: Value) {

@@ -85,6 +85,21 @@ pub(crate) async fn post(acct: &Account, n: usize) {
     }
 }
 
+/// `p2pds circle create … --json` by the node in `data`: the circle's URI.
+pub(crate) async fn create(bed: &TestBed, data: &Path, name: &str, members: &[&str]) -> String {
+    let mut args = vec!["circle", "create", "--name", name, "--json"];
+    for m in members {
+        args.extend(["--member", m]);
+    }
+    let created = run_json(bed, data, &args).await;
+    created["uri"].as_str().unwrap().to_string()
+}
+
+/// The invitations of a `p2pds invitations --json` answer.
+pub(crate) fn invitations(v: &Value) -> Vec<Value> {
+    v["invitations"].as_array().unwrap().clone()
+}
+
 /// The circle `uri` in `circle list --json`.
 pub(crate) async fn circle(bed: &TestBed, data: &Path, uri: &str) -> Value {
     let list = run_json(bed, data, &["circle", "list", "--json"]).await;

@@ -10,18 +10,8 @@ use std::process::Output;
 
 use serde_json::Value;
 
-use crate::circles::{circle, login, p2pds_env, post, run, run_json};
+use crate::circles::{circle, create, invitations, login, p2pds_env, post, run, run_json};
 use crate::pds::{self, TestBed};
-
-/// `p2pds circle create … --json` by the node in `data`: the circle's URI.
-async fn create(bed: &TestBed, data: &Path, name: &str, members: &[&str]) -> String {
-    let mut args = vec!["circle", "create", "--name", name, "--json"];
-    for m in members {
-        args.extend(["--member", m]);
-    }
-    let created = run_json(bed, data, &args).await;
-    created["uri"].as_str().unwrap().to_string()
-}
 
 /// `p2pds circle link URI`: the one line it prints.
 async fn link_of(bed: &TestBed, data: &Path, uri: &str) -> String {
@@ -45,10 +35,6 @@ fn contacts(data: &Path) -> Vec<String> {
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
     dids
-}
-
-fn invitations(v: &Value) -> Vec<Value> {
-    v["invitations"].as_array().unwrap().clone()
 }
 
 /// `p2pds invitations --link LINK --json` refused: exit 1, the kind on stdout, the words on
