@@ -28,6 +28,30 @@ const CACHE_TTL: Duration = Duration::from_secs(3600);
 /// fetched) is remembered: shorter than an answer, so a handle shows soon after the network
 /// comes back, without a lookup on every pass meanwhile.
 const UNCHECKED_TTL: Duration = Duration::from_secs(600);
+/// Accounts remembered at most, in each of the resolver's caches (documents, checked
+/// handles): past it, expired answers go, then the oldest.
+const CACHE_MAX: usize = 4096;
+
+/// Makes room in a cache for one more answer: expired ones go, then the oldest.
+fn make_room<V>(cache: &mut HashMap<String, V>, at: impl Fn(&V) -> (Instant, Duration)) {
+    if cache.len() < CACHE_MAX {
+        return;
+    }
+    cache.retain(|_, v| {
+        let (when, ttl) = at(v);
+        when.elapsed() < ttl
+    });
+    while cache.len() >= CACHE_MAX {
+        let Some(oldest) = cache
+            .iter()
+            .min_by_key(|(_, v)| at(v).0)
+            .map(|(k, _)| k.clone())
+        else {
+            break;
+        };
+        cache.remove(&oldest);
+    }
+}
 
 /// The name of an account whose handle is not known (or not verified): "account abcdef…",
 /// the start of the DID's last part, as the app calls such accounts elsewhere.
@@ -333,6 +357,7 @@ impl Resolver {
         }
         let (handle, ttl) = self.check_handle(did).await;
         if let Ok(mut handles) = self.handles.lock() {
+            make_room(&mut handles, |c: &HandleCheck| (c.at, c.ttl));
             handles.insert(
                 did.to_string(),
                 HandleCheck {
@@ -415,6 +440,7 @@ impl Resolver {
             })?;
         let doc = DidDoc::parse(did, &value)?;
         if let Ok(mut cache) = self.cache.lock() {
+            make_room(&mut cache, |(_, at): &(DidDoc, Instant)| (*at, CACHE_TTL));
             cache.insert(did.to_string(), (doc.clone(), Instant::now()));
         }
         Ok(doc)
@@ -870,5 +896,28 @@ mod tests {
             }
             assert!(!valid_handle(line), "invalid handle accepted: {line}");
         }
+    }
+
+    #[test]
+    fn a_cache_keeps_at_most_its_limit_dropping_the_expired_then_the_oldest() {
+        let now = Instant::now();
+        let mut cache: HashMap<String, (Instant, Duration)> = HashMap::new();
+        for i in 0..CACHE_MAX {
+            cache.insert(format!("did:plc:{i}"), (now, CACHE_TTL));
+        }
+        // One expired answer goes first.
+        cache.insert("did:plc:old".into(), (now, Duration::ZERO));
+        cache.remove("did:plc:0");
+        make_room(&mut cache, |v| *v);
+        assert_eq!(cache.len(), CACHE_MAX - 1);
+        assert!(!cache.contains_key("did:plc:old"));
+        // Full of live answers: the oldest goes.
+        cache.insert(
+            "did:plc:0".into(),
+            (now - Duration::from_secs(1), CACHE_TTL),
+        );
+        make_room(&mut cache, |v| *v);
+        assert_eq!(cache.len(), CACHE_MAX - 1);
+        assert!(!cache.contains_key("did:plc:0"));
     }
 }

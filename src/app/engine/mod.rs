@@ -389,10 +389,7 @@ fn progress_dto(p: &SyncProgress) -> Progress {
 }
 
 /// "account abcd12…" for an account with no handle.
-fn short_did(did: &str) -> String {
-    let tail = did.rsplit(':').next().unwrap_or(did);
-    format!("account {}…", tail.chars().take(6).collect::<String>())
-}
+use crate::identity::short_name as short_did;
 
 /// Replaces DIDs in a message with names.
 fn humanize(message: &str, names: &BTreeMap<String, String>) -> String {
