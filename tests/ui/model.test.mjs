@@ -46,6 +46,16 @@ test('tray label: words for each state', () => {
   assert.deepEqual(trayInfo('problem'), { label: 'Problem', tone: 'danger' });
 });
 
+test('tray label: "Not checked yet" until every active circle has passed a check', () => {
+  const unchecked = circle({ state: 'active', health: 'ok', checked: false });
+  const checked = circle({ state: 'active', health: 'ok', checked: true });
+  const invited = circle({ state: 'invited', health: null, checked: false });
+  assert.deepEqual(trayInfo('ok', [checked, unchecked]), { label: 'Not checked yet', tone: 'muted' });
+  assert.deepEqual(trayInfo('ok', [checked, invited]), { label: 'All good', tone: 'ok' });
+  // A worse state keeps its own words.
+  assert.deepEqual(trayInfo('problem', [unchecked]), { label: 'Problem', tone: 'danger' });
+});
+
 test('pause button: pause for an hour, or resume while paused', () => {
   assert.deepEqual(pauseControl(overview(), NOW), { paused: false, label: 'Pause for 1 hour', note: null });
   const paused = pauseControl(overview({ pausedUntil: new Date(NOW + 45 * 60_000).toISOString() }), NOW);

@@ -22,13 +22,18 @@ import { ago, capitalize, formatCount, humanBytes, parseTime, plural, whenText, 
 /** @typedef {'ok' | 'busy' | 'warn' | 'danger' | 'muted'} Tone */
 
 /**
- * The status pill beside the headline.
+ * The status pill beside the headline. Green only once every active circle's copies have
+ * passed a check: until then "Not checked yet", as the headline and the circle's card say.
  * @param {TrayState} tray
+ * @param {CircleCard[]} [circles]
  * @returns {{ label: string, tone: Tone }}
  */
-export function trayInfo(tray) {
+export function trayInfo(tray, circles = []) {
   switch (tray) {
     case 'ok':
+      if (circles.some((c) => c.state === 'active' && c.health === 'ok' && !c.checked)) {
+        return { label: 'Not checked yet', tone: 'muted' };
+      }
       return { label: 'All good', tone: 'ok' };
     case 'syncing':
       return { label: 'Backing up…', tone: 'busy' };

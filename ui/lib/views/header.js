@@ -53,7 +53,7 @@ export function renderHeader(ctx) {
   const headline = byId('headline', HTMLElement);
   if (headline.textContent !== o.headline) headline.textContent = o.headline;
 
-  const tray = trayInfo(o.tray);
+  const tray = trayInfo(o.tray, o.circles);
   byId('tray-pill', HTMLElement).dataset.tone = tray.tone;
   byId('tray-label', HTMLElement).textContent = tray.label;
   byId('tray-state', HTMLElement).textContent = o.tray;
