@@ -304,38 +304,9 @@ pub fn about_size(bytes: u64) -> String {
     format!("about {}", size(bytes))
 }
 
-/// A size in words, in decimal units like the operating systems show, with one decimal below
-/// 10: "1 byte", "512 bytes", "1.5 kB", "12 kB", "3.4 MB", "120 MB", "1.2 GB". The one spelling
-/// of sizes in the app's sentences (the window's `humanBytes` in ui/lib/format.js says the
-/// same).
-pub fn size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
-    if bytes < 1000 {
-        return if bytes == 1 {
-            "1 byte".into()
-        } else {
-            format!("{bytes} bytes")
-        };
-    }
-    let mut value = bytes as f64 / 1000.0;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    let mut text = if value < 10.0 {
-        format!("{value:.1}")
-    } else {
-        format!("{}", value.round())
-    };
-    // 999.6 kB rounds to "1000": that is "1 MB".
-    if text == "1000" && unit < UNITS.len() - 1 {
-        text = "1.0".into();
-        unit += 1;
-    }
-    let text = text.strip_suffix(".0").unwrap_or(&text);
-    format!("{text} {}", UNITS[unit])
-}
+/// A size in words ("1.5 kB", "120 MB"): the one spelling of sizes, also in the command
+/// line's and the engine's sentences (see [`crate::store::space::size_words`]).
+pub use crate::store::space::size_words as size;
 
 /// The recovery key's state in words (see [`RecoveryKeyStatus`](super::dto::RecoveryKeyStatus)).
 pub fn recovery_key_status(state: &str) -> super::dto::RecoveryKeyStatus {

@@ -303,20 +303,6 @@ pub struct InvitationFacts {
     pub update: bool,
 }
 
-/// `1.2 MB`, `340 kB`, `12 bytes`.
-pub fn human_bytes(n: u64) -> String {
-    let f = n as f64;
-    if n >= 1_000_000_000 {
-        format!("{:.1} GB", f / 1e9)
-    } else if n >= 1_000_000 {
-        format!("{:.1} MB", f / 1e6)
-    } else if n >= 1000 {
-        format!("{:.0} kB", f / 1e3)
-    } else {
-        format!("{n} bytes")
-    }
-}
-
 /// `"every hour"`, `"every 30 minutes"`, `"every 6 hours"`, `"every day"`.
 pub fn human_every(d: Duration) -> String {
     let s = d.secs();
@@ -373,11 +359,15 @@ pub fn invitation_text(f: &InvitationFacts) -> String {
             let _ = write!(
                 t,
                 " (at least {} now; {} not measured yet)",
-                human_bytes(f.estimated_bytes),
+                crate::store::space::size_words(f.estimated_bytes),
                 f.unknown_sizes
             );
         } else {
-            let _ = write!(t, " (about {} now)", human_bytes(f.estimated_bytes));
+            let _ = write!(
+                t,
+                " (about {} now)",
+                crate::store::space::size_words(f.estimated_bytes)
+            );
         }
     }
     t.push('.');
@@ -741,7 +731,7 @@ mod tests {
 
     #[rstest]
     #[case(facts(3, 3_200_000, 0, false), "alice.test invites you to the circle “Kitchen table” with carol.test and dan.test. You would keep a copy of 3 accounts (about 3.2 MB now). Each member's account is kept by 2 friends in the circle. Each copy is checked every hour by another member. Someone silent for 3 days is marked as missing.")]
-    #[case(facts(3, 1500, 1, false), "alice.test invites you to the circle “Kitchen table” with carol.test and dan.test. You would keep a copy of 3 accounts (at least 2 kB now; 1 not measured yet). Each member's account is kept by 2 friends in the circle. Each copy is checked every hour by another member. Someone silent for 3 days is marked as missing.")]
+    #[case(facts(3, 1500, 1, false), "alice.test invites you to the circle “Kitchen table” with carol.test and dan.test. You would keep a copy of 3 accounts (at least 1.5 kB now; 1 not measured yet). Each member's account is kept by 2 friends in the circle. Each copy is checked every hour by another member. Someone silent for 3 days is marked as missing.")]
     #[case(facts(1, 0, 1, false), "alice.test invites you to the circle “Kitchen table” with carol.test and dan.test. You would keep a copy of 1 account (size not known yet). Each member's account is kept by 2 friends in the circle. Each copy is checked every hour by another member. Someone silent for 3 days is marked as missing.")]
     #[case(facts(2, 999, 0, true), "alice.test changed the circle “Kitchen table” (with carol.test and dan.test): accept the new version to keep it in force. You would keep a copy of 2 accounts (about 999 bytes now). Each member's account is kept by 2 friends in the circle. Each copy is checked every hour by another member. Someone silent for 3 days is marked as missing.")]
     fn invitation_texts(#[case] f: InvitationFacts, #[case] want: &str) {

@@ -40,16 +40,37 @@ pub fn used_bytes(conn: &Connection) -> Result<u64, StoreError> {
     Ok((blocks.max(0) + blobs.max(0)) as u64)
 }
 
-/// "1.5 GB", "320 MB", "12 kB".
+/// A size in words, in decimal units like the operating systems show, with one decimal below
+/// 10: "1 byte", "512 bytes", "1.5 kB", "12 kB", "3.4 MB", "120 MB", "1.2 GB". The one spelling
+/// of sizes in every sentence: the app's, the command line's, the engine's errors (the
+/// window's `humanBytes` in ui/lib/format.js says the same).
 pub fn size_words(bytes: u64) -> String {
-    let b = bytes as f64;
-    if b >= 1e9 {
-        format!("{:.1} GB", b / 1e9)
-    } else if b >= 1e6 {
-        format!("{:.0} MB", (b / 1e6).max(1.0))
-    } else {
-        format!("{:.0} kB", (b / 1e3).max(1.0))
+    const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
+    if bytes < 1000 {
+        return if bytes == 1 {
+            "1 byte".into()
+        } else {
+            format!("{bytes} bytes")
+        };
     }
+    let mut value = bytes as f64 / 1000.0;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    let mut text = if value < 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{}", value.round())
+    };
+    // 999.6 kB rounds to "1000": that is "1 MB".
+    if text == "1000" && unit < UNITS.len() - 1 {
+        text = "1.0".into();
+        unit += 1;
+    }
+    let text = text.strip_suffix(".0").unwrap_or(&text);
+    format!("{text} {}", UNITS[unit])
 }
 
 /// What one account's sync may still write.
