@@ -511,6 +511,25 @@ impl Resolver {
         };
         self.resolve_did(&did, false).await
     }
+
+    /// [`Resolver::resolve_account`], with the handle to call the account by: the handle
+    /// looked up, when the document it led to claims it back (both directions checked);
+    /// otherwise the document's claimed handle once it resolves back to the DID
+    /// ([`Resolver::verified_handle`]); `None` when no handle checks out.
+    pub async fn resolve_account_named(
+        &self,
+        who: &str,
+    ) -> Result<(DidDoc, Option<String>), IdentityError> {
+        let doc = self.resolve_account(who).await?;
+        let typed = who.trim_start_matches('@');
+        let handle = match &doc.handle {
+            Some(claimed) if !who.starts_with("did:") && claimed.eq_ignore_ascii_case(typed) => {
+                Some(claimed.to_ascii_lowercase())
+            }
+            _ => self.verified_handle(&doc.did).await,
+        };
+        Ok((doc, handle))
+    }
 }
 
 async fn resolve_via_dns(handle: &str) -> Result<String, (Miss, String)> {
@@ -864,6 +883,32 @@ mod tests {
             Some("alice.test")
         );
         assert_eq!(lookups.load(Ordering::SeqCst), asked + 1);
+    }
+
+    #[tokio::test]
+    async fn an_account_looked_up_is_named_by_a_handle_that_checks_out() {
+        let (url, _) = directory().await;
+        let resolver = Resolver::new(reqwest::Client::new(), &url, Some(&url));
+        let named = |who: &'static str| {
+            let r = &resolver;
+            async move {
+                let (doc, handle) = r.resolve_account_named(who).await.unwrap();
+                (doc.did, handle)
+            }
+        };
+        // The handle typed leads to the account, whose document claims it back.
+        assert_eq!(
+            named("@Alice.Test").await,
+            ("did:plc:honest".into(), Some("alice.test".into()))
+        );
+        // By DID: the claimed handle is shown once it resolves back.
+        assert_eq!(
+            named("did:plc:upper").await,
+            ("did:plc:upper".into(), Some("bob.test".into()))
+        );
+        // A document claiming someone else's handle, or a handle nobody has: no handle.
+        assert_eq!(named("did:plc:liar").await, ("did:plc:liar".into(), None));
+        assert_eq!(named("did:plc:ghost").await, ("did:plc:ghost".into(), None));
     }
 
     #[test]

@@ -757,8 +757,12 @@ impl Circles {
                     continue;
                 }
                 let doc = self.syncer.resolver.resolve_did(did, false).await.ok();
-                let handle = doc.as_ref().and_then(|d| d.handle.clone());
                 let pds = doc.as_ref().and_then(|d| d.pds.clone());
+                // Named only by a handle that resolves back to the account.
+                let handle = match &doc {
+                    Some(_) => self.syncer.resolver.verified_handle(did).await,
+                    None => None,
+                };
                 let (u, d) = (uri.clone(), did.clone());
                 self.syncer
                     .store
@@ -1066,11 +1070,11 @@ impl Circles {
         let me = session.account.clone();
         let mut dids = Vec::new();
         for m in members {
-            let doc = self.syncer.resolver.resolve_account(m).await?;
+            let (doc, handle) = self.syncer.resolver.resolve_account_named(m).await?;
             if doc.did == me.did {
                 return Err(GroupError::SelfAsMember { member: m.clone() });
             }
-            let (d, h) = (doc.did.clone(), doc.handle.clone());
+            let (d, h) = (doc.did.clone(), handle);
             self.syncer
                 .store
                 .write(move |c| db::add_contact(c, &d, h.as_deref(), "member"))
@@ -1315,13 +1319,13 @@ impl Circles {
 
     /// Remembers an account to look for invitations in.
     pub async fn add_contact(&self, who: &str) -> Result<(String, Option<String>), GroupError> {
-        let doc = self.syncer.resolver.resolve_account(who).await?;
-        let (d, h) = (doc.did.clone(), doc.handle.clone());
+        let (doc, handle) = self.syncer.resolver.resolve_account_named(who).await?;
+        let (d, h) = (doc.did.clone(), handle.clone());
         self.syncer
             .store
             .write(move |c| db::add_contact(c, &d, h.as_deref(), "manual"))
             .await??;
-        Ok((doc.did, doc.handle))
+        Ok((doc.did, handle))
     }
 
     /// The versions in force of the circles this node is in (and has not left).

@@ -380,7 +380,12 @@ impl Syncer {
         progress(SyncProgress::Checking);
         let (row, doc, pds) = self.locate(did).await?;
         {
-            let (d, h, p) = (did.to_string(), doc.handle.clone(), pds.clone());
+            // The handle the account is called by: only one that resolves back to it.
+            let handle = match &doc.handle {
+                Some(_) => self.resolver.verified_handle(did).await,
+                None => None,
+            };
+            let (d, h, p) = (did.to_string(), handle, pds.clone());
             let held = self
                 .store
                 .write(move |c| {

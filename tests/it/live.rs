@@ -302,7 +302,9 @@ async fn hourly_node_with(
     tweak: impl FnOnce(&mut NodeConfig),
 ) -> Node {
     let bed = pds::shared().await;
-    let mut config = NodeConfig::new(dir.to_path_buf(), &bed.plc, None);
+    // Handles resolve through the PDS: a `.test` handle has no DNS, and only a handle that
+    // resolves back to its account is stored.
+    let mut config = NodeConfig::new(dir.to_path_buf(), &bed.plc, Some(&bed.pds));
     config.schedule.tick = Duration::from_millis(200);
     config.schedule.sync_every = Duration::from_secs(3600);
     config.schedule.live_sync_every = Duration::from_secs(3600);

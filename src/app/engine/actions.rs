@@ -78,13 +78,13 @@ impl Engine {
             ));
         }
         let _work = self.guard().await?;
-        let doc = self
+        let (doc, handle) = self
             .syncer()
             .resolver
-            .resolve_account(who)
+            .resolve_account_named(who)
             .await
             .map_err(|e| friend_not_found(who, e))?;
-        let (did, handle, pds) = (doc.did.clone(), doc.handle.clone(), doc.pds.clone());
+        let (did, pds) = (doc.did.clone(), doc.pds.clone());
         self.store()
             .write(move |c| store::add_repo(c, &did, handle.as_deref(), pds.as_deref()))
             .await??;

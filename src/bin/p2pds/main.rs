@@ -555,18 +555,18 @@ async fn run_async(cli: Cli) -> anyhow::Result<i32> {
 async fn backup(ctx: &Ctx, command: &BackupCommand) -> anyhow::Result<i32> {
     match command {
         BackupCommand::Add { account } => {
-            let doc = ctx
+            let (doc, handle) = ctx
                 .syncer
                 .resolver
-                .resolve_account(account)
+                .resolve_account_named(account)
                 .await
                 .with_context(|| format!("looking up {account}"))?;
-            let (did, handle, pds) = (doc.did.clone(), doc.handle.clone(), doc.pds.clone());
+            let (did, h, pds) = (doc.did.clone(), handle.clone(), doc.pds.clone());
             let added = ctx
                 .store
-                .write(move |c| store::add_repo(c, &did, handle.as_deref(), pds.as_deref()))
+                .write(move |c| store::add_repo(c, &did, h.as_deref(), pds.as_deref()))
                 .await??;
-            let name = doc.handle.as_deref().unwrap_or(&doc.did);
+            let name = handle.as_deref().unwrap_or(&doc.did);
             if added {
                 println!(
                     "Now backing up {name} ({}). Run `p2pds sync` to copy it.",
