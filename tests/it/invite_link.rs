@@ -168,6 +168,23 @@ async fn a_link_brings_the_invitation_to_nodes_that_know_nobody() {
         );
     }
 
+    // A well-formed link to an account nobody has: said in words about that account, never
+    // the raw error (a URL, a status, a DID).
+    let nobody = link.replace(
+        alice.did.trim_start_matches("did:plc:"),
+        "aaaaaaaaaaaaaaaaaaaaaaaa",
+    );
+    let (kind, _) = refused(bed, b, &nobody).await;
+    let out = p2pds_env(bed, b, &["invitations", "--link", &nobody, "--json"], &[]).await;
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let words = v["error"]["message"].as_str().unwrap();
+    // (The directory's "not found" is not told apart from a directory out of reach.)
+    assert_eq!(kind, "network", "{words}");
+    assert!(words.starts_with("Couldn't read the circle"), "{words}");
+    for raw in ["http", "did:plc", "404", "Not Found"] {
+        assert!(!words.contains(raw), "{raw}: {words}");
+    }
+
     // A link for someone else: a circle that does not name Bob.
     let other = create(bed, a, "Book club", &[&carol.handle]).await;
     let (kind, words) = refused(bed, b, &link_of(bed, a, &other).await).await;

@@ -17,7 +17,7 @@
 use std::fmt::Write as _;
 
 use crate::group::link::{InvitationLink, LinkError};
-use crate::group::GroupError;
+use crate::group::{Circles, GroupError};
 use crate::identity::{self, IdentityError};
 use crate::session::{self, SessionError};
 use crate::sync::{FailureKind, SyncError};
@@ -151,6 +151,15 @@ fn qr_svg(text: &str) -> Result<String, AppError> {
     ))
 }
 
+/// Why opening `link` failed, in the words the window shows (also what
+/// `p2pds invitations --link` prints): a refusal as itself, a circle that could not be read in
+/// a sentence about its author's account (named by a handle this node already knows).
+pub async fn failure_in_words(circles: &Circles, link: &InvitationLink, e: GroupError) -> AppError {
+    let author = link.author();
+    let handle = circles.known_handle(author).await;
+    open_failure(e, author, handle.as_deref())
+}
+
 impl Engine {
     /// The invitation link of a circle (its newest version): one line to send by any channel.
     pub async fn invitation_link(&self, circle_uri: &str) -> Result<String, AppError> {
@@ -178,10 +187,9 @@ impl Engine {
         if self.store().read(session::signed_in).await?.is_none() {
             return Err(AppError::Session(SessionError::NotSignedIn));
         }
-        if let Err(e) = self.circles().open_link(link).await {
-            let author = parsed.author();
-            let handle = self.circles().known_handle(author).await;
-            return Err(open_failure(e, author, handle.as_deref()));
+        let circles = self.circles();
+        if let Err(e) = circles.open_link(link).await {
+            return Err(failure_in_words(circles, &parsed, e).await);
         }
         self.inner.node.refresh_circles(false).await;
         self.changed();

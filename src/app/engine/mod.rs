@@ -40,7 +40,7 @@ use super::words;
 mod actions;
 mod folder;
 mod health;
-mod link;
+pub mod link;
 mod oauth;
 mod overview;
 mod restore;

@@ -10,6 +10,8 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
+use p2pds::app::engine::link::failure_in_words;
+use p2pds::group::link::InvitationLink;
 use p2pds::group::plan::{CircleEdit, CircleState, PublishRate};
 use p2pds::group::{
     CircleView, Circles, Copies, CopiesOutcome, GroupError, Invitation, RefreshReport,
@@ -360,24 +362,36 @@ pub async fn invitations(
 /// `p2pds invitations --link LINK`: the invitation a link names, read with a proof and checked
 /// (for this account, not revoked, the version the link names), then remembered so that
 /// `p2pds circle accept` works. A refusal is printed in words (with `--json`, also its kind
-/// as `{"error": {"kind", "message"}}` on stdout) and exits 1.
+/// as `{"error": {"kind", "message"}}` on stdout) and exits 1; so is a circle that could not be
+/// read, in the words the app's window uses (kind `network`, `storage`, `link-damaged`, …).
 pub async fn open_link(syncer: &Syncer, link: &str, json: bool) -> anyhow::Result<i32> {
     let c = circles(syncer);
     let opened = match c.open_link(link).await {
         Ok(o) => o,
-        Err(GroupError::Link(e)) => {
+        Err(e) => {
+            let (kind, message) = match (e, InvitationLink::parse(link)) {
+                (GroupError::Link(e), _) => (e.kind().to_string(), e.to_string()),
+                (e, Ok(parsed)) => {
+                    let said = failure_in_words(&c, &parsed, e).await;
+                    let kind = serde_json::to_value(said.code())?;
+                    (
+                        kind.as_str().unwrap_or("other").to_string(),
+                        said.to_string(),
+                    )
+                }
+                (e, Err(_)) => ("other".to_string(), e.to_string()),
+            };
             if json {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&serde_json::json!({
-                        "error": { "kind": e.kind(), "message": e.to_string() }
+                        "error": { "kind": kind, "message": message }
                     }))?
                 );
             }
-            eprintln!("error: {e}");
+            eprintln!("error: {message}");
             return Ok(1);
         }
-        Err(e) => return Err(e.into()),
     };
     if json {
         let list: Vec<&Invitation> = opened.invitation.iter().collect();
