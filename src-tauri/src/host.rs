@@ -165,6 +165,7 @@ async fn connection(host: Arc<Host>, stream: UnixStream) {
             }
             Ok(Some(ToApp::Open)) => host.window.open(),
             Ok(Some(ToApp::OpenLink { link })) => host.open_link(&link),
+            Ok(Some(ToApp::Focused)) => host.window.focused(),
             Ok(None) => break,
             Err(e) => {
                 eprintln!("p2pds-desktop: the window's socket: {e}");

@@ -27,6 +27,9 @@ pub enum ToApp {
     Open,
     /// An invitation link the system opened with the app (`p2pds:`): show the window at it.
     OpenLink { link: String },
+    /// The window came to the front as [`ToWindow::Focus`] asked (said from its main thread:
+    /// a window that never says it is hung).
+    Focused,
 }
 
 /// From the app to the window.
@@ -43,7 +46,7 @@ pub enum ToWindow {
     },
     /// An engine event, for the page's `engine` listener.
     Event { event: Value },
-    /// Come to the front.
+    /// Come to the front, and answer [`ToApp::Focused`].
     Focus,
     /// Close the window (and so end the window process).
     Close,

@@ -67,13 +67,14 @@ pub fn run(socket: &Path) -> Result<(), Box<dyn std::error::Error>> {
         next: Arc::new(AtomicU64::new(1)),
     };
     let for_calls = bridge.clone();
+    let answers = bridge.out.clone();
     let app = tauri::Builder::default()
         .setup(move |app| {
             let handle = app.handle().clone();
             let waiting = bridge.waiting.clone();
             tauri::async_runtime::spawn(async move {
                 match tokio::net::UnixStream::from_std(stream) {
-                    Ok(stream) => connection(handle, stream, outgoing, waiting).await,
+                    Ok(stream) => connection(handle, stream, outgoing, answers, waiting).await,
                     Err(e) => {
                         eprintln!("p2pds-window: the app's socket: {e}");
                         handle.exit(1);
@@ -115,6 +116,7 @@ async fn connection(
     app: AppHandle,
     stream: tokio::net::UnixStream,
     mut outgoing: mpsc::Receiver<ToApp>,
+    answers: mpsc::Sender<ToApp>,
     waiting: Waiting,
 ) {
     let (r, mut w) = stream.into_split();
@@ -142,11 +144,17 @@ async fn connection(
                 let _ = app.emit("engine", event);
             }
             Ok(Some(ToWindow::Focus)) => {
-                if let Some(w) = app.get_webview_window("main") {
-                    let _ = w.unminimize();
-                    let _ = w.show();
-                    let _ = w.set_focus();
-                }
+                // From the main thread: a window whose main thread is stuck never answers,
+                // and the app replaces it.
+                let (a, answers) = (app.clone(), answers.clone());
+                let _ = app.run_on_main_thread(move || {
+                    if let Some(w) = a.get_webview_window("main") {
+                        let _ = w.unminimize();
+                        let _ = w.show();
+                        let _ = w.set_focus();
+                    }
+                    let _ = answers.try_send(ToApp::Focused);
+                });
             }
             Ok(Some(ToWindow::Link)) => {
                 let _ = app.emit("link", ());
