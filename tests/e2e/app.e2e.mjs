@@ -126,6 +126,56 @@ function trayOf(dataDir) {
 }
 
 /**
+ * Where the desktop's tray (xfce4-panel, started by run.sh when installed) shows an icon of
+ * `rgb`: its middle, in screen coordinates, or null while it does not show one. Read from a
+ * picture of the panel's strip at the top of the screen.
+ */
+function trayIconAt(rgb) {
+  const strip = execFileSync('import', ['-window', 'root', '-crop', '1280x40+0+0', '+repage', '-depth', '8', 'txt:-'], {
+    encoding: 'utf8',
+    maxBuffer: 64 << 20,
+  })
+  const xs = []
+  const ys = []
+  for (const m of strip.matchAll(/^(\d+),(\d+): \((\d+),(\d+),(\d+)/gm)) {
+    const px = [Number(m[3]), Number(m[4]), Number(m[5])]
+    if (px.every((v, i) => Math.abs(v - rgb[i]) <= 6)) {
+      xs.push(Number(m[1]))
+      ys.push(Number(m[2]))
+    }
+  }
+  // A handful of pixels is not an icon.
+  if (xs.length < 20) return null
+  const mid = (a) => a.sort((p, q) => p - q)[a.length >> 1]
+  return { x: mid(xs), y: mid(ys) }
+}
+
+/**
+ * With a desktop tray on screen (`P2PDS_TRAY_HOST`): the amber icon is shown there, and its
+ * menu, opened as a person opens it (a right click), is pictured into the screenshots.
+ */
+async function pictureTrayMenu(d, name) {
+  if (!process.env.P2PDS_TRAY_HOST) return
+  // No window manager here: the windows opened last lie over the panel; bring it up.
+  for (const id of execFileSync('xdotool', ['search', '--class', 'xfce4-panel'], { encoding: 'utf8' }).split('\n')) {
+    if (id) execFileSync('xdotool', ['windowraise', id])
+  }
+  let at = null
+  for (let i = 0; i < 50 && !at; i++) {
+    at = trayIconAt([0xe0, 0x8a, 0x1e])
+    if (!at) await d.sleep(200)
+  }
+  if (!at) execFileSync('import', ['-window', 'root', join(shots, 'tray-not-found.png')])
+  assert.ok(at, "the desktop's tray shows the amber icon")
+  execFileSync('xdotool', ['mousemove', String(at.x), String(at.y), 'click', '3'])
+  await d.sleep(1000)
+  mkdirSync(shots, { recursive: true })
+  const left = Math.max(0, at.x - 560)
+  execFileSync('import', ['-window', 'root', '-crop', `640x220+${left}+0`, '+repage', join(shots, `${name}.png`)])
+  execFileSync('xdotool', ['key', 'Escape'])
+}
+
+/**
  * An account whose server never answers: a did:plc made on the test bed's directory, its
  * server a closed port on this machine (the reference PDS can't be made to stop answering for
  * one account only).
@@ -398,6 +448,7 @@ test('two people, two app windows: backup, circle, invitation, healthy', async (
   }
   assert.equal(bobsTray.first, said.trayReason ?? said.headline)
   assert.deepEqual(bobsTray.rgb, [0xe0, 0x8a, 0x1e], 'the tray icon is amber')
+  await pictureTrayMenu(b, 'tray-menu-amber')
 
   // The invitation, in words; he accepts.
   const inv = await waitText(b, '.invitation-card', (s) => s.includes('Kitchen table'), 'the invitation')

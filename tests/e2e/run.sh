@@ -36,6 +36,13 @@ trap cleanup EXIT
 if command -v dunst >/dev/null && [[ -n "${DISPLAY:-}" ]]; then
   dunst >/dev/null 2>&1 & pids+=($!)
 fi
+# A desktop tray, when installed (scripts/setup installs it): the e2e then checks that the
+# tray shows the app's icon, and pictures its menu.
+if command -v xfce4-panel >/dev/null && command -v xdotool >/dev/null && [[ -n "${DISPLAY:-}" ]]; then
+  xfce4-panel >/dev/null 2>&1 & pids+=($!)
+  export P2PDS_TRAY_HOST=1
+  sleep 2
+fi
 for port in 4444 4446; do
   "$driver" --port "$port" --native-port "$((port + 1))" >/dev/null 2>&1 &
   pids+=($!)
