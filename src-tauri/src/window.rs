@@ -254,6 +254,17 @@ mod tests {
         exe
     }
 
+    /// A window of the hung program on `socket` in `dir`: "come to the front" answered within
+    /// 100 ms, or hung (past `start_grace`).
+    fn window(dir: &std::path::Path, socket: &str, start_grace: Duration) -> Window {
+        Window::with_deadlines(
+            hung_program(dir),
+            dir.join(socket),
+            Duration::from_millis(100),
+            start_grace,
+        )
+    }
+
     fn alive(pid: u32) -> bool {
         // A reaped process has no /proc entry (a zombie's state is Z).
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -273,12 +284,7 @@ mod tests {
     #[tokio::test]
     async fn a_window_that_does_not_come_to_the_front_is_replaced() {
         let dir = tempfile::tempdir().unwrap();
-        let w = Window::with_deadlines(
-            hung_program(dir.path()),
-            dir.path().join("sock"),
-            Duration::from_millis(100),
-            Duration::ZERO,
-        );
+        let w = window(dir.path(), "sock", Duration::ZERO);
         w.open();
         let first = w.pid().expect("a window process");
         // "Open" again: the window never answers, so it is ended and a new one started.
@@ -294,12 +300,7 @@ mod tests {
     async fn a_window_that_answers_or_is_still_starting_is_kept() {
         let dir = tempfile::tempdir().unwrap();
         // Answers "come to the front" (as the window's main thread does).
-        let w = Window::with_deadlines(
-            hung_program(dir.path()),
-            dir.path().join("sock"),
-            Duration::from_millis(100),
-            Duration::ZERO,
-        );
+        let w = window(dir.path(), "sock", Duration::ZERO);
         let mut orders = w.orders();
         w.open();
         let first = w.pid().unwrap();
@@ -311,12 +312,7 @@ mod tests {
         assert!(alive(first));
 
         // Still starting: not counted as hung.
-        let starting = Window::with_deadlines(
-            hung_program(dir.path()),
-            dir.path().join("sock2"),
-            Duration::from_millis(100),
-            Duration::from_secs(600),
-        );
+        let starting = window(dir.path(), "sock2", Duration::from_secs(600));
         starting.open();
         let pid = starting.pid().unwrap();
         starting.open();
