@@ -134,6 +134,7 @@ function trayIconAt(rgb) {
   const strip = execFileSync('import', ['-window', 'root', '-crop', '1280x40+0+0', '+repage', '-depth', '8', 'txt:-'], {
     encoding: 'utf8',
     maxBuffer: 64 << 20,
+    timeout: 10_000,
   })
   const xs = []
   const ys = []
@@ -157,22 +158,24 @@ function trayIconAt(rgb) {
 async function pictureTrayMenu(d, name) {
   if (!process.env.P2PDS_TRAY_HOST) return
   // No window manager here: the windows opened last lie over the panel; bring it up.
-  for (const id of execFileSync('xdotool', ['search', '--class', 'xfce4-panel'], { encoding: 'utf8' }).split('\n')) {
-    if (id) execFileSync('xdotool', ['windowraise', id])
+  for (const id of execFileSync('xdotool', ['search', '--class', 'xfce4-panel'], { encoding: 'utf8', timeout: 10_000 }).split('\n')) {
+    if (id) execFileSync('xdotool', ['windowraise', id], { timeout: 10_000 })
   }
   let at = null
   for (let i = 0; i < 50 && !at; i++) {
     at = trayIconAt([0xe0, 0x8a, 0x1e])
     if (!at) await d.sleep(200)
   }
-  if (!at) execFileSync('import', ['-window', 'root', join(shots, 'tray-not-found.png')])
+  if (!at) execFileSync('import', ['-window', 'root', join(shots, 'tray-not-found.png')], { timeout: 10_000 })
   assert.ok(at, "the desktop's tray shows the amber icon")
-  execFileSync('xdotool', ['mousemove', String(at.x), String(at.y), 'click', '3'])
+  execFileSync('xdotool', ['mousemove', String(at.x), String(at.y), 'click', '3'], { timeout: 10_000 })
   await d.sleep(1000)
   mkdirSync(shots, { recursive: true })
   const left = Math.max(0, at.x - 560)
-  execFileSync('import', ['-window', 'root', '-crop', `640x220+${left}+0`, '+repage', join(shots, `${name}.png`)])
-  execFileSync('xdotool', ['key', 'Escape'])
+  execFileSync('import', ['-window', 'root', '-crop', `640x220+${left}+0`, '+repage', join(shots, `${name}.png`)], {
+    timeout: 10_000,
+  })
+  execFileSync('xdotool', ['key', 'Escape'], { timeout: 10_000 })
 }
 
 /**
