@@ -52,8 +52,11 @@ pub fn set_autostart(enabled: bool) -> Result<(), String> {
             Err(e) => Err(format!("could not turn off start at login: {e}")),
         };
     }
-    let exe = std::env::current_exe()
-        .map_err(|e| format!("could not find the app's program file: {e}"))?;
+    let exe = program_to_start(
+        std::env::var_os("APPIMAGE"),
+        std::env::current_exe()
+            .map_err(|e| format!("could not find the app's program file: {e}"))?,
+    );
     let text = format!(
         "[Desktop Entry]\nType=Application\nName=P2PDS\nComment=Keep copies of your friends' accounts safe\nExec=\"{}\" --hidden\nX-GNOME-Autostart-enabled=true\n",
         exe.display()
@@ -63,6 +66,16 @@ pub fn set_autostart(enabled: bool) -> Result<(), String> {
             .map_err(|e| format!("could not turn on start at login: {e}"))?;
     }
     std::fs::write(&file, text).map_err(|e| format!("could not turn on start at login: {e}"))
+}
+
+/// The program a login starts: the AppImage file when the app runs from one (its start-up
+/// program sets `APPIMAGE`; the running program is a copy unpacked into the cache, replaced
+/// when the AppImage is), else the running program.
+fn program_to_start(appimage: Option<std::ffi::OsString>, exe: PathBuf) -> PathBuf {
+    appimage
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute() && p.is_file())
+        .unwrap_or(exe)
 }
 
 fn project_dirs() -> Option<directories::ProjectDirs> {
@@ -165,6 +178,26 @@ mod tests {
         set_autostart(false).unwrap();
         assert!(!file.exists());
         set_autostart(false).unwrap();
+    }
+
+    #[test]
+    fn from_an_appimage_the_login_starts_the_appimage() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("P2PDS-x86_64.AppImage");
+        std::fs::write(&image, "x").unwrap();
+        let exe = PathBuf::from("/home/a/.cache/p2pds/appimage/0123/usr/bin/p2pds-desktop");
+        assert_eq!(
+            program_to_start(Some(image.clone().into()), exe.clone()),
+            image
+        );
+        assert_eq!(program_to_start(None, exe.clone()), exe);
+        // Not a file, or not a full path: the running program.
+        let gone = dir.path().join("gone.AppImage");
+        assert_eq!(program_to_start(Some(gone.into()), exe.clone()), exe);
+        assert_eq!(
+            program_to_start(Some("P2PDS.AppImage".into()), exe.clone()),
+            exe
+        );
     }
 
     #[test]

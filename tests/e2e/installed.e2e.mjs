@@ -1,4 +1,4 @@
-// The app as installed from its package (APP_BIN=/usr/bin/p2pds-desktop): its window renders
+// The app as installed from its package (APP_BIN=/usr/bin/p2pds-desktop, or the AppImage file): its window renders
 // the first screen, its tray icon is on the session bus as a StatusNotifierItem (what a
 // desktop's tray shows), and "Start at login" writes an autostart entry that starts the
 // installed program (in XDG_CONFIG_HOME, a folder of the test's), and a notification from the
@@ -74,7 +74,8 @@ test('the installed app: its window renders, its tray icon is there, it starts a
   assert.equal(await button.getText(), 'Sign in with Bluesky')
   assert.equal(await d.getTitle(), 'P2PDS')
   // The tray icon: the app process (a child of WebKitWebDriver) exports one on the bus.
-  const pids = execFileSync('pgrep', ['-f', `${process.env.APP_BIN} --data-dir ${dir}`], { encoding: 'utf8' })
+  // (From an AppImage, the program running is the copy its start-up program unpacked.)
+  const pids = execFileSync('pgrep', ['-f', `p2pds-desktop --data-dir ${dir}`], { encoding: 'utf8' })
     .split('\n')
     .filter(Boolean)
   assert.ok(pids.length > 0, 'the app process was not found')
@@ -122,7 +123,8 @@ test('the installed app: its window renders, its tray icon is there, it starts a
   for (let i = 0; i < 50 && !existsSync(entry); i++) await d.sleep(200)
   assert.ok(existsSync(entry), `no autostart entry at ${entry}`)
   const text = readFileSync(entry, 'utf8')
-  assert.match(text, /^Exec="\/usr\/bin\/p2pds-desktop" --hidden$/m, text)
+  const program = process.env.APP_EXEC || process.env.APP_BIN
+  assert.ok(text.split('\n').includes(`Exec="${program}" --hidden`), text)
 })
 
 test('the installed app raises desktop notifications', async () => {

@@ -9,7 +9,6 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 deb="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
 sudo=(); [[ $(id -u) -ne 0 ]] && sudo=(sudo)
-driver="$(command -v tauri-driver || echo "$HOME/.cargo/bin/tauri-driver")"
 
 if dpkg -s p2pds >/dev/null 2>&1; then
   echo "installed: p2pds is already installed here; remove it first (apt-get remove p2pds)" >&2
@@ -36,17 +35,9 @@ if [[ -f /usr/share/applications/mimeinfo.cache ]]; then
 fi
 
 if [[ $status -eq 0 ]]; then
-  set +e
   config="$(mktemp -d)"
-  XDG_CONFIG_HOME="$config" APP_BIN=/usr/bin/p2pds-desktop xvfb-run -a -s "-screen 0 1280x800x24" dbus-run-session -- bash -c '
-    dunst >/dev/null 2>&1 & n=$!
-    "$0" --port 4444 --native-port 4445 >/dev/null 2>&1 & d=$!
-    for _ in $(seq 1 100); do (echo >/dev/tcp/127.0.0.1/4444) 2>/dev/null && break; sleep 0.1; done
-    cd "$1" && node --test --test-reporter=tap installed.e2e.mjs
-    s=$?; kill $d $n; exit $s' "$driver" "$here"
-  status=$?
+  XDG_CONFIG_HOME="$config" bash "$here/as-installed.sh" /usr/bin/p2pds-desktop || status=$?
   rm -rf "$config"
-  set -e
 fi
 
 echo "installed: apt-get remove p2pds"
