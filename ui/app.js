@@ -15,6 +15,10 @@ import { initRestore, updateRestore } from './lib/views/restore.js';
 import { initSettings, loadSettings, renderAccount, updateMoveProgress } from './lib/views/settings.js';
 import { initWelcome } from './lib/views/welcome.js';
 
+// When this page's scripts began to run (all modules loaded): for the account of where a
+// window's first moments go that `scripts/bench-desktop` prints.
+const scriptsRan = performance.now();
+
 /** @typedef {import('./lib/ctx.js').Ctx} Ctx */
 /** @typedef {import('./lib/ctx.js').View} View */
 /** @typedef {import('./types').Overview} Overview */
@@ -155,6 +159,7 @@ async function start() {
         break;
     }
   }).catch((err) => showError(errorText(err)));
+  const listening = performance.now();
 
   try {
     await refresh();
@@ -162,8 +167,25 @@ async function start() {
     byId('loading-text', HTMLElement).textContent = errorText(err);
     return;
   }
-  // The first real frame is on screen: tell the app (it measures its start-up time).
-  requestAnimationFrame(() => requestAnimationFrame(() => api.ready().catch(() => {})));
+  const fetched = performance.now();
+  // The first real frame is on screen: tell the app (it measures its start-up time), with
+  // when each step before it ended.
+  requestAnimationFrame(() => {
+    requestAnimationFrame(() => {
+      const nav = /** @type {PerformanceNavigationTiming | undefined} */ (performance.getEntriesByType('navigation')[0]);
+      /** @type {[string, number][]} */
+      const steps = [
+        ['page asked for', 0],
+        ['page received', nav ? nav.responseEnd : -1],
+        ['page parsed', nav ? nav.domInteractive : -1],
+        ['scripts ran', scriptsRan],
+        ['events listened to', listening],
+        ['overview fetched', fetched],
+        ...performance.getEntriesByType('paint').map((p) => /** @type {[string, number]} */ ([p.name, p.startTime])),
+      ];
+      api.ready({ origin: performance.timeOrigin, steps }).catch(() => {});
+    });
+  });
 
   // An invitation link the app was opened with (now, or later while the window is open).
   const takeLink = async () => {

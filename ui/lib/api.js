@@ -55,8 +55,12 @@ async function call(cmd, args) {
 export const api = {
   /** @returns {Promise<Overview>} */
   overview: () => call('overview'),
-  /** The first frame is painted. @returns {Promise<null>} */
-  ready: () => call('ready'),
+  /**
+   * The first frame is painted; `timing`: when the steps before it ended (ms since `origin`,
+   * the page's time origin in ms since 1970), for the bench's account.
+   * @param {{ origin: number, steps: [string, number][] }} timing @returns {Promise<null>}
+   */
+  ready: (timing) => call('ready', { timing }),
   /** @param {string} handle @param {string} password @returns {Promise<Overview>} */
   signIn: (handle, password) => call('sign_in', { handle, password }),
   /** @returns {Promise<Overview>} */

@@ -57,6 +57,7 @@ fn gone() -> Value {
 
 /// Runs the window until it is closed or the app goes away.
 pub fn run(socket: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    mark("process");
     let stream = std::os::unix::net::UnixStream::connect(socket)
         .map_err(|e| format!("can't reach the app at {}: {e}", socket.display()))?;
     stream.set_nonblocking(true)?;
@@ -70,6 +71,7 @@ pub fn run(socket: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let answers = bridge.out.clone();
     let app = tauri::Builder::default()
         .setup(move |app| {
+            mark("toolkit");
             let handle = app.handle().clone();
             let waiting = bridge.waiting.clone();
             tauri::async_runtime::spawn(async move {
@@ -82,15 +84,22 @@ pub fn run(socket: &Path) -> Result<(), Box<dyn std::error::Error>> {
                 }
             });
             if let Some(config) = app.config().app.windows.first() {
-                tauri::WebviewWindowBuilder::from_config(app.handle(), config)?
-                    .build()?
-                    .set_focus()?;
+                let mut window = tauri::WebviewWindowBuilder::from_config(app.handle(), config)?;
+                if let Some(script) = system_font_script() {
+                    window = window.initialization_script(script);
+                }
+                window.build()?.set_focus()?;
+                mark("web view");
             }
             Ok(())
         })
         .invoke_handler(move |invoke| {
             let cmd = invoke.message.command().to_string();
+            mark("page's first call");
             if cmd == "ready" {
+                if let InvokeBody::Json(args) = invoke.message.payload() {
+                    page_steps(args);
+                }
                 ready();
                 invoke.resolver.resolve(Value::Null);
                 return true;
@@ -108,6 +117,32 @@ pub fn run(socket: &Path) -> Result<(), Box<dyn std::error::Error>> {
         .build(tauri::generate_context!())?;
     app.run(|_, _| {});
     Ok(())
+}
+
+/// A script, run before the page's own, that gives the page the desktop's UI font (GTK's
+/// `gtk-font-name`, e.g. "Cantarell 11") as `--system-font`.
+#[cfg(target_os = "linux")]
+fn system_font_script() -> Option<String> {
+    use gtk::prelude::GtkSettingsExt;
+    let name = gtk::Settings::default()?.gtk_font_name()?;
+    let family = gtk::pango::FontDescription::from_string(&name).family()?;
+    css_family(&family)
+        .map(|f| format!("document.documentElement.style.setProperty('--system-font', '\"{f}\"');"))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn system_font_script() -> Option<String> {
+    None
+}
+
+/// A font family name fit to be quoted in CSS inside a script: letters, digits, spaces and
+/// `-_.` only, at most 64 characters.
+fn css_family(family: &str) -> Option<&str> {
+    let family = family.trim();
+    let plain = family
+        .chars()
+        .all(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.'));
+    (plain && !family.is_empty() && family.len() <= 64).then_some(family)
 }
 
 /// The socket: calls out; answers, events and orders in. When the app goes away, every
@@ -175,25 +210,87 @@ async fn connection(
     app.exit(0);
 }
 
-/// The page drew its first frame. With `P2PDS_BENCH_STARTUP` set, prints the time since the
-/// window was asked for (`scripts/bench-desktop` reads it): since the app started, or since
-/// "Open".
+/// The page drew its first frame (see [`mark`]).
 fn ready() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        if std::env::var_os("P2PDS_BENCH_STARTUP").is_none() {
-            return;
+    mark("first paint");
+}
+
+/// Under `P2PDS_BENCH_STARTUP`: what the window was asked for (`startup` or `reopen`,
+/// `P2PDS_BENCH_WHAT`) and when (ms since 1970, `P2PDS_BENCH_SINCE`), read once; else none,
+/// and nothing is measured.
+static BENCH: std::sync::LazyLock<Option<(String, u128)>> = std::sync::LazyLock::new(|| {
+    std::env::var_os("P2PDS_BENCH_STARTUP")?;
+    let since = std::env::var("P2PDS_BENCH_SINCE").ok()?.parse().ok()?;
+    let what = std::env::var("P2PDS_BENCH_WHAT").unwrap_or_else(|_| "startup".into());
+    Some((what, since))
+});
+
+/// Under the bench, prints when the page's steps before its first paint ended
+/// (`{"timing": {"origin": MS_SINCE_1970, "steps": [[NAME, MS_SINCE_ORIGIN], …]}}`), as [`mark`]
+/// does, at most 16 of them.
+fn page_steps(args: &Value) {
+    if BENCH.is_none() {
+        return;
+    }
+    let timing = &args["timing"];
+    let (Some(origin), Some(steps)) = (timing["origin"].as_f64(), timing["steps"].as_array())
+    else {
+        return;
+    };
+    for step in steps.iter().take(16) {
+        if let (Some(name), Some(at)) = (step[0].as_str(), step[1].as_f64()) {
+            if at >= 0.0 {
+                print_step(
+                    &name.chars().take(40).collect::<String>(),
+                    (origin + at) as u128,
+                );
+            }
         }
-        let since: Option<u128> = std::env::var("P2PDS_BENCH_SINCE")
-            .ok()
-            .and_then(|s| s.parse().ok());
-        let what = std::env::var("P2PDS_BENCH_WHAT").unwrap_or_else(|_| "startup".into());
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
-        if let Some(since) = since {
-            eprintln!("{what}: first paint after {} ms", now.saturating_sub(since));
-        }
-    });
+    }
+}
+
+/// Under the bench, prints once the time from the window being asked for (since the app
+/// started, or since "Open") to `step`, as `startup: STEP after N ms` or `reopen: …`
+/// (`scripts/bench-desktop` reads them): where the time to the first paint goes.
+fn mark(step: &'static str) {
+    static DONE: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    if BENCH.is_none() {
+        return;
+    }
+    let Ok(mut done) = DONE.lock() else {
+        return;
+    };
+    if done.contains(&step) {
+        return;
+    }
+    done.push(step);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    print_step(step, now);
+}
+
+/// Prints `startup: STEP after N ms` (or `reopen: …`): from the window being asked for to
+/// `at` (ms since 1970).
+fn print_step(step: &str, at: u128) {
+    if let Some((what, since)) = BENCH.as_ref() {
+        eprintln!("{what}: {step} after {} ms", at.saturating_sub(*since));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::css_family;
+
+    #[test]
+    fn only_plain_font_names_reach_the_page() {
+        assert_eq!(css_family("Cantarell"), Some("Cantarell"));
+        assert_eq!(css_family(" Noto Sans "), Some("Noto Sans"));
+        assert_eq!(css_family("Ubuntu Sans"), Some("Ubuntu Sans"));
+        assert_eq!(css_family("x'); alert(1); ('"), None);
+        assert_eq!(css_family("a\"b"), None);
+        assert_eq!(css_family(""), None);
+        assert_eq!(css_family(&"a".repeat(65)), None);
+    }
 }

@@ -21,6 +21,15 @@ fn main() -> std::process::ExitCode {
         eprintln!("p2pds-window: this is the window of P2PDS; start p2pds-desktop instead");
         return std::process::ExitCode::FAILURE;
     };
+    // Without a display the toolkit would panic deep inside tauri: say it in a sentence.
+    #[cfg(target_os = "linux")]
+    if let Err(e) = gtk::init() {
+        eprintln!(
+            "p2pds-window: there is no display to show the window on ({e}); the app keeps \
+             running in the background. Open it from a desktop session."
+        );
+        return std::process::ExitCode::FAILURE;
+    }
     match bridge::run(std::path::Path::new(socket)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
