@@ -860,7 +860,9 @@ async fn http2_without_tls_is_served_with_the_same_limits() {
     assert_eq!(parts.status, 404);
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["error"], "NotFound");
-    // Two whole repos at once on one connection.
+    // Two whole repos at once on one connection. The idle time is counted from before them,
+    // so a slow machine between their end and the wait below can't make it look short.
+    let started = Instant::now();
     let get_repo = format!("{}/xrpc/com.atproto.sync.getRepo?did={}", b.url, b.did);
     let mut other = send.clone();
     let (one, two) = tokio::join!(h2_get(&mut send, &get_repo), h2_get(&mut other, &get_repo));
@@ -869,7 +871,6 @@ async fn http2_without_tls_is_served_with_the_same_limits() {
         assert_complete_car(&b, &car);
     }
     // Left idle (the client still holding it open), the connection is closed by the server.
-    let started = Instant::now();
     tokio::time::timeout(Duration::from_secs(5), driven)
         .await
         .expect("an idle HTTP/2 connection is closed")
