@@ -94,3 +94,23 @@ test('every id a script asks for exists', () => {
     }
   }
 });
+
+test('index.html preloads every module app.js imports, and only those', () => {
+  /** @type {Set<string>} */
+  const reached = new Set();
+  /** @param {string} file */
+  const visit = (file) => {
+    const src = readFileSync(join(UI, file), 'utf8');
+    for (const m of src.matchAll(/^\s*(?:import|export)\b[^;]*?\bfrom\s+'([^']+)'/gm)) {
+      const target = relative(UI, join(UI, file, '..', m[1]));
+      if (!reached.has(target)) {
+        reached.add(target);
+        visit(target);
+      }
+    }
+  };
+  visit('app.js');
+  const preloaded = [...html.matchAll(/<link rel="modulepreload" href="([^"]+)">/g)].map((m) => m[1]);
+  assert.ok(reached.size > 5, `app.js reaches ${reached.size} modules`);
+  assert.deepEqual([...preloaded].sort(), [...reached].sort());
+});

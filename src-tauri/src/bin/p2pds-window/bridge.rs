@@ -16,7 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 /// Commands waiting for their answer, at most this many (the page asks one or two at a time).
 const WAITING_AT_MOST: usize = 256;
 
-type Waiting = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, Value>>>>>;
+type Answer = Result<Value, Value>;
+type Waiting = Arc<Mutex<HashMap<u64, oneshot::Sender<Answer>>>>;
 
 /// The page's commands on their way to the app.
 #[derive(Clone)]
@@ -24,6 +25,26 @@ struct Bridge {
     out: mpsc::Sender<ToApp>,
     waiting: Waiting,
     next: Arc<AtomicU64>,
+    early: Early,
+}
+
+/// The overview, asked for as the window process starts, while the web view and the page are
+/// still loading: the page's first `overview` gets it without a second round trip, unless an
+/// engine event came in since it was asked for (then it asks anew).
+#[derive(Clone, Default)]
+struct Early {
+    answer: Arc<Mutex<Option<oneshot::Receiver<Answer>>>>,
+    stale: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Early {
+    /// The early overview, once: none when it was never asked for, already taken, failed,
+    /// or is stale.
+    async fn take(&self) -> Option<Value> {
+        let rx = self.answer.lock().ok()?.take()?;
+        let v = rx.await.ok()?.ok()?;
+        (!self.stale.load(Ordering::SeqCst)).then_some(v)
+    }
 }
 
 impl Bridge {
@@ -44,6 +65,28 @@ impl Bridge {
             return Err(gone());
         }
         rx.await.unwrap_or_else(|_| Err(gone()))
+    }
+
+    /// Asks for the overview now, for the page's first `overview` ([`Early`]).
+    fn ask_early(&self) {
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut a) = self.early.answer.lock() {
+            *a = Some(rx);
+        }
+        let me = self.clone();
+        tauri::async_runtime::spawn(async move {
+            let _ = tx.send(me.call("overview".into(), Value::Null).await);
+        });
+    }
+
+    /// The page's command `cmd`, answered by the app (the first `overview` by [`Early`]).
+    async fn answer(&self, cmd: String, args: Value) -> Result<Value, Value> {
+        if cmd == "overview" {
+            if let Some(v) = self.early.take().await {
+                return Ok(v);
+            }
+        }
+        self.call(cmd, args).await
     }
 }
 
@@ -66,6 +109,7 @@ pub fn run(socket: &Path) -> Result<(), Box<dyn std::error::Error>> {
         out,
         waiting: Arc::new(Mutex::new(HashMap::new())),
         next: Arc::new(AtomicU64::new(1)),
+        early: Early::default(),
     };
     let for_calls = bridge.clone();
     let answers = bridge.out.clone();
@@ -73,10 +117,13 @@ pub fn run(socket: &Path) -> Result<(), Box<dyn std::error::Error>> {
         .setup(move |app| {
             mark("toolkit");
             let handle = app.handle().clone();
-            let waiting = bridge.waiting.clone();
+            let (waiting, stale) = (bridge.waiting.clone(), bridge.early.stale.clone());
+            bridge.ask_early();
             tauri::async_runtime::spawn(async move {
                 match tokio::net::UnixStream::from_std(stream) {
-                    Ok(stream) => connection(handle, stream, outgoing, answers, waiting).await,
+                    Ok(stream) => {
+                        connection(handle, stream, outgoing, answers, waiting, stale).await
+                    }
                     Err(e) => {
                         eprintln!("p2pds-window: the app's socket: {e}");
                         handle.exit(1);
@@ -111,7 +158,7 @@ pub fn run(socket: &Path) -> Result<(), Box<dyn std::error::Error>> {
             let bridge = for_calls.clone();
             invoke
                 .resolver
-                .respond_async(async move { bridge.call(cmd, args).await.map_err(InvokeError) });
+                .respond_async(async move { bridge.answer(cmd, args).await.map_err(InvokeError) });
             true
         })
         .build(tauri::generate_context!())?;
@@ -153,6 +200,7 @@ async fn connection(
     mut outgoing: mpsc::Receiver<ToApp>,
     answers: mpsc::Sender<ToApp>,
     waiting: Waiting,
+    stale: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let (r, mut w) = stream.into_split();
     let writer = tokio::spawn(async move {
@@ -176,6 +224,7 @@ async fn connection(
                 }
             }
             Ok(Some(ToWindow::Event { event })) => {
+                stale.store(true, Ordering::SeqCst);
                 let _ = app.emit("engine", event);
             }
             Ok(Some(ToWindow::Focus)) => {
@@ -281,7 +330,32 @@ fn print_step(step: &str, at: u128) {
 
 #[cfg(test)]
 mod tests {
-    use super::css_family;
+    use super::{css_family, Early};
+    use serde_json::json;
+    use std::sync::atomic::Ordering;
+    use tokio::sync::oneshot;
+
+    fn early(answer: Result<serde_json::Value, serde_json::Value>) -> Early {
+        let e = Early::default();
+        let (tx, rx) = oneshot::channel();
+        tx.send(answer).unwrap();
+        *e.answer.lock().unwrap() = Some(rx);
+        e
+    }
+
+    #[tokio::test]
+    async fn the_early_overview_is_given_once_and_only_while_nothing_happened() {
+        let e = early(Ok(json!({"welcomed": true})));
+        assert_eq!(e.take().await, Some(json!({"welcomed": true})));
+        assert_eq!(e.take().await, None, "once only: later ones go to the app");
+
+        let e = early(Ok(json!({"welcomed": true})));
+        e.stale.store(true, Ordering::SeqCst);
+        assert_eq!(e.take().await, None, "an event came in: asked anew");
+
+        assert_eq!(early(Err(json!({"code": "other"}))).take().await, None);
+        assert_eq!(Early::default().take().await, None, "never asked for");
+    }
 
     #[test]
     fn only_plain_font_names_reach_the_page() {
