@@ -175,10 +175,23 @@ async function start() {
     return;
   }
   const fetched = performance.now();
-  listening.then(() => refresh()).catch(() => {});
+  // Once the page listens, fetch once more: a change between the fetch and the listening had
+  // no listener, so nothing is missed. It waits for the first frame, which it would only
+  // delay (or a second, for a window not drawn yet).
+  let fetchedAgain = false;
+  const fetchAgain = () => {
+    if (!fetchedAgain) {
+      fetchedAgain = true;
+      listening.then(() => refresh()).catch(() => {});
+    }
+  };
+  setTimeout(fetchAgain, 1000);
   // The first real frame is on screen: tell the app (it measures its start-up time), with
   // when each step before it ended.
   requestAnimationFrame(() => {
+    // This frame's style, layout and paint come after this callback; the next one runs once
+    // it is drawn.
+    const frameBegan = performance.now();
     requestAnimationFrame(() => {
       const nav = /** @type {PerformanceNavigationTiming | undefined} */ (performance.getEntriesByType('navigation')[0]);
       /** @type {[string, number][]} */
@@ -188,10 +201,12 @@ async function start() {
         ['page parsed', nav ? nav.domInteractive : -1],
         ['scripts ran', scriptsRan],
         ['events listened to', listened],
-        ['overview fetched', fetched],
+        ['overview fetched and shown', fetched],
+        ['first frame began', frameBegan],
         ...performance.getEntriesByType('paint').map((p) => /** @type {[string, number]} */ ([p.name, p.startTime])),
       ];
       api.ready({ origin: performance.timeOrigin, steps }).catch(() => {});
+      fetchAgain();
     });
   });
 
