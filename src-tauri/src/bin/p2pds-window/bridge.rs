@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use p2pds_desktop::ipc::{self, ToApp, ToWindow};
@@ -98,6 +98,26 @@ fn gone() -> Value {
     said("P2PDS has stopped. Start it again from your applications menu.")
 }
 
+/// The window is mapped at its page's first call, or after this long if the page never calls.
+/// Mapped earlier, GTK's first draw of the web view can come while the new web process is
+/// still starting: the window process then waits for the web process's first frame while the
+/// web process waits for an answer from the window process, until WebKit gives up after
+/// half a second (seen in 4 opens in 10 on a 2-core machine). By its first call the page is
+/// loaded and its web process free to draw.
+const SHOW_AT_LATEST: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Shows the window and brings it to the front, once.
+fn show(app: &AppHandle, shown: &AtomicBool) {
+    if shown.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    mark("shown");
+    if let Some(w) = app.get_webview_window("main") {
+        let _ = w.show();
+        let _ = w.set_focus();
+    }
+}
+
 /// Runs the window until it is closed or the app goes away.
 pub fn run(socket: &Path) -> Result<(), Box<dyn std::error::Error>> {
     mark("process");
@@ -113,6 +133,8 @@ pub fn run(socket: &Path) -> Result<(), Box<dyn std::error::Error>> {
     };
     let for_calls = bridge.clone();
     let answers = bridge.out.clone();
+    let shown = Arc::new(AtomicBool::new(false));
+    let shown_at_call = shown.clone();
     let app = tauri::Builder::default()
         .setup(move |app| {
             mark("toolkit");
@@ -131,18 +153,26 @@ pub fn run(socket: &Path) -> Result<(), Box<dyn std::error::Error>> {
                 }
             });
             if let Some(config) = app.config().app.windows.first() {
-                let mut window = tauri::WebviewWindowBuilder::from_config(app.handle(), config)?;
+                // Built hidden, shown at the page's first call (see `show`).
+                let mut window =
+                    tauri::WebviewWindowBuilder::from_config(app.handle(), config)?.visible(false);
                 if let Some(script) = system_font_script() {
                     window = window.initialization_script(script);
                 }
-                window.build()?.set_focus()?;
+                window.build()?;
                 mark("web view");
+                let (handle, shown) = (app.handle().clone(), shown.clone());
+                tauri::async_runtime::spawn(async move {
+                    tokio::time::sleep(SHOW_AT_LATEST).await;
+                    show(&handle, &shown);
+                });
             }
             Ok(())
         })
         .invoke_handler(move |invoke| {
             let cmd = invoke.message.command().to_string();
             mark("page's first call");
+            show(invoke.message.webview().app_handle(), &shown_at_call);
             if cmd == "ready" {
                 if let InvokeBody::Json(args) = invoke.message.payload() {
                     page_steps(args);
