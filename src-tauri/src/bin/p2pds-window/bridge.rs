@@ -102,8 +102,8 @@ fn gone() -> Value {
 /// Mapped earlier, GTK's first draw of the web view can come while the new web process is
 /// still starting: the window process then waits for the web process's first frame while the
 /// web process waits for an answer from the window process, until WebKit gives up after
-/// half a second (seen in 4 opens in 10 on a 2-core machine). By its first call the page is
-/// loaded and its web process free to draw.
+/// half a second (seen in a third to half of the opens on a 2-core machine). By its first
+/// call the page is loaded and its web process free to draw.
 const SHOW_AT_LATEST: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Shows the window and brings it to the front, once.
