@@ -112,7 +112,13 @@ fn show(app: &AppHandle, shown: &AtomicBool) {
         return;
     }
     mark("shown");
+    raise(app);
+}
+
+/// Brings the window to the front: restored if minimized, shown, focused.
+fn raise(app: &AppHandle) {
     if let Some(w) = app.get_webview_window("main") {
+        let _ = w.unminimize();
         let _ = w.show();
         let _ = w.set_focus();
     }
@@ -262,11 +268,7 @@ async fn connection(
                 // and the app replaces it.
                 let (a, answers) = (app.clone(), answers.clone());
                 let _ = app.run_on_main_thread(move || {
-                    if let Some(w) = a.get_webview_window("main") {
-                        let _ = w.unminimize();
-                        let _ = w.show();
-                        let _ = w.set_focus();
-                    }
+                    raise(&a);
                     let _ = answers.try_send(ToApp::Focused);
                 });
             }
