@@ -18,7 +18,7 @@ command -v WebKitWebDriver >/dev/null || { echo "e2e: WebKitWebDriver missing: r
 [[ -d "$here/node_modules/selenium-webdriver" ]] || { echo "e2e: run scripts/setup (npm ci in tests/e2e)" >&2; exit 1; }
 
 echo "e2e: building the app"
-(cd "$root" && cargo build -q -p p2pds-desktop)
+(cd "$root" && cargo build -q --workspace --bins) # as the tests and scripts/package build it
 export APP_BIN="$root/target/debug/p2pds-desktop"
 # The windows draw with WebKit's GPU compositing here (the app turns it off by default, which
 # halves the web process's memory): under Xvfb, with no window manager, a window drawn without
